@@ -1,0 +1,25 @@
+"""peftplug: parameter-efficient fine-tuning where every method and every framework is a plugin.
+
+``import peftplug`` imports neither torch nor paddle: a framework is imported when a model of
+it is first used.
+"""
+
+from peftplug.api import get_peft_model
+from peftplug.config import AdapterConfig, config_from_dict
+from peftplug.manager import get_plugin_manager
+from peftplug.markers import hookimpl, hookspec
+from peftplug.peft_model import PeftModel
+from peftplug.plugins.lora.config import LoraConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterConfig",
+    "LoraConfig",
+    "PeftModel",
+    "config_from_dict",
+    "get_peft_model",
+    "get_plugin_manager",
+    "hookimpl",
+    "hookspec",
+]

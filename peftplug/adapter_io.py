@@ -1,0 +1,51 @@
+"""Reading and writing adapters through the registered formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peftplug.errors import AdapterLoadError
+from peftplug.files import write_files_atomically
+from peftplug.manager import PluginManager, get_plugin_manager
+from peftplug.registration import Format
+from peftplug.state import AdapterState
+
+
+def detect_format(directory: Path, manager: PluginManager | None = None) -> Format:
+    """The registered format whose files are in ``directory``; a clear error when none is."""
+    manager = manager or get_plugin_manager()
+    if not directory.is_dir():
+        raise AdapterLoadError(f"adapter directory {str(directory)!r} does not exist")
+    for fmt in manager.formats:
+        if fmt.detect(directory):
+            return fmt
+    present = ", ".join(sorted(p.name for p in directory.iterdir())) or "no files"
+    raise AdapterLoadError(
+        f"no registered format recognises the files in {str(directory)!r} ({present}); "
+        f"known formats: {', '.join(manager.formats.names())}"
+    )
+
+
+def read_adapter(directory: str | Path, format: str | None = None, manager: PluginManager | None = None) -> AdapterState:
+    """Read the adapter in ``directory`` (format detected from its files unless named)."""
+    manager = manager or get_plugin_manager()
+    directory = Path(directory)
+    fmt = manager.formats.get(format) if format else detect_format(directory, manager)
+    state = fmt.read(directory)
+    manager.hook.peftplug_after_load(state=state, format=fmt.name)
+    return state
+
+
+def write_adapter(
+    state: AdapterState,
+    directory: str | Path,
+    format: str = "peft",
+    *,
+    safe_serialization: bool = True,
+    manager: PluginManager | None = None,
+) -> list[Path]:
+    """Write ``state`` into ``directory`` in ``format``, atomically; returns the files written."""
+    manager = manager or get_plugin_manager()
+    fmt = manager.formats.get(format)
+    manager.hook.peftplug_before_save(state=state, format=fmt.name)
+    return write_files_atomically(Path(directory), fmt.write(state, safe_serialization=safe_serialization))

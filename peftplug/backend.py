@@ -1,0 +1,102 @@
+"""The interface a backend implements: what the framework-free core needs from a framework.
+
+A backend plugin registers a :class:`~peftplug.registration.Backend` whose implementation
+class satisfies :class:`BackendOps`; the core drives injection, trainability, saving and
+loading through these operations and through the adapter layers' own protocol
+(:class:`AdapterLayer`), never through a framework import of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+
+class AdapterLayer(Protocol):
+    """What every adapter layer (a LoRA linear, a modules-to-save copy, ...) offers the core.
+
+    Tensor names in ``export_adapter``/``import_adapter`` are suffixes of HF PEFT keys
+    (``"lora_A.weight"``), in HF PEFT's layout, whatever the framework stores.
+    """
+
+    adapter_names: list[str]
+    merged_adapters: list[str]
+
+    def set_adapter(self, names: list[str], trainable: bool) -> None:
+        """Make ``names`` the active adapters; their parameters trainable when ``trainable``."""
+
+    def enable_adapters(self, enabled: bool) -> None:
+        """Turn every adapter of this layer on or off (the base layer alone when off)."""
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove the adapter ``name`` and its parameters."""
+
+    def merge(self, names: list[str]) -> None:
+        """Fold the adapters ``names`` into the base layer's weights."""
+
+    def unmerge(self) -> None:
+        """Undo every merge, restoring the base weights."""
+
+    def unload(self, merge: bool, names: list[str]) -> Any:
+        """The plain module to put back in this layer's place, with ``names`` merged if ``merge``."""
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """The adapter's tensors as numpy arrays, by key suffix, in HF PEFT's layout."""
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy the tensors this layer owns into adapter ``name``; return the suffixes it took.
+
+        A shape mismatch raises an error naming ``key_prefix + suffix`` and both shapes.
+        """
+
+
+class BackendOps(Protocol):
+    """Framework operations the core needs. One instance per backend, made on first use."""
+
+    name: str
+
+    def create_peft_model(self, model: Any, method: Any, manager: Any) -> Any:
+        """Wrap ``model`` in this backend's PeftModel class (no adapter injected yet)."""
+
+    def is_adapter_layer(self, module: Any) -> bool:
+        """True for layers implementing :class:`AdapterLayer` on this backend."""
+
+    def named_modules(self, root: Any) -> Iterator[tuple[str, Any]]:
+        """(dotted name, module) pairs, not descending into adapter layers."""
+
+    def get_module(self, root: Any, name: str) -> Any:
+        """The submodule at dotted ``name``."""
+
+    def replace_module(self, root: Any, name: str, new: Any) -> None:
+        """Put ``new`` in place of the submodule at dotted ``name``."""
+
+    def named_parameters(self, root: Any) -> Iterator[tuple[str, Any]]:
+        """(dotted name, parameter) pairs, each shared parameter once."""
+
+    def numel(self, parameter: Any) -> int:
+        """Number of values in ``parameter``."""
+
+    def is_trainable(self, parameter: Any) -> bool:
+        """True when the optimiser may update ``parameter``."""
+
+    def set_trainable(self, parameter: Any, trainable: bool) -> None:
+        """Mark ``parameter`` trainable or frozen."""
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A numpy copy of ``tensor`` in the backend's own layout."""
+
+    def copy_into(self, parameter: Any, array: np.ndarray, key: str) -> None:
+        """Copy ``array`` into ``parameter``; a shape mismatch names ``key`` and both shapes."""
+
+    def model_type(self, model: Any) -> str | None:
+        """The model family's ``model_type`` (from its config), or None."""
+
+    def is_linear(self, module: Any) -> bool:
+        """True for dense projection layers (for ``target_modules="all-linear"``)."""
+
+    def output_layer_names(self, model: Any) -> list[str]:
+        """Names of the output projection(s) that ``all-linear`` leaves out (``lm_head``)."""
+
+    def wrap_module_to_save(self, module: Any, adapter_name: str) -> Any:
+        """A layer keeping a trainable copy of ``module`` per adapter (``modules_to_save``)."""

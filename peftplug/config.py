@@ -1,0 +1,207 @@
+"""Adapter configs: HF PEFT's field names and defaults, checked on construction.
+
+Every method's config subclasses :class:`AdapterConfig`. ``to_dict``/``from_dict`` speak
+``adapter_config.json`` exactly as HF PEFT writes it, so a user's existing file is a valid
+peftplug config and ours load in ``peft``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
+
+from peftplug.errors import ConfigError
+
+CONFIG_NAME = "adapter_config.json"
+
+TASK_TYPES = (
+    "SEQ_CLS",
+    "SEQ_2_SEQ_LM",
+    "CAUSAL_LM",
+    "TOKEN_CLS",
+    "QUESTION_ANS",
+    "FEATURE_EXTRACTION",
+)
+
+
+@dataclasses.dataclass
+class AdapterConfig:
+    """Fields shared by every method, as in HF PEFT's ``PeftConfig``.
+
+    Subclasses set the class attribute ``peft_type`` (``"LORA"``, ...) and add their own fields.
+    ``hf_fields_at_default`` names fields HF PEFT writes that peftplug does not implement: a file
+    may carry them at HF's default value (listed there), any other value is refused.
+    """
+
+    peft_type: ClassVar[str] = ""
+    is_prompt_learning: ClassVar[bool] = False
+    hf_fields_at_default: ClassVar[dict[str, Any]] = {
+        "auto_mapping": None,
+        "peft_version": None,
+    }
+
+    task_type: str | None = None
+    base_model_name_or_path: str | None = None
+    revision: str | None = None
+    inference_mode: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        if self.task_type is not None and self.task_type not in TASK_TYPES:
+            self._fail("task_type", self.task_type, f"one of {', '.join(TASK_TYPES)}, or None")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check values beyond their types; subclasses extend it and raise via ``_fail``."""
+
+    def _fail(self, field: str, value: Any, allowed: str) -> typing.NoReturn:
+        raise ConfigError(type(self).__name__, field, value, allowed)
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = hints[f.name]
+            if isinstance(value, int) and not isinstance(value, bool) and _accepts_float(expected) and not _matches(value, expected):
+                setattr(self, f.name, value := float(value))
+            if isinstance(value, tuple):
+                setattr(self, f.name, value := list(value))
+            if not _matches(value, expected):
+                self._fail(f.name, value, f"expected {_describe(expected)}")
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """The config as adapter_config.json holds it (``peft_type`` included)."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        data["peft_type"] = self.peft_type
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        """Build a config from a dict; unknown fields are dropped with a warning."""
+        data = dict(data)
+        peft_type = data.pop("peft_type", cls.peft_type)
+        if peft_type != cls.peft_type:
+            raise ConfigError(cls.__name__, "peft_type", peft_type, f"{cls.peft_type!r} for {cls.__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs, unknown = {}, []
+        for key, value in data.items():
+            if key in known:
+                kwargs[key] = value
+            elif key in cls.hf_fields_at_default:
+                if value != cls.hf_fields_at_default[key] and not _is_empty(value):
+                    raise ConfigError(
+                        cls.__name__, key, value,
+                        f"peftplug does not implement {key}; only {cls.hf_fields_at_default[key]!r} is accepted",
+                    )
+            else:
+                unknown.append(key)
+        if unknown:
+            warnings.warn(
+                f"{cls.__name__}: ignoring unknown field(s) {', '.join(sorted(unknown))}",
+                UserWarning,
+                stacklevel=2,
+            )
+        return cls(**kwargs)
+
+    def to_json_string(self) -> str:
+        """adapter_config.json's text: sorted keys, indent 2, as HF PEFT writes it."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``adapter_config.json`` into ``directory`` (atomically)."""
+        from peftplug.files import write_files_atomically
+
+        write_files_atomically(Path(directory), {CONFIG_NAME: self.to_json_string().encode()})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, subfolder: str | None = None) -> AdapterConfig:
+        """Read ``adapter_config.json`` from ``directory`` (or its ``subfolder``).
+
+        Called on :class:`AdapterConfig` itself, the class is chosen from the file's
+        ``peft_type`` through the method registry.
+        """
+        path = Path(directory) / (subfolder or "") / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {path.parent}")
+        data = json.loads(path.read_text())
+        if cls is AdapterConfig:
+            return config_from_dict(data)
+        return cls.from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
+    """Build the config class that ``data["peft_type"]`` names, through the method registry."""
+    from peftplug.manager import get_plugin_manager
+
+    if "peft_type" not in data:
+        raise ConfigError("AdapterConfig", "peft_type", None, "a peft_type such as 'LORA' is required")
+    method = get_plugin_manager().method_for_peft_type(str(data["peft_type"]))
+    return method.config_class.from_dict(data)
+
+
+# ---------------------------------------------------------------------- type checks
+def _is_empty(value: Any) -> bool:
+    return value is None or value is False or value == {} or value == []
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set)):
+        items = sorted(value) if isinstance(value, set) else value
+        return [_plain(v) for v in items]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _accepts_float(tp: Any) -> bool:
+    if tp is float:
+        return True
+    return typing.get_origin(tp) is Union and float in typing.get_args(tp)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Union:
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, float)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False
+        return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Union:
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if origin in (list, dict):
+        inner = ", ".join(_describe(a) for a in args)
+        return f"{origin.__name__}[{inner}]" if inner else origin.__name__
+    return getattr(tp, "__name__", str(tp))

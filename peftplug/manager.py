@@ -1,0 +1,256 @@
+"""The plugin manager: built-ins first, then entry points of group ``peftplug``.
+
+:class:`PluginManager` wraps a :class:`pluggy.PluginManager` with typed calls and the
+registries of backends, methods, formats and architectures. :func:`get_plugin_manager` returns
+the process-wide instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Iterable
+
+import pluggy
+
+from peftplug import hookspecs
+from peftplug.errors import BackendError, PluginError, RegistryError
+from peftplug.markers import PROJECT_NAME
+from peftplug.registration import Architecture, Backend, Format, Method
+from peftplug.registry import Registry
+
+ENTRY_POINT_GROUP = "peftplug"
+DISABLE_ENV = "PEFTPLUG_DISABLE_PLUGINS"
+LOAD_ENV = "PEFTPLUG_LOAD_PLUGINS"
+BUILTIN_DISTRIBUTION = "peftplug"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "peftplug.backends.torch",
+    "peftplug.plugins.lora",
+    "peftplug.plugins.formats.peft",
+    "peftplug.plugins.architectures",
+)
+
+
+@dataclass(frozen=True)
+class PluginLoadFailure:
+    """An entry point that could not be imported: which one, from which distribution, why."""
+
+    name: str
+    distribution: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.name!r} from distribution {self.distribution!r} failed to load: {self.error}"
+
+
+def _names_from_env(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _check_backend(item: Any) -> str | None:
+    if not isinstance(item, Backend):
+        return f"expected peftplug.registration.Backend, got {type(item).__name__}"
+    if ":" not in item.implementation:
+        return f"backend {item.name!r}: implementation must be 'module:attribute', got {item.implementation!r}"
+    return None
+
+
+def _check_method(item: Any) -> str | None:
+    from peftplug.config import AdapterConfig
+
+    if not isinstance(item, Method):
+        return f"expected peftplug.registration.Method, got {type(item).__name__}"
+    if not (isinstance(item.config_class, type) and issubclass(item.config_class, AdapterConfig)):
+        return f"method {item.name!r}: config_class must subclass peftplug.AdapterConfig"
+    if not item.config_class.peft_type:
+        return f"method {item.name!r}: {item.config_class.__name__}.peft_type is empty"
+    if item.kind not in ("layer", "prompt"):
+        return f"method {item.name!r}: kind must be 'layer' or 'prompt', got {item.kind!r}"
+    return None
+
+
+def _check_format(item: Any) -> str | None:
+    if not isinstance(item, Format):
+        return f"expected a peftplug.registration.Format instance, got {type(item).__name__}"
+    if not item.name:
+        return f"format {type(item).__name__} has no name"
+    return None
+
+
+def _check_architecture(item: Any) -> str | None:
+    if not isinstance(item, Architecture):
+        return f"expected peftplug.registration.Architecture, got {type(item).__name__}"
+    return None
+
+
+class PluginManager:
+    """peftplug's plugin manager: registration, entry points, registries and typed hook calls."""
+
+    def __init__(self, *, load_entry_points: bool = True, builtins: Iterable[str] = DEFAULT_PLUGINS):
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.distributions: dict[str, str] = {}
+        self.failures: list[PluginLoadFailure] = []
+        disabled = _names_from_env(DISABLE_ENV) or set()
+        for module_name in builtins:
+            if module_name in disabled or module_name.rsplit(".", 1)[-1] in disabled:
+                continue
+            self.register(importlib.import_module(module_name), module_name, BUILTIN_DISTRIBUTION)
+        if load_entry_points:
+            self._load_entry_points(disabled, _names_from_env(LOAD_ENV))
+        self.pm.check_pending()
+
+    # ------------------------------------------------------------ registration
+    def register(self, plugin: Any, name: str | None = None, distribution: str = "<registered in code>") -> str:
+        """Register ``plugin`` (a module or object with hookimpls); returns its plugin name."""
+        try:
+            plugin_name = self.pm.register(plugin, name=name)
+        except ValueError as error:
+            raise PluginError(f"cannot register plugin {name or plugin!r}: {error}") from error
+        except pluggy.PluginValidationError as error:
+            raise PluginError(f"plugin {name or plugin!r} does not match peftplug's hook specs: {error}") from error
+        if plugin_name is None:
+            raise PluginError(f"plugin {name or plugin!r} is blocked")
+        self.distributions[plugin_name] = distribution
+        self._forget_registries()
+        return plugin_name
+
+    def unregister(self, name: str) -> None:
+        """Remove the plugin called ``name``."""
+        self.pm.unregister(name=name)
+        self.distributions.pop(name, None)
+        self._forget_registries()
+
+    def _load_entry_points(self, disabled: set[str], only: set[str] | None) -> None:
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.name in disabled or (only is not None and entry_point.name not in only):
+                continue
+            distribution = entry_point.dist.name if entry_point.dist else "<unknown distribution>"
+            try:
+                plugin = entry_point.load()
+                self.register(plugin, entry_point.name, distribution)
+            except Exception as error:  # a broken plugin must not take the others down
+                failure = PluginLoadFailure(entry_point.name, distribution, f"{type(error).__name__}: {error}")
+                self.failures.append(failure)
+                warnings.warn(f"peftplug: {failure}", RuntimeWarning, stacklevel=3)
+
+    def distribution_of(self, plugin_name: str) -> str:
+        """The distribution a plugin came from (``peftplug`` for the built-ins)."""
+        return self.distributions.get(plugin_name, "<unknown distribution>")
+
+    # ------------------------------------------------------------ registries
+    def _forget_registries(self) -> None:
+        for name in ("backends", "methods", "formats", "architectures"):
+            self.__dict__.pop(name, None)
+
+    def _collect(self, hook_name: str, registry: Registry) -> Registry:
+        hook = getattr(self.pm.hook, hook_name)
+        # Oldest first, so that a duplicate's message names the built-in as the first owner.
+        for impl in reversed(hook.get_hookimpls()):
+            result = impl.function()
+            items = result if isinstance(result, (list, tuple)) else [result]
+            for item in items:
+                if item is not None:
+                    registry.add(item, impl.plugin_name)
+        return registry
+
+    @cached_property
+    def backends(self) -> Registry[Backend]:
+        """Registered backends, by name."""
+        return self._collect("peftplug_register_backends", Registry("backend", _check_backend))
+
+    @cached_property
+    def methods(self) -> Registry[Method]:
+        """Registered methods, by name; ``peft_type`` values are unique too."""
+        registry = self._collect("peftplug_register_methods", Registry("method", _check_method))
+        owners: dict[str, str] = {}
+        for method in registry:
+            if method.peft_type in owners:
+                raise RegistryError(
+                    f"peft_type {method.peft_type!r} is claimed by method {owners[method.peft_type]!r} "
+                    f"(plugin {registry.owner(owners[method.peft_type])!r}) and by method {method.name!r} "
+                    f"(plugin {registry.owner(method.name)!r})"
+                )
+            owners[method.peft_type] = method.name
+        return registry
+
+    @cached_property
+    def formats(self) -> Registry[Format]:
+        """Registered on-disk formats, by name."""
+        return self._collect("peftplug_register_formats", Registry("format", _check_format))
+
+    @cached_property
+    def architectures(self) -> Registry[Architecture]:
+        """Registered model families, by name."""
+        return self._collect("peftplug_register_architectures", Registry("architecture", _check_architecture))
+
+    def method_for_peft_type(self, peft_type: str) -> Method:
+        """The method whose config has this ``peft_type``; unknown types list the known ones."""
+        for method in self.methods:
+            if method.peft_type == peft_type:
+                return method
+        known = ", ".join(sorted(m.peft_type for m in self.methods))
+        raise RegistryError(f"unknown peft_type {peft_type!r}; known: {known}")
+
+    def method_for_config(self, config: Any) -> Method:
+        """The method whose config class ``config`` is an instance of."""
+        for method in self.methods:
+            if type(config) is method.config_class:
+                return method
+        return self.method_for_peft_type(getattr(config, "peft_type", repr(type(config))))
+
+    def architecture_for_model_type(self, model_type: str | None) -> Architecture | None:
+        """The architecture answering to a transformers ``model_type``, or None."""
+        for architecture in self.architectures:
+            if model_type in architecture.model_types:
+                return architecture
+        return None
+
+    # ------------------------------------------------------------ typed hook calls
+    @property
+    def hook(self) -> Any:
+        """The raw pluggy hook relay, for the lifecycle hooks."""
+        return self.pm.hook
+
+    def detect_backend(self, model: Any) -> str:
+        """Name of the backend ``model`` belongs to; a clear error when no plugin claims it."""
+        name = self.pm.hook.peftplug_detect_backend(model=model)
+        if name is None:
+            known = ", ".join(self.backends.names()) or "none"
+            raise BackendError(
+                f"no peftplug backend recognises a model of type {type(model).__module__}.{type(model).__qualname__}; "
+                f"registered backends: {known}"
+            )
+        self.backends.get(name)
+        return name
+
+    def wrap_layer(self, method: str, backend: str, layer: Any, name: str, config: Any, adapter_name: str) -> Any:
+        """Ask the plugins for the adapter layer wrapping ``layer`` (None when none can)."""
+        return self.pm.hook.peftplug_wrap_layer(
+            method=method, backend=backend, layer=layer, name=name, config=config, adapter_name=adapter_name
+        )
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, created on first use."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Drop the process-wide manager so the next call re-reads plugins and environment."""
+    global _manager
+    _manager = None

@@ -1,0 +1,376 @@
+"""PeftModel: HF PEFT's model API, written once over the backend operations.
+
+Each backend builds its own class from :class:`PeftModel` and its framework's module class
+(``torch.nn.Module``, ``paddle.nn.Layer``), so a peftplug model is a module of its framework
+(``Trainer`` accepts it) and ``isinstance(model, peftplug.PeftModel)`` holds on every backend.
+The module tree mirrors HF PEFT's: ``peft_model.base_model.model`` is the user's model, so
+parameter names, counts and saved keys are the same as HF PEFT's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+from peftplug.adapter_io import read_adapter, write_adapter
+from peftplug.config import AdapterConfig
+from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError
+from peftplug.state import AdapterState
+from peftplug.targets import ALL_LINEAR, select_targets
+
+KEY_PREFIX = "base_model.model."
+DEFAULT_ADAPTER = "default"
+CLASSIFIER_MODULES = ("classifier", "score")
+
+
+class PeftModel:
+    """A base model with adapters injected. Backends subclass it; users get it from
+    :func:`peftplug.get_peft_model` or :meth:`PeftModel.from_pretrained`."""
+
+    # Set by the backend's __init__ (see _init_peft).
+    base_model: Any
+    peft_config: dict[str, AdapterConfig]
+    active_adapter: str
+
+    def _init_peft(self, ops: Any, method: Any, manager: Any) -> None:
+        self._peft_ops = ops
+        self._peft_method = method
+        self._peft_manager = manager
+        self.peft_config = {}
+        self.active_adapter = DEFAULT_ADAPTER
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: Any,
+        model_id: str | Path,
+        adapter_name: str = DEFAULT_ADAPTER,
+        is_trainable: bool = False,
+        config: AdapterConfig | None = None,
+        format: str | None = None,
+        subfolder: str | None = None,
+    ) -> PeftModel:
+        """Load the adapter saved in ``model_id`` onto ``model`` (either framework).
+
+        The format is detected from the files (HF PEFT's, or any registered one) unless
+        ``format`` names it. With ``is_trainable=False`` (the default, as in HF PEFT) the
+        adapter is frozen for inference.
+        """
+        from peftplug.api import get_peft_model
+
+        state = read_adapter(Path(model_id) / (subfolder or ""), format)
+        config = dataclasses.replace(config or state.config, inference_mode=not is_trainable)
+        peft_model = get_peft_model(model, config, adapter_name=adapter_name)
+        peft_model.load_adapter_state(state, adapter_name)
+        return peft_model
+
+    def load_adapter(
+        self,
+        model_id: str | Path,
+        adapter_name: str,
+        is_trainable: bool = False,
+        format: str | None = None,
+        subfolder: str | None = None,
+    ) -> None:
+        """Load another saved adapter into this model under ``adapter_name``."""
+        state = read_adapter(Path(model_id) / (subfolder or ""), format)
+        self.add_adapter(adapter_name, dataclasses.replace(state.config, inference_mode=not is_trainable))
+        self.load_adapter_state(state, adapter_name)
+
+    def load_adapter_state(self, state: AdapterState, adapter_name: str) -> None:
+        """Copy the tensors of ``state`` into adapter ``adapter_name``.
+
+        Keys are HF PEFT's (with or without the ``base_model.model.`` prefix). A tensor whose
+        shape differs raises an error naming it and both shapes; keys that match nothing are
+        an error when no key matched at all (the adapter belongs to another model), a warning
+        otherwise.
+        """
+        ops = self._peft_ops
+        tensors = {key.removeprefix(KEY_PREFIX): value for key, value in state.tensors.items()}
+        taken: set[str] = set()
+        starved: list[str] = []
+        for name, layer in self._adapter_layers():
+            if adapter_name not in layer.adapter_names:
+                continue
+            prefix = f"{name}."
+            own = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+            consumed = layer.import_adapter(adapter_name, own, KEY_PREFIX + prefix)
+            taken.update(prefix + suffix for suffix in consumed)
+            if not consumed:
+                starved.append(name)
+        parameters = dict(ops.named_parameters(self.base_model.model))
+        for key in tensors.keys() - taken:
+            if key in parameters:
+                ops.copy_into(parameters[key], tensors[key], KEY_PREFIX + key)
+                taken.add(key)
+        unexpected = sorted(tensors.keys() - taken)
+        if unexpected and len(unexpected) == len(tensors):
+            raise AdapterLoadError(
+                f"none of the adapter's {len(tensors)} tensors matches this model "
+                f"(first: {KEY_PREFIX + unexpected[0]!r}); was it trained on another model?"
+            )
+        if unexpected:
+            warnings.warn(f"adapter {adapter_name!r}: unexpected keys ignored: {_some(unexpected)}", stacklevel=3)
+        if starved:
+            warnings.warn(f"adapter {adapter_name!r}: no tensors for modules {_some(starved)}", stacklevel=3)
+
+    # ---------------------------------------------------------------- adapters
+    def add_adapter(self, adapter_name: str, peft_config: AdapterConfig) -> None:
+        """Inject a new adapter ``adapter_name`` (same method as the existing ones)."""
+        if adapter_name in self.peft_config:
+            raise ConfigError(type(peft_config).__name__, "adapter_name", adapter_name, "an adapter name not in use")
+        method = self._peft_manager.method_for_config(peft_config)
+        if self.peft_config and method.name != self._peft_method.name:
+            raise PeftplugError(
+                f"this model holds {self._peft_method.name} adapters; a {method.name} adapter cannot be added to it"
+            )
+        self._inject(adapter_name, peft_config)
+        if len(self.peft_config) == 1:
+            self.active_adapter = adapter_name
+        self._update_trainable()
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make ``adapter_name`` the active adapter (the only one trained and applied)."""
+        self._check_adapter(adapter_name)
+        self.active_adapter = adapter_name
+        self._update_trainable()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove adapter ``adapter_name`` and its parameters from every layer."""
+        self._check_adapter(adapter_name)
+        if len(self.peft_config) == 1:
+            raise PeftplugError(f"{adapter_name!r} is the only adapter; use unload() to remove it")
+        for _, layer in self._adapter_layers():
+            if adapter_name in layer.adapter_names:
+                layer.delete_adapter(adapter_name)
+        del self.peft_config[adapter_name]
+        if self.active_adapter == adapter_name:
+            self.active_adapter = next(iter(self.peft_config))
+        self._update_trainable()
+
+    @property
+    def active_adapters(self) -> list[str]:
+        """The active adapters' names (HF PEFT's plural accessor)."""
+        return [self.active_adapter]
+
+    @property
+    def active_peft_config(self) -> AdapterConfig:
+        """The config of the active adapter."""
+        return self.peft_config[self.active_adapter]
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Context manager running the base model alone, with every adapter switched off."""
+        layers = [layer for _, layer in self._adapter_layers()]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+
+    # ---------------------------------------------------------------- merging
+    def merge_adapter(self, adapter_names: list[str] | None = None) -> None:
+        """Fold the adapters (default: the active one) into the base weights, in place."""
+        names = self._names_or_active(adapter_names)
+        for _, layer in self._adapter_layers():
+            layer.merge([n for n in names if n in layer.adapter_names])
+
+    def unmerge_adapter(self) -> None:
+        """Undo :meth:`merge_adapter`, restoring the base weights."""
+        for _, layer in self._adapter_layers():
+            layer.unmerge()
+
+    def merge_and_unload(self, adapter_names: list[str] | None = None) -> Any:
+        """Merge the adapters into the base weights and return the plain base model."""
+        return self._unload(merge=True, adapter_names=adapter_names)
+
+    def unload(self) -> Any:
+        """Remove every adapter without merging and return the plain base model."""
+        return self._unload(merge=False, adapter_names=None)
+
+    def _unload(self, merge: bool, adapter_names: list[str] | None) -> Any:
+        names = self._names_or_active(adapter_names)
+        model = self.base_model.model
+        for name, layer in list(self._adapter_layers()):
+            plain = layer.unload(merge, [n for n in names if n in layer.adapter_names])
+            self._peft_ops.replace_module(model, name, plain)
+        return model
+
+    def get_base_model(self) -> Any:
+        """The user's model inside this wrapper (with adapter layers in it until unloaded)."""
+        return self.base_model.model
+
+    # ---------------------------------------------------------------- counting
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable parameters, all parameters), counted as HF PEFT counts them."""
+        ops = self._peft_ops
+        trainable = total = 0
+        for _, parameter in ops.named_parameters(self):
+            count = ops.numel(parameter)
+            total += count
+            if ops.is_trainable(parameter):
+                trainable += count
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        """Print HF PEFT's line: trainable params, all params, trainable%."""
+        trainable, total = self.get_nb_trainable_parameters()
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        )
+
+    # ---------------------------------------------------------------- saving
+    def adapter_state(self, adapter_name: str = DEFAULT_ADAPTER) -> AdapterState:
+        """The adapter as an :class:`AdapterState`: HF PEFT keys and layout, numpy arrays."""
+        self._check_adapter(adapter_name)
+        config = self.peft_config[adapter_name]
+        tensors = {}
+        for name, layer in self._adapter_layers():
+            if adapter_name in layer.adapter_names:
+                for suffix, array in layer.export_adapter(adapter_name).items():
+                    tensors[f"{KEY_PREFIX}{name}.{suffix}"] = array
+        for name, parameter in self._trainable_biases(config):
+            tensors[KEY_PREFIX + name] = self._peft_ops.to_numpy(parameter)
+        return AdapterState(dataclasses.replace(config, inference_mode=True), tensors)
+
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        selected_adapters: list[str] | None = None,
+        safe_serialization: bool = True,
+        format: str = "peft",
+    ) -> None:
+        """Save each adapter (default: all) as HF PEFT does: ``default`` in ``save_directory``,
+        the others in subfolders named after them. Each adapter's files are written atomically.
+        """
+        names = selected_adapters or list(self.peft_config)
+        for name in names:
+            self._check_adapter(name)
+        for name in names:
+            directory = Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name
+            write_adapter(
+                self.adapter_state(name),
+                directory,
+                format,
+                safe_serialization=safe_serialization,
+                manager=self._peft_manager,
+            )
+
+    # ---------------------------------------------------------------- injection
+    def _inject(self, adapter_name: str, config: AdapterConfig) -> None:
+        ops, manager, method = self._peft_ops, self._peft_manager, self._peft_method
+        model = self.base_model.model
+        config = self._with_resolved_targets(config, model)
+        manager.hook.peftplug_validate_config(config=config, model=model, backend=ops.name)
+        modules = dict(ops.named_modules(model))
+        targets = config.target_modules
+        if targets == ALL_LINEAR:
+            skipped = set(ops.output_layer_names(model))
+            targets = [name for name, module in modules.items() if ops.is_linear(module) and name not in skipped]
+        chosen = select_targets(
+            modules,
+            targets,
+            exclude=getattr(config, "exclude_modules", None),
+            layers_to_transform=getattr(config, "layers_to_transform", None),
+            layers_pattern=getattr(config, "layers_pattern", None),
+        )
+        for name in chosen:
+            layer = modules[name]
+            wrapped = manager.wrap_layer(method.name, ops.name, layer, name, config, adapter_name)
+            if wrapped is None:
+                raise PeftplugError(
+                    f"module {name!r} ({type(layer).__name__}) matched target_modules, but no plugin "
+                    f"implements {method.name} for that layer type on backend {ops.name!r}"
+                )
+            if wrapped is not layer:
+                ops.replace_module(model, name, wrapped)
+        self._wrap_modules_to_save(config, adapter_name, modules)
+        self.peft_config[adapter_name] = config
+        manager.hook.peftplug_adapter_injected(model=self, adapter_name=adapter_name, config=config, wrapped=chosen)
+
+    def _with_resolved_targets(self, config: AdapterConfig, model: Any) -> AdapterConfig:
+        updates: dict[str, Any] = {}
+        if getattr(config, "base_model_name_or_path", None) is None:
+            updates["base_model_name_or_path"] = getattr(model, "name_or_path", None) or None
+        if hasattr(config, "target_modules") and config.target_modules is None:
+            model_type = self._peft_ops.model_type(model)
+            architecture = self._peft_manager.architecture_for_model_type(model_type)
+            defaults = architecture.default_targets.get(self._peft_method.name) if architecture else None
+            if not defaults:
+                known = ", ".join(a.name for a in self._peft_manager.architectures)
+                raise ConfigError(
+                    type(config).__name__, "target_modules", None,
+                    f"no default targets for model_type {model_type!r} with {self._peft_method.name}; "
+                    f"set target_modules (families with defaults: {known})",
+                )
+            updates["target_modules"] = list(defaults)
+        if config.task_type == "SEQ_CLS" and hasattr(config, "modules_to_save"):
+            extra = [m for m in CLASSIFIER_MODULES if m not in (config.modules_to_save or [])]
+            updates["modules_to_save"] = list(config.modules_to_save or []) + extra
+        return dataclasses.replace(config, **updates) if updates else config
+
+    def _wrap_modules_to_save(self, config: AdapterConfig, adapter_name: str, modules: dict[str, Any]) -> None:
+        wanted = getattr(config, "modules_to_save", None) or []
+        ops = self._peft_ops
+        for name, module in modules.items():
+            if not name or not any(name == m or name.endswith(f".{m}") for m in wanted):
+                continue
+            if not ops.is_adapter_layer(module):
+                ops.replace_module(self.base_model.model, name, ops.wrap_module_to_save(module, adapter_name))
+            elif hasattr(module, "add_copy"):
+                module.add_copy(adapter_name)
+            else:
+                raise PeftplugError(f"module {name!r} is in modules_to_save and also an adapter target")
+
+    # ---------------------------------------------------------------- helpers
+    def _adapter_layers(self) -> Iterator[tuple[str, Any]]:
+        ops = self._peft_ops
+        for name, module in ops.named_modules(self.base_model.model):
+            if ops.is_adapter_layer(module):
+                yield name, module
+
+    def _update_trainable(self) -> None:
+        ops = self._peft_ops
+        config = self.peft_config[self.active_adapter]
+        for _, parameter in ops.named_parameters(self.base_model.model):
+            ops.set_trainable(parameter, False)
+        trainable = not config.inference_mode
+        for _, layer in self._adapter_layers():
+            layer.set_adapter([n for n in [self.active_adapter] if n in layer.adapter_names], trainable)
+        if trainable:
+            for _, parameter in self._trainable_biases(config):
+                ops.set_trainable(parameter, True)
+
+    def _trainable_biases(self, config: AdapterConfig) -> list[tuple[str, Any]]:
+        """Biases that ``config.bias`` trains: none, all, or those of adapted layers."""
+        mode = getattr(config, "bias", "none")
+        if mode == "none":
+            return []
+        adapted = tuple(f"{name}.base_layer.bias" for name, _ in self._adapter_layers())
+        return [
+            (name, parameter)
+            for name, parameter in self._peft_ops.named_parameters(self.base_model.model)
+            if (mode == "all" and (name == "bias" or name.endswith(".bias"))) or name in adapted
+        ]
+
+    def _names_or_active(self, adapter_names: list[str] | None) -> list[str]:
+        names = adapter_names or [self.active_adapter]
+        for name in names:
+            self._check_adapter(name)
+        return names
+
+    def _check_adapter(self, adapter_name: str) -> None:
+        if adapter_name not in self.peft_config:
+            known = ", ".join(self.peft_config) or "none"
+            raise PeftplugError(f"no adapter named {adapter_name!r}; this model has: {known}")
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

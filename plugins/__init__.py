@@ -1,0 +1,1 @@
+"""Built-in plugins: one package per method, plus formats and architectures."""

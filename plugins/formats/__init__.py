@@ -1,0 +1,1 @@
+"""Built-in on-disk formats."""

@@ -1,0 +1,82 @@
+"""HF PEFT's format: ``adapter_config.json`` + ``adapter_model.safetensors`` (or ``.bin``)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save as save_safetensors
+
+from peftplug.config import CONFIG_NAME, config_from_dict
+from peftplug.errors import AdapterLoadError
+from peftplug.markers import hookimpl
+from peftplug.plugins.formats.safetensors_io import read_safetensors
+from peftplug.registration import Format
+from peftplug.state import AdapterState
+
+SAFETENSORS_NAME = "adapter_model.safetensors"
+BIN_NAME = "adapter_model.bin"
+
+
+class PeftFormat(Format):
+    """Files exactly as HF PEFT writes them; keys ``base_model.model.<path>.lora_A.weight``."""
+
+    name = "peft"
+    description = "Hugging Face PEFT (adapter_config.json + adapter_model.safetensors)"
+
+    def detect(self, directory: Path) -> bool:
+        """An adapter_config.json beside adapter_model.safetensors or .bin."""
+        return (directory / CONFIG_NAME).is_file() and (
+            (directory / SAFETENSORS_NAME).is_file() or (directory / BIN_NAME).is_file()
+        )
+
+    def read(self, directory: Path) -> AdapterState:
+        """The config and tensors; ``.bin`` is read with torch's weights-only unpickler."""
+        if not (directory / CONFIG_NAME).is_file():
+            raise AdapterLoadError(f"no {CONFIG_NAME} in {directory}")
+        config = config_from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        if (directory / SAFETENSORS_NAME).is_file():
+            tensors = read_safetensors(directory / SAFETENSORS_NAME)
+        elif (directory / BIN_NAME).is_file():
+            tensors = _read_torch_bin(directory / BIN_NAME)
+        else:
+            raise AdapterLoadError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {directory}")
+        return AdapterState(config, tensors)
+
+    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, bytes]:
+        """adapter_config.json and adapter_model.safetensors (metadata format=pt), or .bin."""
+        files = {CONFIG_NAME: state.config.to_json_string().encode()}
+        tensors = {key: np.ascontiguousarray(value) for key, value in state.tensors.items()}
+        if safe_serialization:
+            files[SAFETENSORS_NAME] = save_safetensors(tensors, metadata={"format": "pt"})
+        else:
+            files[BIN_NAME] = _torch_bin_bytes(tensors)
+        return files
+
+
+def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as error:
+        raise AdapterLoadError(f"reading {path} needs torch (it is a torch pickle); install peftplug[torch]") from error
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise AdapterLoadError(f"{path} cannot be read safely (only tensors and plain containers are allowed): {error}") from error
+    return {key: value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy() for key, value in loaded.items()}
+
+
+def _torch_bin_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({key: torch.from_numpy(value) for key, value in tensors.items()}, buffer)
+    return buffer.getvalue()
+
+
+@hookimpl
+def peftplug_register_formats() -> Format:
+    """HF PEFT's format, the default for both backends."""
+    return PeftFormat()

@@ -1,0 +1,27 @@
+"""The LoRA plugin: its config, and its layers for each backend (imported on first use)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peftplug.markers import hookimpl
+from peftplug.plugins.lora.config import LoraConfig
+from peftplug.registration import Method
+
+
+@hookimpl
+def peftplug_register_methods() -> Method:
+    """LoRA, configured by :class:`LoraConfig` (``peft_type`` ``LORA``)."""
+    return Method(name="lora", config_class=LoraConfig, description="Low-rank adaptation (Hu et al., 2021)")
+
+
+@hookimpl
+def peftplug_wrap_layer(method: str, backend: str, layer: Any, name: str, config: LoraConfig, adapter_name: str):
+    """LoRA layers for torch's Linear, Conv1D and Embedding."""
+    if method != "lora":
+        return None
+    if backend == "torch":
+        from peftplug.plugins.lora.torch_layers import wrap
+
+        return wrap(layer, name, config, adapter_name)
+    return None

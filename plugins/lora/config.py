@@ -1,0 +1,84 @@
+"""LoraConfig: HF PEFT's LoRA fields, names and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Literal, Optional, Union
+
+from peftplug.config import AdapterConfig
+from peftplug.targets import pattern_value
+
+
+@dataclasses.dataclass
+class LoraConfig(AdapterConfig):
+    """Low-rank adaptation: ``W x + (alpha / r) * B A x`` on each target module.
+
+    Field names and defaults are HF PEFT's (``r=8``, ``lora_alpha=8``, ``lora_dropout=0.0``,
+    ``bias="none"``, ...). ``target_modules`` is a list (exact name or dotted suffix), a regex
+    string, ``"all-linear"``, or None for the model family's default.
+    """
+
+    peft_type: ClassVar[str] = "LORA"
+    hf_fields_at_default: ClassVar[dict] = {
+        **AdapterConfig.hf_fields_at_default,
+        "use_dora": False,
+        "lora_bias": False,
+        "megatron_config": None,
+        "megatron_core": "megatron.core",
+        "trainable_token_indices": None,
+        "loftq_config": {},
+        "eva_config": None,
+        "corda_config": None,
+        "lora_ga_config": None,
+        "velora_config": None,
+        "alora_invocation_tokens": None,
+        "use_qalora": False,
+        "qalora_group_size": 16,
+        "monteclora_config": None,
+        "layer_replication": None,
+        "runtime_config": {"ephemeral_gpu_offload": False},
+        "target_parameters": None,
+        "use_bdlora": None,
+        "arrow_config": None,
+        "kasa_config": None,
+        "ensure_weight_tying": False,
+    }
+
+    r: int = 8
+    target_modules: Optional[Union[list[str], str]] = None
+    exclude_modules: Optional[Union[list[str], str]] = None
+    lora_alpha: Union[int, float] = 8
+    lora_dropout: float = 0.0
+    fan_in_fan_out: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = False
+    modules_to_save: Optional[list[str]] = None
+    init_lora_weights: Union[bool, Literal["gaussian"]] = True
+    layers_to_transform: Optional[Union[list[int], int]] = None
+    layers_pattern: Optional[Union[list[str], str]] = None
+    rank_pattern: Optional[dict[str, int]] = dataclasses.field(default_factory=dict)
+    alpha_pattern: Optional[dict[str, Union[int, float]]] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        """r and every rank_pattern value positive; dropout in [0, 1); layer options consistent."""
+        if self.r <= 0:
+            self._fail("r", self.r, "a positive integer")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            self._fail("lora_dropout", self.lora_dropout, "a probability in [0, 1)")
+        for key, rank in (self.rank_pattern or {}).items():
+            if rank <= 0:
+                self._fail("rank_pattern", {key: rank}, "positive ranks")
+        if self.layers_pattern and self.layers_to_transform is None:
+            self._fail("layers_pattern", self.layers_pattern, "only meaningful together with layers_to_transform")
+        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
+            self._fail("layers_to_transform", self.layers_to_transform, "not allowed when target_modules is a regex")
+
+    def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
+        """(r, lora_alpha) for one module, after rank_pattern and alpha_pattern."""
+        r = pattern_value(self.rank_pattern or {}, module_name, self.r)
+        return r, pattern_value(self.alpha_pattern or {}, module_name, self.lora_alpha)
+
+    def scaling(self, r: int, alpha: float) -> float:
+        """``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r

@@ -1,0 +1,214 @@
+"""LoRA layers for PyTorch: Linear (and GPT-2's Conv1D) and Embedding.
+
+Math, for a base weight ``W`` (``[out, in]``), rank ``r``, and ``s = alpha / r``
+(``alpha / sqrt(r)`` with rsLoRA)::
+
+    y = W x + b + s * B (A dropout(x))        A: [r, in], kaiming-uniform;  B: [out, r], zeros
+    merge:  W <- W + s * B A                  (transposed for Conv1D, whose W is [in, out])
+
+Parameter names and shapes are HF PEFT's (``lora_A.<adapter>.weight`` ...), so state dicts
+and saved files are interchangeable with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
+from peftplug.backends.torch.ops import is_conv1d
+from peftplug.plugins.lora.config import LoraConfig
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
+    """Adapters of half-precision models train in float32, as HF PEFT's autocast does."""
+    return torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype
+
+
+class LoraLayer(TorchAdapterLayer):
+    """What LoRA's Linear and Embedding share: ranks, scalings, dropout, merge bookkeeping."""
+
+    adapter_value_names = ("r", "lora_alpha", "scaling")
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__()
+        self.base_layer = base_layer
+        self.r: dict[str, int] = {}
+        self.lora_alpha: dict[str, float] = {}
+        self.scaling: dict[str, float] = {}
+
+    def _record(self, adapter_name: str, config: LoraConfig, module_name: str) -> int:
+        r, alpha = config.rank_and_alpha(module_name)
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = alpha
+        self.scaling[adapter_name] = config.scaling(r, alpha)
+        return r
+
+    def delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``s * B A`` in the base weight's layout and dtype."""
+        raise NotImplementedError
+
+    def merge(self, names: list[str]) -> None:
+        """``W += s * B A`` for each adapter in ``names`` not merged yet."""
+        weight = self.base_layer.weight
+        with torch.no_grad():
+            for name in names:
+                if name not in self.merged_adapters:
+                    weight.add_(self.delta_weight(name))
+                    self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """``W -= s * B A`` for every merged adapter, last merged first."""
+        weight = self.base_layer.weight
+        with torch.no_grad():
+            while self.merged_adapters:
+                weight.sub_(self.delta_weight(self.merged_adapters.pop()))
+
+
+class LoraLinear(LoraLayer):
+    """LoRA around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``)."""
+
+    adapter_layer_names = ("lora_A", "lora_B")
+    adapter_value_names = LoraLayer.adapter_value_names + ("lora_dropout",)
+
+    def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
+        super().__init__(base_layer)
+        self.fan_in_fan_out = fan_in_fan_out
+        weight = base_layer.weight
+        self.in_features, self.out_features = weight.shape[::-1] if not fan_in_fan_out else weight.shape
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+
+    def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
+        """Add adapter ``adapter_name`` with its rank, scaling, dropout and initial weights."""
+        r = self._record(adapter_name, config, module_name)
+        weight = self.base_layer.weight
+        factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False, **factory)
+        self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=False, **factory)
+        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        init = config.init_lora_weights
+        if init is not False and weight.device.type != "meta":
+            with torch.no_grad():
+                if init == "gaussian":
+                    nn.init.normal_(self.lora_A[adapter_name].weight, std=1 / r)
+                else:
+                    nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
+                nn.init.zeros_(self.lora_B[adapter_name].weight)
+
+    def delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``s * B A``, transposed for Conv1D, computed in float32 for half-precision bases."""
+        a = self.lora_A[adapter_name].weight
+        b = self.lora_B[adapter_name].weight
+        delta = (b.float() @ a.float() if a.dtype in LOW_PRECISION else b @ a) * self.scaling[adapter_name]
+        return (delta.T if self.fan_in_fan_out else delta).to(self.base_layer.weight.dtype)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``base(x) + s * B(A(dropout(x)))`` for each active, unmerged adapter."""
+        result = self.base_layer(x, *args, **kwargs)
+        for name in self._active_unmerged():
+            a, b = self.lora_A[name].weight, self.lora_B[name].weight
+            hidden = F.linear(self.lora_dropout[name](x.to(a.dtype)), a) * self.scaling[name]
+            if result.dtype == b.dtype and result.is_contiguous():
+                # Accumulate B's product straight into the base output: one fused matmul-add
+                # instead of a separate product, scale and sum over the [tokens, out] tensor.
+                result.view(-1, self.out_features).addmm_(hidden.reshape(-1, hidden.shape[-1]), b.t())
+            else:
+                result = result + F.linear(hidden, b).to(result.dtype)
+        return result
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]``."""
+        return {
+            "lora_A.weight": to_numpy(self.lora_A[name].weight),
+            "lora_B.weight": to_numpy(self.lora_B[name].weight),
+        }
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``lora_A.weight`` / ``lora_B.weight`` in, checking shapes."""
+        holders = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
+        taken = set(holders) & set(tensors)
+        for suffix in taken:
+            copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
+        return taken
+
+
+class LoraEmbedding(LoraLayer):
+    """LoRA around ``nn.Embedding``: ``E[x] + s * (A^T[x]) B^T``, A ``[r, vocab]`` zeros,
+    B ``[dim, r]`` normal (HF PEFT's and loralib's initialisation)."""
+
+    adapter_layer_names = ("lora_embedding_A", "lora_embedding_B")
+
+    def __init__(self, base_layer: nn.Embedding):
+        super().__init__(base_layer)
+        self.lora_embedding_A = nn.ParameterDict()
+        self.lora_embedding_B = nn.ParameterDict()
+
+    def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
+        """Add adapter ``adapter_name``; LoRA dropout does not apply to token ids."""
+        r = self._record(adapter_name, config, module_name)
+        weight = self.base_layer.weight
+        factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        a = torch.empty(r, self.base_layer.num_embeddings, **factory)
+        b = torch.empty(self.base_layer.embedding_dim, r, **factory)
+        if config.init_lora_weights is not False and weight.device.type != "meta":
+            nn.init.zeros_(a)
+            nn.init.normal_(b)
+        elif weight.device.type != "meta":
+            nn.init.normal_(a)
+            nn.init.normal_(b)
+        self.lora_embedding_A[adapter_name] = nn.Parameter(a)
+        self.lora_embedding_B[adapter_name] = nn.Parameter(b)
+
+    def delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``s * (B A)^T``, ``[vocab, dim]`` like the embedding table."""
+        a, b = self.lora_embedding_A[adapter_name], self.lora_embedding_B[adapter_name]
+        return ((b @ a).T * self.scaling[adapter_name]).to(self.base_layer.weight.dtype)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``E[x] + s * A^T[x] B^T`` for each active, unmerged adapter."""
+        result = self.base_layer(x, *args, **kwargs)
+        base = self.base_layer
+        for name in self._active_unmerged():
+            after_a = F.embedding(
+                x, self.lora_embedding_A[name].T, base.padding_idx, base.max_norm,
+                base.norm_type, base.scale_grad_by_freq, base.sparse,
+            )
+            result = result + ((after_a @ self.lora_embedding_B[name].T) * self.scaling[name]).to(result.dtype)
+        return result
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``lora_embedding_A`` ``[r, vocab]`` and ``lora_embedding_B`` ``[dim, r]``."""
+        return {
+            "lora_embedding_A": to_numpy(self.lora_embedding_A[name]),
+            "lora_embedding_B": to_numpy(self.lora_embedding_B[name]),
+        }
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``lora_embedding_A`` / ``lora_embedding_B`` in, checking shapes."""
+        holders = {"lora_embedding_A": self.lora_embedding_A[name], "lora_embedding_B": self.lora_embedding_B[name]}
+        taken = set(holders) & set(tensors)
+        for suffix in taken:
+            copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
+        return taken
+
+
+def wrap(layer: nn.Module, name: str, config: LoraConfig, adapter_name: str) -> nn.Module | None:
+    """The LoRA layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
+    if isinstance(layer, LoraLayer):
+        lora = layer
+    elif isinstance(layer, nn.Linear) or is_conv1d(layer):
+        lora = LoraLinear(layer, fan_in_fan_out=is_conv1d(layer))
+    elif isinstance(layer, nn.Embedding):
+        lora = LoraEmbedding(layer)
+    else:
+        return None
+    lora.update_layer(adapter_name, config, name)
+    return lora
