@@ -22,6 +22,6 @@ def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = D
     manager = get_plugin_manager()
     backend = manager.backends.get(manager.detect_backend(model)).load()
     method = manager.method_for_config(peft_config)
-    peft_model = backend.create_peft_model(model, method, manager)
+    peft_model = backend.create_peft_model(model, method)
     peft_model.add_adapter(adapter_name, peft_config)
     return peft_model

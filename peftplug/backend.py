@@ -56,7 +56,7 @@ class BackendOps(Protocol):
 
     name: str
 
-    def create_peft_model(self, model: Any, method: Any, manager: Any) -> Any:
+    def create_peft_model(self, model: Any, method: Any) -> Any:
         """Wrap ``model`` in this backend's PeftModel class (no adapter injected yet)."""
 
     def is_adapter_layer(self, module: Any) -> bool:

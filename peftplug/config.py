@@ -35,14 +35,13 @@ class AdapterConfig:
     Subclasses set the class attribute ``peft_type`` (``"LORA"``, ...) and add their own fields.
     ``hf_fields_at_default`` names fields HF PEFT writes that peftplug does not implement: a file
     may carry them at HF's default value (listed there), any other value is refused.
+    ``hf_informational_fields`` are read and dropped silently (they change no behaviour).
     """
 
     peft_type: ClassVar[str] = ""
     is_prompt_learning: ClassVar[bool] = False
-    hf_fields_at_default: ClassVar[dict[str, Any]] = {
-        "auto_mapping": None,
-        "peft_version": None,
-    }
+    hf_fields_at_default: ClassVar[dict[str, Any]] = {}
+    hf_informational_fields: ClassVar[frozenset[str]] = frozenset({"auto_mapping", "peft_version"})
 
     task_type: str | None = None
     base_model_name_or_path: str | None = None
@@ -92,6 +91,8 @@ class AdapterConfig:
         for key, value in data.items():
             if key in known:
                 kwargs[key] = value
+            elif key in cls.hf_informational_fields:
+                continue
             elif key in cls.hf_fields_at_default:
                 if value != cls.hf_fields_at_default[key] and not _is_empty(value):
                     raise ConfigError(

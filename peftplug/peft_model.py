@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from peftplug.adapter_io import read_adapter, write_adapter
 from peftplug.config import AdapterConfig
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError
+from peftplug.manager import get_plugin_manager
 from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
 
@@ -35,12 +36,15 @@ class PeftModel:
     peft_config: dict[str, AdapterConfig]
     active_adapter: str
 
-    def _init_peft(self, ops: Any, method: Any, manager: Any) -> None:
+    def _init_peft(self, ops: Any, method: Any) -> None:
         self._peft_ops = ops
         self._peft_method = method
-        self._peft_manager = manager
         self.peft_config = {}
         self.active_adapter = DEFAULT_ADAPTER
+
+    @property
+    def _peft_manager(self) -> Any:
+        return get_plugin_manager()
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -341,11 +345,13 @@ class PeftModel:
         for _, parameter in ops.named_parameters(self.base_model.model):
             ops.set_trainable(parameter, False)
         trainable = not config.inference_mode
-        for _, layer in self._adapter_layers():
-            layer.set_adapter([n for n in [self.active_adapter] if n in layer.adapter_names], trainable)
         if trainable:
             for _, parameter in self._trainable_biases(config):
                 ops.set_trainable(parameter, True)
+        # Layers last: a layer decides about every parameter it holds (a modules_to_save
+        # wrapper keeps its original frozen even under bias="all", as HF PEFT does).
+        for _, layer in self._adapter_layers():
+            layer.set_adapter([n for n in [self.active_adapter] if n in layer.adapter_names], trainable)
 
     def _trainable_biases(self, config: AdapterConfig) -> list[tuple[str, Any]]:
         """Biases that ``config.bias`` trains: none, all, or those of adapted layers."""

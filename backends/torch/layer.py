@@ -63,10 +63,10 @@ class TorchAdapterLayer(nn.Module):
         """Remove adapter ``name`` (its parameters and numbers) from this layer."""
         if name in self.merged_adapters:
             raise RuntimeError(f"adapter {name!r} is merged; unmerge it before deleting it")
-        for attribute in self.adapter_layer_names:
-            getattr(self, attribute).pop(name, None)
-        for attribute in self.adapter_value_names:
-            getattr(self, attribute).pop(name, None)
+        for attribute in self.adapter_layer_names + self.adapter_value_names:
+            holder = getattr(self, attribute)
+            if name in holder:
+                del holder[name]
         self.active_adapters = [n for n in self.active_adapters if n != name]
 
     def unload(self, merge: bool, names: list[str]) -> nn.Module:

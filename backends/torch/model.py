@@ -35,35 +35,50 @@ class TunerModel(nn.Module):
             return getattr(self.model, name)
 
 
+class _BoundForward:
+    """``peft_model.forward``: runs the user's model with the active adapter applied, and
+    advertises the user's model's forward signature, so that ``Trainer`` keeps the dataset
+    columns (input_ids, labels, token_type_ids, ...) that the model accepts."""
+
+    __slots__ = ("_peft_model",)
+
+    def __init__(self, peft_model: TorchPeftModel):
+        self._peft_model = peft_model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._peft_model.base_model(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._peft_model.base_model.model.forward)
+
+
+def _forward(self: TorchPeftModel, *args: Any, labels: Any = None, **kwargs: Any) -> Any:
+    """Run the user's model with the active adapter applied."""
+    if labels is not None:
+        kwargs["labels"] = labels
+    return self.base_model(*args, **kwargs)
+
+
+class _ForwardDescriptor:
+    """``forward`` as a class attribute: each instance gets a :class:`_BoundForward` (no
+    per-instance state, so copies and pickles stay correct); the class gets a function whose
+    ``labels`` parameter tells ``Trainer`` where the labels go, as HF PEFT's forward does."""
+
+    def __get__(self, instance: TorchPeftModel | None, owner: type) -> Any:
+        return _forward if instance is None else _BoundForward(instance)
+
+
 class TorchPeftModel(PeftModel, nn.Module):
     """A torch model with adapters: a ``torch.nn.Module`` (so ``Trainer`` takes it) that
     forwards unknown attributes (``config``, ``generate``, ...) to the user's model."""
 
-    def __init__(self, model: nn.Module, ops: Any, method: Any, manager: Any):
+    forward = _ForwardDescriptor()
+
+    def __init__(self, model: nn.Module, ops: Any, method: Any):
         nn.Module.__init__(self)
         self.base_model = TunerModel(model)
-        self._init_peft(ops, method, manager)
-        # Trainer drops dataset columns that forward() does not name; expose the base model's
-        # forward signature on this instance so input_ids, labels, ... survive.
-        try:
-            signature = inspect.signature(model.forward)
-        except (TypeError, ValueError):
-            signature = None
-        if signature is not None:
-            def forward(*args: Any, **kwargs: Any) -> Any:
-                return self._forward_to_base(*args, **kwargs)
-
-            forward.__signature__ = signature
-            forward.__doc__ = self._forward_to_base.__doc__
-            self.forward = forward
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the user's model with the active adapter applied."""
-        return self._forward_to_base(*args, **kwargs)
-
-    def _forward_to_base(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the user's model with the active adapter applied."""
-        return self.base_model(*args, **kwargs)
+        self._init_peft(ops, method)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """The user's model's ``generate``, with the active adapter applied."""

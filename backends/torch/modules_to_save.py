@@ -28,6 +28,11 @@ class ModulesToSaveLayer(TorchAdapterLayer):
         """Add a trainable copy of the original module for ``adapter_name``."""
         self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
 
+    def set_adapter(self, names: list[str], trainable: bool) -> None:
+        """Train the active adapter's copy; the original module stays frozen."""
+        super().set_adapter(names, trainable)
+        self.original_module.requires_grad_(False)
+
     def get_base_layer(self) -> nn.Module:
         """The original, untrained module."""
         return self.original_module

@@ -25,9 +25,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def create_peft_model(self, model: nn.Module, method: Any, manager: Any) -> TorchPeftModel:
+    def create_peft_model(self, model: nn.Module, method: Any) -> TorchPeftModel:
         """Wrap ``model`` in a :class:`TorchPeftModel`."""
-        return TorchPeftModel(model, self, method, manager)
+        return TorchPeftModel(model, self, method)
 
     def is_adapter_layer(self, module: Any) -> bool:
         """True for peftplug's torch adapter layers."""

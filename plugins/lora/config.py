@@ -21,7 +21,6 @@ class LoraConfig(AdapterConfig):
 
     peft_type: ClassVar[str] = "LORA"
     hf_fields_at_default: ClassVar[dict] = {
-        **AdapterConfig.hf_fields_at_default,
         "use_dora": False,
         "lora_bias": False,
         "megatron_config": None,

@@ -204,8 +204,11 @@ def wrap(layer: nn.Module, name: str, config: LoraConfig, adapter_name: str) -> 
     """The LoRA layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
     if isinstance(layer, LoraLayer):
         lora = layer
-    elif isinstance(layer, nn.Linear) or is_conv1d(layer):
-        lora = LoraLinear(layer, fan_in_fan_out=is_conv1d(layer))
+    elif isinstance(layer, nn.Linear):
+        lora = LoraLinear(layer, fan_in_fan_out=False)
+    elif is_conv1d(layer):
+        config.fan_in_fan_out = True  # Conv1D stores [in, out]; HF PEFT records the same
+        lora = LoraLinear(layer, fan_in_fan_out=True)
     elif isinstance(layer, nn.Embedding):
         lora = LoraEmbedding(layer)
     else:

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny transformers models built from configs (random weights, no hub)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugin_manager():
+    """Each test sees plugins and environment variables as they are when it runs."""
+    from peftplug.manager import reset_plugin_manager
+
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """torch, with a fixed thread count (paddle may have set OMP_NUM_THREADS=1)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    return torch
+
+
+def _build(torch, family: str):
+    import transformers
+
+    torch.manual_seed(0)
+    if family == "llama":
+        config = transformers.LlamaConfig(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+        )
+        return transformers.LlamaForCausalLM(config)
+    if family == "gpt2":
+        config = transformers.GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+        return transformers.GPT2LMHeadModel(config)
+    if family == "t5":
+        config = transformers.T5Config(
+            vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+            num_heads=4, decoder_start_token_id=0,
+        )
+        return transformers.T5ForConditionalGeneration(config)
+    if family == "bert":
+        config = transformers.BertConfig(
+            vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=64, num_labels=3,
+        )
+        return transformers.BertForSequenceClassification(config)
+    raise ValueError(family)
+
+
+@pytest.fixture
+def make_model(torch):
+    """``make_model("llama" | "gpt2" | "t5" | "bert")``: the same tiny model each call (seed 0)."""
+    return lambda family: _build(torch, family).eval()
+
+
+def model_inputs(torch, family: str) -> dict:
+    """A fixed small batch for ``family``'s forward."""
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 128, (2, 7), generator=generator)
+    if family == "t5":
+        return {"input_ids": ids, "decoder_input_ids": ids[:, :5]}
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def logits_of(torch, model, inputs) -> "torch.Tensor":
+    """The model's logits for ``inputs``, without gradients."""
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def train_steps(torch, model, inputs, steps: int = 3, lr: float = 1e-2) -> None:
+    """A few AdamW steps on the model's trainable parameters (loss: mean of logits squared,
+    so every family trains the same way without labels)."""
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        loss = model(**inputs).logits.float().pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
