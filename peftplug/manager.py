@@ -119,6 +119,17 @@ class PluginManager:
             raise PluginError(f"plugin {name or plugin!r} does not match peftplug's hook specs: {error}") from error
         if plugin_name is None:
             raise PluginError(f"plugin {name or plugin!r} is blocked")
+        # pluggy accepts hooks it has no spec for until check_pending(); refuse them here, so a
+        # misspelt hook fails its own plugin instead of the whole manager.
+        unknown = sorted(
+            caller.name
+            for caller in self.pm.get_hookcallers(plugin) or []
+            if caller.spec is None
+            and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+        )
+        if unknown:
+            self.pm.unregister(plugin)
+            raise PluginError(f"plugin {plugin_name!r} implements unknown hook(s): {', '.join(unknown)}")
         self.distributions[plugin_name] = distribution
         self._forget_registries()
         return plugin_name
@@ -153,8 +164,9 @@ class PluginManager:
 
     def _collect(self, hook_name: str, registry: Registry) -> Registry:
         hook = getattr(self.pm.hook, hook_name)
-        # Oldest first, so that a duplicate's message names the built-in as the first owner.
-        for impl in reversed(hook.get_hookimpls()):
+        # get_hookimpls() lists plugins oldest first, so a duplicate's message names the
+        # built-in as the first owner.
+        for impl in hook.get_hookimpls():
             result = impl.function()
             items = result if isinstance(result, (list, tuple)) else [result]
             for item in items:

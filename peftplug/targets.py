@@ -93,7 +93,7 @@ def select_targets(
 
 def no_match_message(names: Sequence[str], targets: str | Sequence[str], layers_to_transform=None) -> str:
     """Explain that ``targets`` matched no module and list the closest module names."""
-    leaves = sorted({name.rsplit(".", 1)[-1] for name in names if name})
+    leaves = sorted({leaf for name in names if name and not (leaf := name.rsplit(".", 1)[-1]).isdigit()})
     wanted = [targets] if isinstance(targets, str) else list(targets)
     similar: list[str] = []
     for target in wanted:

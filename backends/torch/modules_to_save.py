@@ -62,6 +62,6 @@ class ModulesToSaveLayer(TorchAdapterLayer):
         """Load the copy's tensors; returns the keys taken."""
         own = self.modules_to_save[name].state_dict(keep_vars=True)
         taken = set(own) & set(tensors)
-        for key in taken:
+        for key in sorted(taken):
             copy_into(own[key], tensors[key], key_prefix + key)
         return taken

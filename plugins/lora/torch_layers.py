@@ -135,7 +135,7 @@ class LoraLinear(LoraLayer):
         """Copy ``lora_A.weight`` / ``lora_B.weight`` in, checking shapes."""
         holders = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
         taken = set(holders) & set(tensors)
-        for suffix in taken:
+        for suffix in sorted(taken):
             copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
         return taken
 
@@ -195,7 +195,7 @@ class LoraEmbedding(LoraLayer):
         """Copy ``lora_embedding_A`` / ``lora_embedding_B`` in, checking shapes."""
         holders = {"lora_embedding_A": self.lora_embedding_A[name], "lora_embedding_B": self.lora_embedding_B[name]}
         taken = set(holders) & set(tensors)
-        for suffix in taken:
+        for suffix in sorted(taken):
             copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
         return taken
 

@@ -1,0 +1,145 @@
+"""The plugin manager and its registries."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import pytest
+
+import peftplug
+from peftplug.config import AdapterConfig
+from peftplug.errors import BackendError, PluginError, RegistryError
+from peftplug.manager import PluginManager
+from peftplug.registration import Backend, Method
+
+
+class Impostor:
+    """Registers a second method called 'lora'."""
+
+    @peftplug.hookimpl
+    def peftplug_register_methods(self):
+        return Method(name="lora", config_class=peftplug.LoraConfig)
+
+
+def test_builtins_are_registered_with_their_owner():
+    manager = PluginManager(load_entry_points=False)
+    assert "torch" in manager.backends and "lora" in manager.methods and "peft" in manager.formats
+    owner = manager.methods.owner("lora")
+    assert owner == "peftplug.plugins.lora" and manager.distribution_of(owner) == "peftplug"
+
+
+def test_duplicate_names_are_an_error_naming_both_owners():
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Impostor(), "impostor")
+    with pytest.raises(RegistryError, match=r"'lora' is registered twice: by plugin 'peftplug.plugins.lora' and by plugin 'impostor'"):
+        manager.methods
+
+
+def test_unknown_names_list_the_known_ones():
+    manager = PluginManager(load_entry_points=False)
+    with pytest.raises(RegistryError, match=r"unknown method 'lorra'; known: lora\. Did you mean 'lora'\?"):
+        manager.methods.get("lorra")
+    with pytest.raises(RegistryError, match="unknown format 'safetensor'; known: peft"):
+        manager.formats.get("safetensor")
+
+
+def test_an_invalid_registration_names_the_plugin():
+    class BadBackend:
+        @peftplug.hookimpl
+        def peftplug_register_backends(self):
+            return Backend(name="jax", implementation="peftplug_jax.ops")
+
+    manager = PluginManager(load_entry_points=False)
+    manager.register(BadBackend(), "bad-backend")
+    with pytest.raises(PluginError, match="plugin 'bad-backend' registered an invalid backend.*'module:attribute'"):
+        manager.backends
+
+
+def test_a_misspelt_hook_is_refused():
+    class Misspelt:
+        @peftplug.hookimpl
+        def peftplug_register_method(self):
+            return None
+
+    manager = PluginManager(load_entry_points=False)
+    with pytest.raises(PluginError, match="peftplug_register_method"):
+        manager.register(Misspelt(), "misspelt")
+
+
+def test_disable_env_leaves_out_a_builtin(monkeypatch):
+    monkeypatch.setenv("PEFTPLUG_DISABLE_PLUGINS", "lora")
+    manager = PluginManager(load_entry_points=False)
+    assert "lora" not in manager.methods and "torch" in manager.backends
+
+
+def test_load_env_selects_entry_points(monkeypatch):
+    monkeypatch.setenv("PEFTPLUG_LOAD_PLUGINS", "")
+    manager = PluginManager()
+    assert all(dist == "peftplug" for dist in manager.distributions.values())
+
+
+def test_a_later_plugin_takes_over_wrap_layer(make_model):
+    from torch import nn
+
+    calls = []
+
+    class Override:
+        @peftplug.hookimpl
+        def peftplug_wrap_layer(self, method, backend, layer, name, config, adapter_name):
+            calls.append(name)
+            return None  # declines: the built-in LoRA still answers
+
+    peftplug.get_plugin_manager().register(Override(), "override")
+    model = peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"]))
+    assert calls == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
+    assert not isinstance(model.base_model.model.model.layers[0].self_attn.q_proj, nn.Linear)
+
+
+def test_a_method_registered_in_code_works_end_to_end(torch, make_model):
+    """A minimal method registered at run time (no entry point): scales outputs of targets."""
+    from torch import nn
+
+    from peftplug.backends.torch.layer import TorchAdapterLayer
+
+    @dataclasses.dataclass
+    class ScaleConfig(AdapterConfig):
+        peft_type: ClassVar[str] = "SCALE"
+        target_modules: list[str] = dataclasses.field(default_factory=list)
+
+    class ScaleLayer(TorchAdapterLayer):
+        adapter_layer_names = ("scale",)
+
+        def __init__(self, base):
+            super().__init__()
+            self.base_layer = base
+            self.scale = nn.ParameterDict()
+
+        def forward(self, x):
+            out = self.base_layer(x)
+            for name in self._active_unmerged():
+                out = out * self.scale[name]
+            return out
+
+    class ScalePlugin:
+        @peftplug.hookimpl
+        def peftplug_register_methods(self):
+            return Method(name="scale", config_class=ScaleConfig)
+
+        @peftplug.hookimpl
+        def peftplug_wrap_layer(self, method, backend, layer, name, config, adapter_name):
+            if method == "scale" and backend == "torch":
+                wrapped = layer if isinstance(layer, ScaleLayer) else ScaleLayer(layer)
+                wrapped.scale[adapter_name] = nn.Parameter(torch.full((layer.out_features,), 2.0))
+                return wrapped
+            return None
+
+    peftplug.get_plugin_manager().register(ScalePlugin(), "scale-plugin")
+    model = peftplug.get_peft_model(make_model("llama"), ScaleConfig(target_modules=["lm_head"]))
+    assert model.get_nb_trainable_parameters()[0] == 128
+    assert isinstance(peftplug.config_from_dict({"peft_type": "SCALE"}), ScaleConfig)
+
+
+def test_a_model_no_backend_knows_is_a_clear_error():
+    with pytest.raises(BackendError, match="no peftplug backend recognises a model of type builtins.object; registered backends: torch"):
+        peftplug.get_peft_model(object(), peftplug.LoraConfig())
