@@ -1,0 +1,44 @@
+"""peftplug-bitfit: the BitFit method as a third-party peftplug plugin.
+
+peftplug loads this module through the entry point ``bitfit = "peftplug_bitfit"`` of group
+``peftplug`` (see pyproject.toml) and registers the hook implementations below. Like every
+peftplug plugin, it imports no framework at module level: the torch layer is imported the first
+time a torch model is adapted, so ``import peftplug_bitfit`` and ``peftplug methods`` work
+without torch installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peftplug
+from peftplug.registration import Method
+from peftplug_bitfit.config import BitFitConfig
+
+__version__ = "0.1.0"
+
+__all__ = ["BitFitConfig", "peftplug_register_methods", "peftplug_wrap_layer"]
+
+
+@peftplug.hookimpl
+def peftplug_register_methods() -> Method:
+    """BitFit, configured by :class:`BitFitConfig` (``peft_type`` ``BITFIT``)."""
+    return Method(
+        name="bitfit",
+        config_class=BitFitConfig,
+        description="BitFit: a trainable bias delta per target layer (Ben Zaken et al., 2021)",
+    )
+
+
+@peftplug.hookimpl
+def peftplug_wrap_layer(method: str, backend: str, layer: Any, name: str, config: BitFitConfig, adapter_name: str):
+    """The BitFit layer around ``layer`` on torch (``nn.Linear``, transformers' ``Conv1D``).
+
+    Answers ``None`` ("not mine") for every other method, backend or layer type, so the core can
+    report that no plugin implements the pair, or another plugin can answer for it.
+    """
+    if method != "bitfit" or backend != "torch":
+        return None
+    from peftplug_bitfit.torch_layer import wrap
+
+    return wrap(layer, adapter_name)
