@@ -9,12 +9,14 @@ from peftplug.config import AdapterConfig, config_from_dict
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl, hookspec
 from peftplug.peft_model import PeftModel
+from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.lora.config import LoraConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdapterConfig",
+    "IA3Config",
     "LoraConfig",
     "PeftModel",
     "config_from_dict",

@@ -36,10 +36,14 @@ class AdapterConfig:
     ``hf_fields_at_default`` names fields HF PEFT writes that peftplug does not implement: a file
     may carry them at HF's default value (listed there), any other value is refused.
     ``hf_informational_fields`` are read and dropped silently (they change no behaviour).
+    ``default_target_fields`` names the fields that, left None, take the model family's defaults:
+    field name -> key of :attr:`Architecture.default_targets <peftplug.registration.Architecture>`
+    (None: the method's own name, e.g. ``"lora"``).
     """
 
     peft_type: ClassVar[str] = ""
     is_prompt_learning: ClassVar[bool] = False
+    default_target_fields: ClassVar[dict[str, str | None]] = {"target_modules": None}
     hf_fields_at_default: ClassVar[dict[str, Any]] = {}
     hf_informational_fields: ClassVar[frozenset[str]] = frozenset({"auto_mapping", "peft_version"})
 
@@ -56,6 +60,14 @@ class AdapterConfig:
 
     def validate(self) -> None:
         """Check values beyond their types; subclasses extend it and raise via ``_fail``."""
+
+    def with_default_targets(self, defaults: dict[str, list[str]]) -> AdapterConfig:
+        """A copy with ``defaults`` (field -> the model family's module names) filled in.
+
+        The core calls it for the fields of ``default_target_fields`` left None; a method whose
+        fields depend on each other (IA3's feed-forward modules) overrides it.
+        """
+        return dataclasses.replace(self, **defaults)
 
     def _fail(self, field: str, value: Any, allowed: str) -> typing.NoReturn:
         raise ConfigError(type(self).__name__, field, value, allowed)

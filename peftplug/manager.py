@@ -31,6 +31,7 @@ BUILTIN_DISTRIBUTION = "peftplug"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "peftplug.backends.torch",
     "peftplug.plugins.lora",
+    "peftplug.plugins.ia3",
     "peftplug.plugins.formats.peft",
     "peftplug.plugins.architectures",
 )

@@ -302,22 +302,37 @@ class PeftModel:
         updates: dict[str, Any] = {}
         if getattr(config, "base_model_name_or_path", None) is None:
             updates["base_model_name_or_path"] = getattr(model, "name_or_path", None) or None
-        if hasattr(config, "target_modules") and config.target_modules is None:
-            model_type = self._peft_ops.model_type(model)
-            architecture = self._peft_manager.architecture_for_model_type(model_type)
-            defaults = architecture.default_targets.get(self._peft_method.name) if architecture else None
-            if not defaults:
-                known = ", ".join(a.name for a in self._peft_manager.architectures)
-                raise ConfigError(
-                    type(config).__name__, "target_modules", None,
-                    f"no default targets for model_type {model_type!r} with {self._peft_method.name}; "
-                    f"set target_modules (families with defaults: {known})",
-                )
-            updates["target_modules"] = list(defaults)
         if config.task_type == "SEQ_CLS" and hasattr(config, "modules_to_save"):
             extra = [m for m in CLASSIFIER_MODULES if m not in (config.modules_to_save or [])]
             updates["modules_to_save"] = list(config.modules_to_save or []) + extra
-        return dataclasses.replace(config, **updates) if updates else config
+        config = dataclasses.replace(config, **updates) if updates else config
+        defaults = self._default_targets(config, model)
+        return config.with_default_targets(defaults) if defaults else config
+
+    def _default_targets(self, config: AdapterConfig, model: Any) -> dict[str, list[str]]:
+        """The model family's module names for each field of ``config.default_target_fields``
+        left None (``target_modules``; IA3's ``feedforward_modules`` too)."""
+        wanted = {
+            field: key or self._peft_method.name
+            for field, key in config.default_target_fields.items()
+            if hasattr(config, field) and getattr(config, field) is None
+        }
+        if not wanted:
+            return {}
+        model_type = self._peft_ops.model_type(model)
+        architecture = self._peft_manager.architecture_for_model_type(model_type)
+        filled = {}
+        for field, key in wanted.items():
+            defaults = architecture.default_targets.get(key) if architecture else None
+            if defaults is None:
+                known = ", ".join(a.name for a in self._peft_manager.architectures if key in a.default_targets)
+                raise ConfigError(
+                    type(config).__name__, field, None,
+                    f"no default targets for model_type {model_type!r} with {self._peft_method.name}; "
+                    f"set {field} (families with defaults: {known})",
+                )
+            filled[field] = list(defaults)
+        return filled
 
     def _wrap_modules_to_save(self, config: AdapterConfig, adapter_name: str, modules: dict[str, Any]) -> None:
         wanted = getattr(config, "modules_to_save", None) or []

@@ -83,8 +83,10 @@ class Format:
 class Architecture:
     """A model family: the ``model_type`` values it answers to and its default targets.
 
-    ``default_targets`` maps a method name (``"lora"``) to the module names targeted when a
-    config leaves ``target_modules`` unset, as HF PEFT's per-family defaults do.
+    ``default_targets`` maps a key to the module names a config takes when it leaves the field
+    unset, as HF PEFT's per-family defaults do: the method's name (``"lora"``, ``"ia3"``) for
+    ``target_modules``, other keys (``"ia3_feedforward"``) for the fields a config class names
+    in ``default_target_fields``.
     """
 
     name: str

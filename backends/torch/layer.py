@@ -46,6 +46,16 @@ class TorchAdapterLayer(nn.Module):
         """The module this layer wraps."""
         return self.base_layer
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The wrapped module's weight: model code reads it through the wrapper (T5's ``self.wo.weight``)."""
+        return self.get_base_layer().weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The wrapped module's bias, for the same reason as :attr:`weight`."""
+        return getattr(self.get_base_layer(), "bias", None)
+
     def set_adapter(self, names: list[str], trainable: bool) -> None:
         """Apply ``names`` in forward; only their parameters trainable, and only if ``trainable``."""
         self.active_adapters = list(names)

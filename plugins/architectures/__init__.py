@@ -1,7 +1,11 @@
 """Built-in model families: the ``model_type`` names each answers to and default targets.
 
-The LoRA defaults are HF PEFT's (``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``), so a
-config without ``target_modules`` adapts the same modules in both libraries.
+The defaults are HF PEFT's, so a config without ``target_modules`` adapts the same modules in
+both libraries: ``"lora"`` from ``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``, ``"ia3"``
+and ``"ia3_feedforward"`` (IA3's ``feedforward_modules``) from
+``TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING`` and ``..._IA3_FEEDFORWARD_MODULES_MAPPING``.
+A family groups the model types whose defaults are equal for every method; a model type HF PEFT
+has no IA3 defaults for (``chatglm``, ``xlm-roberta``) gets none here either.
 """
 
 from __future__ import annotations
@@ -11,18 +15,50 @@ from peftplug.registration import Architecture
 
 _QV = ("q_proj", "v_proj")
 
+
+def _ia3(targets: tuple[str, ...], feedforward: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """IA3's two default lists: the targets, and which of them scale their input."""
+    return {"ia3": targets, "ia3_feedforward": feedforward}
+
+
+_KV_DOWN = _ia3(("k_proj", "v_proj", "down_proj"), ("down_proj",))
+_QV_DOWN = _ia3(("q_proj", "v_proj", "down_proj"), ("down_proj",))
+
 BUILTIN_ARCHITECTURES = (
-    Architecture("llama", ("llama",), {"lora": _QV}),
-    Architecture("qwen2", ("qwen2", "qwen3"), {"lora": _QV}),
-    Architecture("mistral", ("mistral", "mixtral"), {"lora": _QV}),
-    Architecture("gemma", ("gemma", "gemma2"), {"lora": _QV}),
-    Architecture("opt", ("opt", "bart", "gptj"), {"lora": _QV}),
-    Architecture("phi", ("phi",), {"lora": ("q_proj", "v_proj", "fc1", "fc2")}),
-    Architecture("bloom", ("bloom", "gpt_neox", "falcon", "chatglm"), {"lora": ("query_key_value",)}),
-    Architecture("gpt2", ("gpt2", "gpt_bigcode"), {"lora": ("c_attn",)}),
-    Architecture("t5", ("t5", "mt5"), {"lora": ("q", "v")}),
-    Architecture("bert", ("bert", "roberta", "xlm-roberta"), {"lora": ("query", "value")}),
-    Architecture("deberta-v2", ("deberta-v2",), {"lora": ("query_proj", "value_proj")}),
+    Architecture("llama", ("llama",), {"lora": _QV, **_KV_DOWN}),
+    Architecture("qwen2", ("qwen2", "qwen3"), {"lora": _QV, **_QV_DOWN}),
+    Architecture("mistral", ("mistral",), {"lora": _QV, **_KV_DOWN}),
+    Architecture("mixtral", ("mixtral",), {"lora": _QV, **_ia3(("k_proj", "v_proj", "w2"), ("w2",))}),
+    Architecture("gemma", ("gemma", "gemma2"), {"lora": _QV, **_QV_DOWN}),
+    Architecture("opt", ("opt",), {"lora": _QV, **_ia3(("q_proj", "k_proj", "fc2"), ("fc2",))}),
+    Architecture("bart", ("bart",), {"lora": _QV, **_ia3(("q_proj", "v_proj", "fc2"), ("fc2",))}),
+    Architecture("gptj", ("gptj",), {"lora": _QV, **_ia3(("q_proj", "v_proj", "fc_out"), ("fc_out",))}),
+    Architecture(
+        "phi", ("phi",), {"lora": ("q_proj", "v_proj", "fc1", "fc2"), **_ia3(("q_proj", "v_proj", "fc2"), ("fc2",))}
+    ),
+    Architecture(
+        "bloom", ("bloom",),
+        {"lora": ("query_key_value",), **_ia3(("query_key_value", "mlp.dense_4h_to_h"), ("mlp.dense_4h_to_h",))},
+    ),
+    Architecture(
+        "gpt_neox", ("gpt_neox", "falcon"),
+        {"lora": ("query_key_value",), **_ia3(("query_key_value", "dense_4h_to_h"), ("dense_4h_to_h",))},
+    ),
+    Architecture("chatglm", ("chatglm",), {"lora": ("query_key_value",)}),
+    Architecture(
+        "gpt2", ("gpt2", "gpt_bigcode"), {"lora": ("c_attn",), **_ia3(("c_attn", "mlp.c_proj"), ("mlp.c_proj",))}
+    ),
+    Architecture("t5", ("t5",), {"lora": ("q", "v"), **_ia3(("k", "v", "wo"), ("wo",))}),
+    Architecture("mt5", ("mt5",), {"lora": ("q", "v"), **_ia3(("k", "v", "wi_1"), ())}),
+    Architecture(
+        "bert", ("bert", "roberta"),
+        {"lora": ("query", "value"), **_ia3(("key", "value", "output.dense"), ("output.dense",))},
+    ),
+    Architecture("xlm-roberta", ("xlm-roberta",), {"lora": ("query", "value")}),
+    Architecture(
+        "deberta-v2", ("deberta-v2",),
+        {"lora": ("query_proj", "value_proj"), **_ia3(("key_proj", "value_proj", "output.dense"), ("output.dense",))},
+    ),
 )
 
 

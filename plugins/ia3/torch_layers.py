@@ -1,0 +1,139 @@
+"""(IA)³ layers for PyTorch: Linear (and GPT-2's Conv1D).
+
+Math, for a base weight ``W`` (``[out, in]``), bias ``b`` and a learned vector ``l`` (ones at
+init, so a fresh adapter changes nothing)::
+
+    feed-forward module:  y = W (l * x) + b        l: [1, in]   scales the input
+    other module:         y = l * (W x + b)        l: [out, 1]  scales the output
+    merge:    feed-forward  W <- W diag(l)         (W's columns)
+              other         W <- diag(l) W,  b <- l * b   (W's rows and the bias)
+    unmerge:  divide by l + 1e-8 instead: inexact (rounding; a zero in l cannot be undone)
+
+Conv1D stores ``W`` as ``[in, out]``, so there the roles of rows and columns swap. Parameter
+names and shapes are HF PEFT's (``ia3_l.<adapter>``), so state dicts and saved files are
+interchangeable with it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
+from peftplug.backends.torch.ops import is_conv1d
+from peftplug.plugins.ia3.config import IA3Config
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+UNMERGE_EPSILON = 1e-8  # HF PEFT's guard against dividing by zero
+
+
+def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
+    """Adapters of half-precision models train in float32, as HF PEFT's autocast does."""
+    return torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype
+
+
+class IA3Linear(TorchAdapterLayer):
+    """(IA)³ around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``).
+
+    Whether a vector scales the input (feed-forward) or the output is decided per adapter,
+    from its config, and recorded in ``is_feedforward``. (HF PEFT decides it once per layer, from
+    the first adapter; the two agree whenever adapters sharing a module agree on it.)
+    """
+
+    adapter_layer_names = ("ia3_l",)
+    adapter_value_names = ("is_feedforward",)
+
+    def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
+        super().__init__()
+        self.base_layer = base_layer
+        self.fan_in_fan_out = fan_in_fan_out
+        weight = base_layer.weight
+        self.in_features, self.out_features = weight.shape[::-1] if not fan_in_fan_out else weight.shape
+        self.ia3_l = nn.ParameterDict()
+        self.is_feedforward: dict[str, bool] = {}
+
+    def update_layer(self, adapter_name: str, config: IA3Config, module_name: str) -> None:
+        """Add adapter ``adapter_name``: ``[1, in]`` for a feed-forward module, else ``[out, 1]``."""
+        feedforward = config.is_feedforward(module_name)
+        shape = (1, self.in_features) if feedforward else (self.out_features, 1)
+        weight = self.base_layer.weight
+        factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        vector = torch.ones(shape, **factory) if config.init_ia3_weights else torch.randn(shape, **factory)
+        self.ia3_l[adapter_name] = nn.Parameter(vector)
+        self.is_feedforward[adapter_name] = feedforward
+
+    def _weight_scale(self, adapter_name: str) -> torch.Tensor:
+        """``l`` shaped to multiply ``W`` in its own layout (transposed for Conv1D)."""
+        vector = self.ia3_l[adapter_name]
+        return vector.T if self.fan_in_fan_out else vector
+
+    def merge(self, names: list[str]) -> None:
+        """Scale ``W`` (and, for output scaling, ``b``) by each adapter in ``names`` not merged yet."""
+        base = self.base_layer
+        with torch.no_grad():
+            for name in names:
+                if name in self.merged_adapters:
+                    continue
+                base.weight.mul_(self._weight_scale(name))
+                if not self.is_feedforward[name] and base.bias is not None:
+                    base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
+                self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Divide the merged vectors back out, last merged first; warns that this is inexact."""
+        if not self.merged_adapters:
+            return
+        warnings.warn(
+            "unmerging IA3 is inexact: the base weights are divided by the learned vectors, "
+            "which rounds, and a zero in a vector cannot be undone",
+            UserWarning,
+            stacklevel=2,
+        )
+        base = self.base_layer
+        with torch.no_grad():
+            while self.merged_adapters:
+                name = self.merged_adapters.pop()
+                base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
+                if not self.is_feedforward[name] and base.bias is not None:
+                    base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``base(l * x)`` for feed-forward adapters, ``l * base(x)`` for the others
+        (each active, unmerged adapter)."""
+        names = self._active_unmerged()
+        for name in (n for n in names if self.is_feedforward[n]):
+            vector = self.ia3_l[name]
+            x = (x.to(vector.dtype) * vector.flatten()).to(x.dtype)
+        result = self.base_layer(x, *args, **kwargs)
+        for name in (n for n in names if not self.is_feedforward[n]):
+            result = (result * self.ia3_l[name].flatten()).to(result.dtype)
+        return result
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``ia3_l``: ``[1, in]`` for a feed-forward module, ``[out, 1]`` otherwise."""
+        return {"ia3_l": to_numpy(self.ia3_l[name])}
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``ia3_l`` in, checking its shape (a feed-forward mismatch shows as one)."""
+        if "ia3_l" not in tensors:
+            return set()
+        copy_into(self.ia3_l[name], tensors["ia3_l"], key_prefix + "ia3_l")
+        return {"ia3_l"}
+
+
+def wrap(layer: nn.Module, name: str, config: IA3Config, adapter_name: str) -> nn.Module | None:
+    """The IA3 layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
+    if isinstance(layer, IA3Linear):
+        ia3 = layer
+    elif isinstance(layer, nn.Linear):
+        ia3 = IA3Linear(layer, fan_in_fan_out=False)
+    elif is_conv1d(layer):
+        config.fan_in_fan_out = True  # Conv1D stores [in, out]; HF PEFT records the same
+        ia3 = IA3Linear(layer, fan_in_fan_out=True)
+    else:
+        return None
+    ia3.update_layer(adapter_name, config, name)
+    return ia3
