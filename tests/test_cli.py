@@ -1,0 +1,320 @@
+"""The ``peftplug`` command line and the built-in training job behind ``peftplug train``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from peftplug.cli import main
+from peftplug.instructions import (
+    IGNORE_INDEX,
+    DataError,
+    Example,
+    encode_all,
+    encode_example,
+    format_prompt,
+    load_instructions,
+    split_examples,
+)
+from peftplug.tokenizer import ByteTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+LOSS_LINE = re.compile(r"held-out loss (before|after) training:\s+([0-9.]+)")
+TRAIN_STEPS = 30
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PEFTPLUG_DISABLE_PLUGINS", "PEFTPLUG_LOAD_PLUGINS")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _assert_one_line_error(err: str, prefix: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(prefix), err
+    assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- methods
+def test_methods_lists_builtins_and_imports_no_framework():
+    script = (
+        "import sys\n"
+        "from peftplug.cli import main\n"
+        "code = main(['methods'])\n"
+        "print('FRAMEWORKS=' + ','.join(m for m in ('torch', 'paddle') if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.strip().endswith("FRAMEWORKS="), out
+    sections = {name: body for name, body in re.findall(r"^(\w[\w ]*):\n((?:  .*\n?)+)", out, flags=re.M)}
+    assert re.search(r"^  torch\s+plugin peftplug\.backends\.torch \(distribution peftplug\)$", sections["backends"], re.M)
+    assert re.search(
+        r"^  lora\s+peft_type LORA\s+layer\s+LoraConfig\s+plugin peftplug\.plugins\.lora \(distribution peftplug\)$",
+        sections["methods"], re.M,
+    )
+    assert re.search(r"^  peft\s+plugin peftplug\.plugins\.formats\.peft \(distribution peftplug\)$", sections["formats"], re.M)
+    assert re.search(r"^  llama\s+llama\b", sections["architectures"], re.M)
+    assert sections["plugin load failures"].strip() == "(none)"
+
+
+def test_methods_console_script():
+    script = shutil.which("peftplug", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the peftplug console script is not installed beside this interpreter")
+    done = subprocess.run([script, "methods", "--json"], capture_output=True, text=True, env=_clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    lora = next(m for m in report["methods"] if m["name"] == "lora")
+    assert (lora["peft_type"], lora["plugin"], lora["distribution"]) == ("LORA", "peftplug.plugins.lora", "peftplug")
+    assert {"name": "torch", "plugin": "peftplug.backends.torch", "distribution": "peftplug"}.items() <= next(
+        b for b in report["backends"] if b["name"] == "torch"
+    ).items()
+    assert any(f["name"] == "peft" and f["distribution"] == "peftplug" for f in report["formats"])
+
+
+def test_methods_reports_entry_point_failures(monkeypatch):
+    import importlib.metadata
+
+    broken = importlib.metadata.EntryPoint(name="broken", value="peftplug_no_such_plugin_module", group="peftplug")
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kwargs):
+        found = list(real(**kwargs))
+        return found + [broken] if kwargs.get("group") == "peftplug" else found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    code, out, err = _run_main(["methods"])
+    assert code == 0, err
+    failures = out.split("plugin load failures:\n", 1)[1]
+    assert "broken (distribution <unknown distribution>): ModuleNotFoundError" in failures
+    assert "peftplug_no_such_plugin_module" in failures
+    assert "lora" in out  # the built-ins are still listed
+    code, out, _ = _run_main(["methods", "--json"])
+    assert [f["name"] for f in json.loads(out)["failures"]] == ["broken"]
+
+
+# ----------------------------------------------------------------------------- usage and errors
+@pytest.mark.parametrize("command", ["methods", "train"])
+def test_every_command_has_help_with_an_example(command):
+    code, out, _ = _run_main([command, "--help"])
+    assert code == 0
+    assert "examples:" in out and f"peftplug {command}" in out.split("examples:", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "prefix"),
+    [
+        ([], 2, "peftplug: error: name a command"),
+        (["bogus"], 2, "peftplug: error: argument COMMAND: invalid choice: 'bogus'"),
+        (["train", "--steps", "zero"], 2, "peftplug train: error: argument --steps: not an integer"),
+        (["train", "--steps", "0"], 2, "peftplug train: error: argument --steps: must be a positive integer"),
+        (["train", "--lr", "-1"], 2, "peftplug train: error: argument --lr: must be a positive number"),
+        (["train", "--seed", "-1"], 2, "peftplug train: error: argument --seed: must be a non-negative integer"),
+        (["train", "--stesp", "3"], 2, "peftplug train: error: unrecognized arguments: --stesp 3"),
+        (["methods", "--jsno"], 2, "peftplug methods: error: unrecognized arguments: --jsno"),
+        (["train", "--max-length", "4"], 1, "peftplug train: error: --max-length must be between 8"),
+        (["train", "--data", "no/such/file.jsonl"], 1, "peftplug train: error: --data no/such/file.jsonl is not a file"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(argv, code, prefix):
+    got, out, err = _run_main(argv)
+    assert got == code
+    assert out == ""
+    _assert_one_line_error(err, prefix)
+
+
+def test_bad_data_file_is_one_line_unless_debug(tmp_path):
+    pytest.importorskip("torch")
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "a", "input": "", "output": "b"}\n{"instruction": 3, "output": "x"}\n')
+    argv = ["train", "--data", str(data), "--output", str(tmp_path / "out"), "--no-progress"]
+    code, _, err = _run_main(argv)
+    assert code == 1
+    _assert_one_line_error(err, f"peftplug train: error: {data}, line 2: field 'instruction' must be a string")
+    with pytest.raises(DataError, match="line 2"):
+        main(["--debug", *argv])
+    with pytest.raises(DataError, match="line 2"):
+        main([*argv[:1], "--debug", *argv[1:]])
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_script_bad_option_exits_nonzero_with_one_line():
+    script = shutil.which("peftplug", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the peftplug console script is not installed beside this interpreter")
+    done = subprocess.run([script, "train", "--batch-size", "-2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    _assert_one_line_error(done.stderr, "peftplug train: error: argument --batch-size")
+
+
+# ----------------------------------------------------------------------------- tokenizer and data
+@pytest.mark.parametrize("text", ["", "hello world", "Grüße, 漢字 and 🙂!", "tab\tnew\nline\x00nul"])
+def test_tokenizer_round_trips_text(text):
+    tokenizer = ByteTokenizer()
+    ids = tokenizer.encode(text)
+    assert ids == list(text.encode("utf-8"))
+    assert tokenizer.decode(ids) == text
+    framed = tokenizer.encode(text, add_bos=True, add_eos=True)
+    assert framed[0] == tokenizer.bos_token_id and framed[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(framed) == text
+    assert tokenizer.decode(framed + [tokenizer.pad_token_id], skip_special_tokens=False) == f"<s>{text}</s><pad>"
+
+
+def test_tokenizer_vocabulary():
+    tokenizer = ByteTokenizer()
+    specials = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
+    assert specials == {256, 257, 258} and tokenizer.vocab_size == len(tokenizer) == 259
+    assert tokenizer.decode([0xC3]) == "\ufffd"  # half a UTF-8 character
+    with pytest.raises(ValueError, match="outside the byte vocabulary"):
+        tokenizer.decode([259])
+
+
+def test_shipped_dataset():
+    resource = resources.files("peftplug").joinpath("data/instructions.jsonl")
+    assert resource.is_file()
+    examples = load_instructions()
+    assert 150 <= len(examples) <= 300
+    assert len({(e.instruction, e.input) for e in examples}) == len(examples)
+    assert all(e.instruction and e.output for e in examples)
+    train, held_out = split_examples(examples)
+    assert len(held_out) == round(len(examples) * 0.125)
+    assert set(train).isdisjoint(held_out) and len(train) + len(held_out) == len(examples)
+    assert split_examples(examples) == (train, held_out)
+
+
+def test_labels_are_masked_exactly_on_the_prompt():
+    tokenizer = ByteTokenizer()
+    for example in [Example("Add the two numbers.", "2 + 3", "5"), Example("What does a plonk eat?", "", "Berries.")]:
+        encoded = encode_example(tokenizer, example, max_length=128)
+        prompt = tokenizer.encode(format_prompt(example), add_bos=True)
+        response = tokenizer.encode(example.output, add_eos=True)
+        assert encoded.input_ids == prompt + response
+        assert encoded.prompt_length == len(prompt)
+        assert encoded.labels == [IGNORE_INDEX] * len(prompt) + response
+        assert tokenizer.decode(encoded.input_ids[encoded.prompt_length:]) == example.output
+    assert "Input:" not in format_prompt(Example("What does a plonk eat?", "", "Berries."))
+
+
+def test_truncation_keeps_the_prompt_masked():
+    tokenizer = ByteTokenizer()
+    example = Example("Reverse the letters of the word.", "lantern", "nretnal")
+    prompt_length = len(tokenizer.encode(format_prompt(example), add_bos=True))
+    cut = encode_example(tokenizer, example, max_length=prompt_length + 3)
+    assert len(cut.input_ids) == len(cut.labels) == prompt_length + 3
+    assert cut.labels[:prompt_length] == [IGNORE_INDEX] * prompt_length
+    assert tokenizer.decode(cut.labels[prompt_length:]) == "nre"
+    assert encode_example(tokenizer, example, max_length=prompt_length) is None
+    with pytest.raises(DataError, match="raise --max-length"):
+        encode_all(tokenizer, [example], max_length=prompt_length)
+
+
+def test_collate_and_loss_count_only_response_tokens(torch):
+    from peftplug.train import build_base_model, causal_lm_loss_sum, collate
+
+    tokenizer = ByteTokenizer()
+    examples = encode_all(tokenizer, load_instructions()[:5], max_length=128)
+    batch = collate(examples, tokenizer.pad_token_id)
+    for row, item in enumerate(examples):
+        length = len(item.input_ids)
+        assert batch["attention_mask"][row].tolist() == [1] * length + [0] * (batch["input_ids"].shape[1] - length)
+        assert batch["labels"][row, length:].eq(IGNORE_INDEX).all()
+        assert batch["input_ids"][row, length:].eq(tokenizer.pad_token_id).all()
+    model = build_base_model(seed=0)
+    loss_sum, count = causal_lm_loss_sum(model, batch)
+    assert count == sum(len(item.input_ids) - item.prompt_length for item in examples)
+    with torch.no_grad():
+        reference = model(**batch).loss  # transformers' own causal-LM loss on the same labels
+    assert torch.allclose(loss_sum / count, reference, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the training job
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``peftplug train --steps 30`` run through main(), in a fresh directory: (output dir, stdout)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from peftplug.manager import reset_plugin_manager
+
+    reset_plugin_manager()
+    output = tmp_path_factory.mktemp("train") / "adapter"
+    code, out, err = _run_main(["train", "--steps", str(TRAIN_STEPS), "--output", str(output), "--seed", "3"])
+    assert code == 0, err
+    return output, out, err
+
+
+def test_train_saves_an_hf_peft_adapter(trained):
+    output, _, _ = trained
+    assert sorted(p.name for p in output.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    config = json.loads((output / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 8, 16)
+    assert sorted(config["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+def test_train_lowers_the_held_out_loss(trained):
+    _, out, err = trained
+    losses = dict((when, float(value)) for when, value in LOSS_LINE.findall(out))
+    assert set(losses) == {"before", "after"}, out
+    assert losses["after"] < losses["before"] - 0.5, losses
+    assert re.search(r"^trainable params: 16,384 \|\| all params: 123,584 \|\| trainable%: 13\.2574$", out, re.M), out
+    assert "tok/s=" in err and "loss=" in err  # the progress bar
+
+
+def test_saved_adapter_loads_in_hf_peft_with_the_same_logits(trained, torch):
+    peft = pytest.importorskip("peft")
+    import peftplug
+    from peftplug.train import build_base_model, collate
+
+    output, _, _ = trained
+    tokenizer = ByteTokenizer()
+    batch = collate(encode_all(tokenizer, load_instructions()[:4], 128), tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    theirs = peft.PeftModel.from_pretrained(build_base_model(seed=3), str(output)).eval()
+    ours = peftplug.PeftModel.from_pretrained(build_base_model(seed=3), output).eval()
+    with torch.no_grad():
+        logits_theirs = theirs(**inputs).logits
+        logits_ours = ours(**inputs).logits
+        logits_base = build_base_model(seed=3)(**inputs).logits
+    assert torch.allclose(logits_theirs, logits_ours, atol=1e-5), (logits_theirs - logits_ours).abs().max()
+    assert (logits_ours - logits_base).abs().max() > 1e-2  # the adapter is not a no-op
+    assert theirs.get_nb_trainable_parameters()[1] == ours.get_nb_trainable_parameters()[1] == 123_584
+
+
+def test_train_function_returns_the_model_it_saved(tmp_path, torch):
+    import peftplug
+    from peftplug.train import TrainOptions, build_base_model, collate, train
+
+    lines: list[str] = []
+    result = train(TrainOptions(steps=3, batch_size=4, output=str(tmp_path / "a"), progress=False), log=lines.append)
+    assert result.steps == 3 and result.tokens > 0 and result.output == tmp_path / "a"
+    assert (result.trainable_params, result.all_params) == (16_384, 123_584)
+    assert (result.train_examples, result.held_out_examples) == (228, 32)
+    assert any(line.startswith("held-out loss after training:") for line in lines)
+    tokenizer = ByteTokenizer()
+    batch = collate(encode_all(tokenizer, load_instructions()[:3], 128), tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    reloaded = peftplug.PeftModel.from_pretrained(build_base_model(seed=0), tmp_path / "a").eval()
+    with torch.no_grad():
+        assert torch.allclose(result.model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
+
