@@ -5,12 +5,15 @@ it is first used.
 """
 
 from peftplug.api import get_peft_model
-from peftplug.config import AdapterConfig, config_from_dict
+from peftplug.config import AdapterConfig, PromptLearningConfig, config_from_dict
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl, hookspec
 from peftplug.peft_model import PeftModel
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.lora.config import LoraConfig
+from peftplug.plugins.p_tuning.config import PromptEncoderConfig, PromptEncoderReparameterizationType
+from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
+from peftplug.plugins.prompt_tuning.config import PromptTuningConfig, PromptTuningInit
 
 __version__ = "0.1.0"
 
@@ -19,6 +22,12 @@ __all__ = [
     "IA3Config",
     "LoraConfig",
     "PeftModel",
+    "PrefixTuningConfig",
+    "PromptEncoderConfig",
+    "PromptEncoderReparameterizationType",
+    "PromptLearningConfig",
+    "PromptTuningConfig",
+    "PromptTuningInit",
     "config_from_dict",
     "get_peft_model",
     "get_plugin_manager",

@@ -51,6 +51,30 @@ class AdapterLayer(Protocol):
         """
 
 
+class PromptEncoder(Protocol):
+    """What a prompt-learning method's virtual-token encoder offers the core (one per adapter).
+
+    The encoder is built by the method's ``peftplug_build_prompt_encoder`` hook and attached to
+    the peft model by :meth:`BackendOps.attach_prompt_encoder`; the backend's model runs it in
+    forward and generate. Tensors are numpy arrays in HF PEFT's layout.
+    """
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Make every parameter of the encoder trainable, or freeze it."""
+
+    def export_prompt(self) -> dict[str, np.ndarray]:
+        """What HF PEFT saves: ``{"prompt_embeddings": the encoder's output table}``."""
+
+    def export_encoder(self) -> dict[str, np.ndarray]:
+        """The encoder's own weights beyond HF PEFT's file (P-tuning's MLP, the prefix
+        projection), by name; empty when ``prompt_embeddings`` is the whole state."""
+
+    def import_prompt(self, tensors: dict[str, np.ndarray], encoder_tensors: dict[str, np.ndarray]) -> set[str]:
+        """Load ``prompt_embeddings`` (from ``tensors``) and, when given, the encoder's own
+        weights; returns the keys of ``tensors`` it took. A missing or misshapen
+        ``prompt_embeddings`` raises an error naming it."""
+
+
 class BackendOps(Protocol):
     """Framework operations the core needs. One instance per backend, made on first use."""
 
@@ -100,3 +124,21 @@ class BackendOps(Protocol):
 
     def wrap_module_to_save(self, module: Any, adapter_name: str) -> Any:
         """A layer keeping a trainable copy of ``module`` per adapter (``modules_to_save``)."""
+
+    def model_config(self, model: Any) -> Any:
+        """The model's config object (transformers' or PaddleNLP's), or None."""
+
+    def attach_prompt_encoder(self, peft_model: Any, adapter_name: str, encoder: Any, config: Any) -> None:
+        """Attach a prompt-learning encoder to ``peft_model`` under ``adapter_name``.
+
+        The backend keeps it where its model's forward and generate find it (HF PEFT's place:
+        ``peft_model.prompt_encoder[adapter_name]``, beside ``peft_model.word_embeddings``, the
+        base model's input embeddings), and freezes the base model. A task type or model the
+        backend cannot run virtual tokens for is an error naming it.
+        """
+
+    def prompt_encoders(self, peft_model: Any) -> dict[str, Any]:
+        """The attached prompt encoders (:class:`PromptEncoder`), by adapter name."""
+
+    def remove_prompt_encoder(self, peft_model: Any, adapter_name: str) -> None:
+        """Detach the prompt encoder of ``adapter_name`` and drop its parameters."""

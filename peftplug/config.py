@@ -8,6 +8,7 @@ peftplug config and ours load in ``peft``.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import typing
 import warnings
@@ -77,6 +78,9 @@ class AdapterConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             expected = hints[f.name]
+            if isinstance(value, enum.Enum) and isinstance(value.value, str):
+                # HF PEFT's str enums (TaskType.CAUSAL_LM, PromptTuningInit.TEXT) mean their value.
+                setattr(self, f.name, value := value.value)
             if isinstance(value, int) and not isinstance(value, bool) and _accepts_float(expected) and not _matches(value, expected):
                 setattr(self, f.name, value := float(value))
             if isinstance(value, tuple):
@@ -86,8 +90,12 @@ class AdapterConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        """The config as adapter_config.json holds it (``peft_type`` included)."""
-        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The config as adapter_config.json holds it (``peft_type`` included).
+
+        Fields marked ``metadata={"serialize": False}`` (objects given at run time, such as a
+        tokenizer) are left out.
+        """
+        data = {f.name: _plain(getattr(self, f.name)) for f in _serialized_fields(self)}
         data["peft_type"] = self.peft_type
         return data
 
@@ -98,7 +106,7 @@ class AdapterConfig:
         peft_type = data.pop("peft_type", cls.peft_type)
         if peft_type != cls.peft_type:
             raise ConfigError(cls.__name__, "peft_type", peft_type, f"{cls.peft_type!r} for {cls.__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in _serialized_fields(cls)}
         kwargs, unknown = {}, []
         for key, value in data.items():
             if key in known:
@@ -147,6 +155,102 @@ class AdapterConfig:
         return cls.from_dict(data)
 
 
+@dataclasses.dataclass
+class PromptLearningConfig(AdapterConfig):
+    """Fields shared by the prompt-learning methods (prompt tuning, P-tuning, prefix tuning),
+    as in HF PEFT's ``PromptLearningConfig``.
+
+    These methods prepend ``num_virtual_tokens`` learned vectors instead of wrapping layers, so
+    they have no ``target_modules``. The model-shape fields (``token_dim``, ``num_layers``,
+    ``num_attention_heads``, ``num_transformer_submodules``) may be left None: the core fills them
+    from the model's config with :meth:`with_model_config`, as HF PEFT does, and the filled values
+    are what ``adapter_config.json`` records.
+    """
+
+    is_prompt_learning: ClassVar[bool] = True
+    default_target_fields: ClassVar[dict[str, str | None]] = {}
+
+    num_virtual_tokens: Union[int, None] = None
+    token_dim: Union[int, None] = None
+    num_transformer_submodules: Union[int, None] = None
+    num_attention_heads: Union[int, None] = None
+    num_layers: Union[int, None] = None
+    modules_to_save: Union[list[str], None] = None
+
+    def validate(self) -> None:
+        """``num_virtual_tokens`` required and positive; the shape fields positive when set."""
+        if self.num_virtual_tokens is None or self.num_virtual_tokens <= 0:
+            self._fail("num_virtual_tokens", self.num_virtual_tokens, "a positive integer (how many virtual tokens)")
+        for name in ("token_dim", "num_attention_heads", "num_layers"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                self._fail(name, value, "a positive integer, or None to read it from the model's config")
+        if self.num_transformer_submodules not in (None, 1, 2):
+            self._fail(
+                "num_transformer_submodules", self.num_transformer_submodules,
+                "1 (decoder-only or encoder-only), 2 (encoder-decoder), or None to infer it from task_type",
+            )
+
+    def with_model_config(self, model_config: Any) -> PromptLearningConfig:
+        """A copy with the fields left None filled from the model's config, by HF PEFT's rules.
+
+        ``model_config`` is the model's config object (a transformers ``PretrainedConfig``, a
+        PaddleNLP config, a dict) or None. ``num_layers`` comes from ``num_hidden_layers``
+        (``num_layers``, ``n_layer``), ``token_dim`` from ``hidden_size`` (``n_embd``,
+        ``d_model``), ``num_attention_heads`` from ``num_attention_heads`` (``n_head``,
+        ``num_heads``, ``encoder_attention_heads``); the language part of a multimodal config
+        (``text_config``) is used when there is one. ``num_transformer_submodules`` is 2 for
+        ``SEQ_2_SEQ_LM``, else 1. A field that is None and cannot be read is an error naming it.
+        """
+        values = _config_values(model_config)
+        updates: dict[str, Any] = {}
+        lookups = {
+            "num_layers": ("num_hidden_layers", "num_layers", "n_layer"),
+            "token_dim": ("hidden_size", "n_embd", "d_model"),
+            "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"),
+        }
+        for field, keys in lookups.items():
+            if getattr(self, field) is not None:
+                continue
+            # num_hidden_layers is often an attribute alias (T5's num_layers), absent from to_dict().
+            found = getattr(model_config, "num_hidden_layers", None) if field == "num_layers" else None
+            found = found if found is not None else next((values[k] for k in keys if values.get(k) is not None), None)
+            if found is None:
+                self._fail(
+                    field, None,
+                    f"set it: the model's config has none of {', '.join(keys)}"
+                    if model_config is not None else "set it: the model has no config to read it from",
+                )
+            updates[field] = int(found)
+        if self.num_transformer_submodules is None:
+            updates["num_transformer_submodules"] = 2 if self.task_type == "SEQ_2_SEQ_LM" else 1
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        updates.update(self._model_specific_fields({**current, **updates}, values))
+        return dataclasses.replace(self, **updates) if updates else self
+
+    def _model_specific_fields(self, resolved: dict[str, Any], model_values: dict[str, Any]) -> dict[str, Any]:
+        """Further fields a method derives from the model (prefix tuning's kv width); none here.
+
+        ``resolved`` holds this config's fields with the shape fields filled in; ``model_values``
+        the model's config as a dict. Returns field -> value updates.
+        """
+        return {}
+
+
+def _config_values(model_config: Any) -> dict[str, Any]:
+    """A model config as a plain dict (its language part for multimodal configs)."""
+    if model_config is None:
+        return {}
+    if isinstance(model_config, dict):
+        values = dict(model_config)
+    elif callable(getattr(model_config, "to_dict", None)):
+        values = model_config.to_dict()
+    else:
+        values = dict(vars(model_config))
+    text = values.get("text_config")
+    return dict(text) if isinstance(text, dict) else values
+
+
 def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     """Build the config class that ``data["peft_type"]`` names, through the method registry."""
     from peftplug.manager import get_plugin_manager
@@ -155,6 +259,11 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
         raise ConfigError("AdapterConfig", "peft_type", None, "a peft_type such as 'LORA' is required")
     method = get_plugin_manager().method_for_peft_type(str(data["peft_type"]))
     return method.config_class.from_dict(data)
+
+
+def _serialized_fields(config: Any) -> list[dataclasses.Field]:
+    """The dataclass fields that adapter_config.json holds (all but run-time objects)."""
+    return [f for f in dataclasses.fields(config) if f.metadata.get("serialize", True)]
 
 
 # ---------------------------------------------------------------------- type checks

@@ -87,6 +87,23 @@ def peftplug_wrap_layer(
     """
 
 
+@hookspec(firstresult=True)
+def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
+    """Build the virtual-token encoder of a prompt-learning method (prompt tuning, P-tuning,
+    prefix tuning: methods registered with ``kind="prompt"``).
+
+    Receives the method name (``"prompt_tuning"``), the backend name (``"torch"``), the
+    adapter's config with the model-shape fields already filled from the model
+    (``num_virtual_tokens``, ``token_dim``, ``num_layers``, ``num_attention_heads``,
+    ``num_transformer_submodules``), and the user's base model (for its word embeddings, e.g.
+    prompt tuning's TEXT init). Returns the encoder, an object of the backend's module type
+    implementing :class:`~peftplug.backend.PromptEncoder` plus what the backend's model needs to
+    run it, or ``None`` for "not my (method, backend) pair". First result wins. The core hands
+    the encoder to the backend's ``attach_prompt_encoder``; ``config.inference_mode`` tells
+    whether it will be trained (HF PEFT keeps only the output table of an inference encoder).
+    """
+
+
 @hookspec
 def peftplug_validate_config(config: AdapterConfig, model: Any, backend: str) -> None:
     """Check a config against the model it is about to be applied to; raise to refuse.

@@ -32,6 +32,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "peftplug.backends.torch",
     "peftplug.plugins.lora",
     "peftplug.plugins.ia3",
+    "peftplug.plugins.prompt_tuning",
+    "peftplug.plugins.p_tuning",
+    "peftplug.plugins.prefix_tuning",
     "peftplug.plugins.formats.peft",
     "peftplug.plugins.architectures",
 )

@@ -23,6 +23,12 @@ from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
 
 KEY_PREFIX = "base_model.model."
+# HF PEFT's prompt-learning model holds the user's model directly as ``base_model``, so the keys
+# of its modules_to_save are ``base_model.<module path>...``; the prompt itself is saved as
+# ``prompt_embeddings`` (no prefix), the encoder's own weights (peftplug only) as
+# ``prompt_encoder.<name>`` in AdapterState.extra_tensors.
+PROMPT_KEY_PREFIX = "base_model."
+ENCODER_KEY_PREFIX = "prompt_encoder."
 DEFAULT_ADAPTER = "default"
 CLASSIFIER_MODULES = ("classifier", "score")
 
@@ -41,6 +47,7 @@ class PeftModel:
         self._peft_method = method
         self.peft_config = {}
         self.active_adapter = DEFAULT_ADAPTER
+        self._adapters_disabled = False
 
     @property
     def _peft_manager(self) -> Any:
@@ -88,31 +95,47 @@ class PeftModel:
     def load_adapter_state(self, state: AdapterState, adapter_name: str) -> None:
         """Copy the tensors of ``state`` into adapter ``adapter_name``.
 
-        Keys are HF PEFT's (with or without the ``base_model.model.`` prefix). A tensor whose
-        shape differs raises an error naming it and both shapes; keys that match nothing are
-        an error when no key matched at all (the adapter belongs to another model), a warning
-        otherwise.
+        Keys are HF PEFT's (with or without the ``base_model.model.`` prefix; ``base_model.`` and
+        ``prompt_embeddings`` for prompt-learning methods, whose encoder also takes the state's
+        ``extra_tensors``). A tensor whose shape differs raises an error naming it and both
+        shapes; keys that match nothing are an error when no key matched at all (the adapter
+        belongs to another model), a warning otherwise.
         """
         ops = self._peft_ops
-        tensors = {key.removeprefix(KEY_PREFIX): value for key, value in state.tensors.items()}
+        self._check_adapter(adapter_name)
+        prompt = self.peft_config[adapter_name].is_prompt_learning
+        tensors = dict(state.tensors)
         taken: set[str] = set()
+        if prompt:
+            encoder = ops.prompt_encoders(self)[adapter_name]
+            extra = {
+                key[len(ENCODER_KEY_PREFIX):]: value
+                for key, value in state.extra_tensors.items()
+                if key.startswith(ENCODER_KEY_PREFIX)
+            }
+            consumed = encoder.import_prompt(tensors, extra)
+            tensors = {key: value for key, value in tensors.items() if key not in consumed}
+            tensors = {key.removeprefix(PROMPT_KEY_PREFIX): value for key, value in tensors.items()}
+        else:
+            tensors = {key.removeprefix(KEY_PREFIX): value for key, value in tensors.items()}
+        prefix_saved = PROMPT_KEY_PREFIX if prompt else KEY_PREFIX
         starved: list[str] = []
         for name, layer in self._adapter_layers():
             if adapter_name not in layer.adapter_names:
                 continue
             prefix = f"{name}."
             own = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-            consumed = layer.import_adapter(adapter_name, own, KEY_PREFIX + prefix)
+            consumed = layer.import_adapter(adapter_name, own, prefix_saved + prefix)
             taken.update(prefix + suffix for suffix in consumed)
             if not consumed:
                 starved.append(name)
         parameters = dict(ops.named_parameters(self.base_model.model))
         for key in tensors.keys() - taken:
             if key in parameters:
-                ops.copy_into(parameters[key], tensors[key], KEY_PREFIX + key)
+                ops.copy_into(parameters[key], tensors[key], prefix_saved + key)
                 taken.add(key)
         unexpected = sorted(tensors.keys() - taken)
-        if unexpected and len(unexpected) == len(tensors):
+        if unexpected and len(unexpected) == len(tensors) and not prompt:
             raise AdapterLoadError(
                 f"none of the adapter's {len(tensors)} tensors matches this model "
                 f"(first: {KEY_PREFIX + unexpected[0]!r}); was it trained on another model?"
@@ -151,6 +174,8 @@ class PeftModel:
         for _, layer in self._adapter_layers():
             if adapter_name in layer.adapter_names:
                 layer.delete_adapter(adapter_name)
+        if self.peft_config[adapter_name].is_prompt_learning:
+            self._peft_ops.remove_prompt_encoder(self, adapter_name)
         del self.peft_config[adapter_name]
         if self.active_adapter == adapter_name:
             self.active_adapter = next(iter(self.peft_config))
@@ -168,13 +193,16 @@ class PeftModel:
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
-        """Context manager running the base model alone, with every adapter switched off."""
+        """Context manager running the base model alone, with every adapter switched off
+        (for prompt-learning methods: no virtual tokens)."""
         layers = [layer for _, layer in self._adapter_layers()]
         for layer in layers:
             layer.enable_adapters(False)
+        self._adapters_disabled = True
         try:
             yield
         finally:
+            self._adapters_disabled = False
             for layer in layers:
                 layer.enable_adapters(True)
 
@@ -182,6 +210,7 @@ class PeftModel:
     def merge_adapter(self, adapter_names: list[str] | None = None) -> None:
         """Fold the adapters (default: the active one) into the base weights, in place."""
         names = self._names_or_active(adapter_names)
+        self._refuse_merging_prompts(names)
         for _, layer in self._adapter_layers():
             layer.merge([n for n in names if n in layer.adapter_names])
 
@@ -200,11 +229,21 @@ class PeftModel:
 
     def _unload(self, merge: bool, adapter_names: list[str] | None) -> Any:
         names = self._names_or_active(adapter_names)
+        if merge:
+            self._refuse_merging_prompts(names)
         model = self.base_model.model
         for name, layer in list(self._adapter_layers()):
             plain = layer.unload(merge, [n for n in names if n in layer.adapter_names])
             self._peft_ops.replace_module(model, name, plain)
         return model
+
+    def _refuse_merging_prompts(self, names: list[str]) -> None:
+        prompts = [n for n in names if self.peft_config[n].is_prompt_learning]
+        if prompts:
+            raise PeftplugError(
+                f"adapter {prompts[0]!r} is a prompt-learning adapter ({self._peft_method.name}): its virtual "
+                "tokens are inputs, not weights, so there is nothing to merge; use unload() to get the base model back"
+            )
 
     def get_base_model(self) -> Any:
         """The user's model inside this wrapper (with adapter layers in it until unloaded)."""
@@ -234,14 +273,20 @@ class PeftModel:
         """The adapter as an :class:`AdapterState`: HF PEFT keys and layout, numpy arrays."""
         self._check_adapter(adapter_name)
         config = self.peft_config[adapter_name]
-        tensors = {}
+        tensors, extra = {}, {}
+        prefix = KEY_PREFIX
+        if config.is_prompt_learning:
+            prefix = PROMPT_KEY_PREFIX
+            encoder = self._peft_ops.prompt_encoders(self)[adapter_name]
+            tensors.update(encoder.export_prompt())
+            extra = {ENCODER_KEY_PREFIX + key: value for key, value in encoder.export_encoder().items()}
         for name, layer in self._adapter_layers():
             if adapter_name in layer.adapter_names:
                 for suffix, array in layer.export_adapter(adapter_name).items():
-                    tensors[f"{KEY_PREFIX}{name}.{suffix}"] = array
+                    tensors[f"{prefix}{name}.{suffix}"] = array
         for name, parameter in self._trainable_biases(config):
-            tensors[KEY_PREFIX + name] = self._peft_ops.to_numpy(parameter)
-        return AdapterState(dataclasses.replace(config, inference_mode=True), tensors)
+            tensors[prefix + name] = self._peft_ops.to_numpy(parameter)
+        return AdapterState(dataclasses.replace(config, inference_mode=True), tensors, extra)
 
     def save_pretrained(
         self,
@@ -268,6 +313,9 @@ class PeftModel:
 
     # ---------------------------------------------------------------- injection
     def _inject(self, adapter_name: str, config: AdapterConfig) -> None:
+        if self._peft_method.kind == "prompt":
+            self._inject_prompt(adapter_name, config)
+            return
         ops, manager, method = self._peft_ops, self._peft_manager, self._peft_method
         model = self.base_model.model
         config = self._with_resolved_targets(config, model)
@@ -297,6 +345,25 @@ class PeftModel:
         self._wrap_modules_to_save(config, adapter_name, modules)
         self.peft_config[adapter_name] = config
         manager.hook.peftplug_adapter_injected(model=self, adapter_name=adapter_name, config=config, wrapped=chosen)
+
+    def _inject_prompt(self, adapter_name: str, config: AdapterConfig) -> None:
+        """Add a prompt-learning adapter: no layer is wrapped; the method's plugin builds the
+        virtual-token encoder and the backend attaches it beside the (frozen) base model."""
+        ops, manager, method = self._peft_ops, self._peft_manager, self._peft_method
+        model = self.base_model.model
+        config = self._with_resolved_targets(config, model)
+        if hasattr(config, "with_model_config"):
+            config = config.with_model_config(ops.model_config(model))
+        manager.hook.peftplug_validate_config(config=config, model=model, backend=ops.name)
+        encoder = manager.hook.peftplug_build_prompt_encoder(
+            method=method.name, backend=ops.name, config=config, model=model
+        )
+        if encoder is None:
+            raise PeftplugError(f"no plugin builds the {method.name} prompt encoder on backend {ops.name!r}")
+        ops.attach_prompt_encoder(self, adapter_name, encoder, config)
+        self._wrap_modules_to_save(config, adapter_name, dict(ops.named_modules(model)))
+        self.peft_config[adapter_name] = config
+        manager.hook.peftplug_adapter_injected(model=self, adapter_name=adapter_name, config=config, wrapped=[])
 
     def _with_resolved_targets(self, config: AdapterConfig, model: Any) -> AdapterConfig:
         updates: dict[str, Any] = {}
@@ -363,6 +430,9 @@ class PeftModel:
         if trainable:
             for _, parameter in self._trainable_biases(config):
                 ops.set_trainable(parameter, True)
+        if self._peft_method.kind == "prompt":
+            for name, encoder in ops.prompt_encoders(self).items():
+                encoder.set_trainable(trainable and name == self.active_adapter)
         # Layers last: a layer decides about every parameter it holds (a modules_to_save
         # wrapper keeps its original frozen even under bias="all", as HF PEFT does).
         for _, layer in self._adapter_layers():

@@ -17,11 +17,14 @@ class AdapterState:
 
     ``tensors`` maps names to numpy arrays, named and laid out as HF PEFT saves them
     (``base_model.model.<module path>.lora_A.weight``, shape ``[r, in]``); each backend converts
-    its own layout at its edge.
+    its own layout at its edge. ``extra_tensors`` holds what peftplug keeps beyond HF PEFT's file
+    (P-tuning's and the prefix projection's encoder weights, ``prompt_encoder.<name>``): formats
+    write them to a separate file that HF PEFT ignores, so training resumes exactly.
     """
 
     config: AdapterConfig
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def num_parameters(self) -> int:
         """Total number of values in ``tensors``."""

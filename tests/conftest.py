@@ -21,9 +21,10 @@ def _fresh_plugin_manager():
 
 @pytest.fixture(scope="session")
 def torch():
-    """torch, with a fixed thread count (paddle may have set OMP_NUM_THREADS=1)."""
+    """torch, on one thread: the test models are tiny, and on shared cores more threads only
+    add synchronisation (a small linear layer ran ~30x slower on two)."""
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     return torch
 
 

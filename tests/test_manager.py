@@ -38,7 +38,7 @@ def test_duplicate_names_are_an_error_naming_both_owners():
 
 def test_unknown_names_list_the_known_ones():
     manager = PluginManager(load_entry_points=False)
-    with pytest.raises(RegistryError, match=r"unknown method 'lorra'; known: ia3, lora\. Did you mean 'lora'\?"):
+    with pytest.raises(RegistryError, match=r"unknown method 'lorra'; known: ia3, lora, p_tuning, prefix_tuning, prompt_tuning\. Did you mean 'lora'\?"):
         manager.methods.get("lorra")
     with pytest.raises(RegistryError, match="unknown format 'safetensor'; known: peft"):
         manager.formats.get("safetensor")

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from peftplug.backends.torch.prompt import prepare_inputs_for_generation, prompt_forward, prompt_generate
 from peftplug.peft_model import PeftModel
 
 
@@ -46,7 +47,10 @@ class _BoundForward:
         self._peft_model = peft_model
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._peft_model.base_model(*args, **kwargs)
+        peft_model = self._peft_model
+        if peft_model._prompt_learning and not peft_model._adapters_disabled:
+            return prompt_forward(peft_model, args, kwargs)
+        return peft_model.base_model(*args, **kwargs)
 
     @property
     def __signature__(self) -> inspect.Signature:
@@ -71,9 +75,16 @@ class _ForwardDescriptor:
 
 class TorchPeftModel(PeftModel, nn.Module):
     """A torch model with adapters: a ``torch.nn.Module`` (so ``Trainer`` takes it) that
-    forwards unknown attributes (``config``, ``generate``, ...) to the user's model."""
+    forwards unknown attributes (``config``, ``generate``, ...) to the user's model.
+
+    With a prompt-learning adapter it also holds ``prompt_encoder`` (an ``nn.ModuleDict`` of
+    encoders by adapter name) and ``word_embeddings`` (a reference to the user's model's input
+    embeddings), where HF PEFT holds them, and ``forward`` / ``generate`` add the active
+    adapter's virtual tokens (see :mod:`peftplug.backends.torch.prompt`).
+    """
 
     forward = _ForwardDescriptor()
+    _prompt_learning = False  # set by TorchBackend.attach_prompt_encoder
 
     def __init__(self, model: nn.Module, ops: Any, method: Any):
         nn.Module.__init__(self)
@@ -81,8 +92,20 @@ class TorchPeftModel(PeftModel, nn.Module):
         self._init_peft(ops, method)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """The user's model's ``generate``, with the active adapter applied."""
+        """The user's model's ``generate``, with the active adapter applied (for prompt-learning
+        methods: its virtual tokens, which the output never contains)."""
+        if self._prompt_learning and not self._adapters_disabled:
+            return prompt_generate(self, args, kwargs)
         return self.base_model.model.generate(*args, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> Any:
+        """The user's model's ``prepare_inputs_for_generation``; for prompt-learning methods
+        with the virtual tokens added where the step needs them, as HF PEFT does."""
+        model = self.base_model.model
+        original = type(model).prepare_inputs_for_generation.__get__(model, type(model))
+        if self._prompt_learning and not self._adapters_disabled:
+            return prepare_inputs_for_generation(self, original, args, kwargs)
+        return original(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -12,6 +12,12 @@ from torch import nn
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
 from peftplug.backends.torch.model import TorchPeftModel
 from peftplug.backends.torch.modules_to_save import ModulesToSaveLayer
+from peftplug.backends.torch.prompt import (
+    check_task_type,
+    input_embeddings,
+    refuse_gradient_checkpointing,
+    uses_gradient_checkpointing,
+)
 
 
 def is_conv1d(module: Any) -> bool:
@@ -50,7 +56,11 @@ class TorchBackend:
         """Put ``new`` where ``name`` is; the new module keeps the old one's train/eval mode."""
         parent_name, _, child_name = name.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
-        new.train(getattr(parent, child_name).training)
+        training = getattr(parent, child_name).training
+        # A freshly built wrapper is in training mode around the old module, which keeps its
+        # own mode: walking the wrapper's whole subtree with train() matters only for eval.
+        if new.training != training:
+            new.train(training)
         setattr(parent, child_name, new)
 
     def named_parameters(self, root: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
@@ -96,3 +106,46 @@ class TorchBackend:
     def wrap_module_to_save(self, module: nn.Module, adapter_name: str) -> ModulesToSaveLayer:
         """A :class:`ModulesToSaveLayer` around ``module``."""
         return ModulesToSaveLayer(module, adapter_name)
+
+    def model_config(self, model: nn.Module) -> Any:
+        """``model.config`` (a transformers ``PretrainedConfig``), or None for plain modules."""
+        return getattr(model, "config", None)
+
+    def attach_prompt_encoder(
+        self, peft_model: TorchPeftModel, adapter_name: str, encoder: nn.Module, config: Any
+    ) -> None:
+        """Put ``encoder`` in ``peft_model.prompt_encoder[adapter_name]`` (an ``nn.ModuleDict``, on
+        the word embeddings' device) and the base model's word embeddings in
+        ``peft_model.word_embeddings``, as HF PEFT does; freeze the base model.
+
+        ``word_embeddings`` is a plain reference, not a registered submodule (HF PEFT registers
+        it): parameter counts are the same either way, since a shared parameter counts once, but
+        a registered copy would put the embedding in ``state_dict()`` twice, which safetensors
+        refuses (``Trainer`` checkpoints fail with "Some tensors share memory").
+
+        Task types other than CAUSAL_LM, SEQ_2_SEQ_LM and SEQ_CLS are refused (naming the field),
+        and so is prefix tuning on a model with gradient checkpointing switched on.
+        """
+        check_task_type(config)
+        model = peft_model.base_model.model
+        if encoder.injects == "past_key_values" and uses_gradient_checkpointing(model):
+            refuse_gradient_checkpointing(model)
+        model.requires_grad_(False)
+        word_embeddings = input_embeddings(model)
+        weight = getattr(word_embeddings, "weight", None)
+        if weight is not None:
+            encoder.to(device=weight.device)
+        if "prompt_encoder" not in peft_model._modules:
+            peft_model.prompt_encoder = nn.ModuleDict()
+        peft_model.prompt_encoder[adapter_name] = encoder
+        object.__setattr__(peft_model, "word_embeddings", word_embeddings)
+        peft_model._prompt_learning = True
+
+    def prompt_encoders(self, peft_model: TorchPeftModel) -> dict[str, nn.Module]:
+        """``peft_model.prompt_encoder`` as a dict (empty for layer methods)."""
+        holder = peft_model._modules.get("prompt_encoder")
+        return dict(holder.items()) if holder is not None else {}
+
+    def remove_prompt_encoder(self, peft_model: TorchPeftModel, adapter_name: str) -> None:
+        """Delete ``peft_model.prompt_encoder[adapter_name]``."""
+        del peft_model.prompt_encoder[adapter_name]

@@ -18,10 +18,19 @@ from peftplug.state import AdapterState
 
 SAFETENSORS_NAME = "adapter_model.safetensors"
 BIN_NAME = "adapter_model.bin"
+# peftplug's addition, which HF PEFT never reads: the encoder weights of P-tuning and of prefix
+# tuning with projection (AdapterState.extra_tensors), so that training resumes exactly.
+ENCODER_SAFETENSORS_NAME = "adapter_model_encoder.safetensors"
+ENCODER_BIN_NAME = "adapter_model_encoder.bin"
 
 
 class PeftFormat(Format):
-    """Files exactly as HF PEFT writes them; keys ``base_model.model.<path>.lora_A.weight``."""
+    """Files exactly as HF PEFT writes them; keys ``base_model.model.<path>.lora_A.weight``.
+
+    Beyond HF PEFT, an adapter whose state has ``extra_tensors`` (a prompt encoder's own
+    weights) also gets ``adapter_model_encoder.safetensors`` (``.bin`` without safe
+    serialization); HF PEFT ignores that file, and peftplug reads it back when present.
+    """
 
     name = "peft"
     description = "Hugging Face PEFT (adapter_config.json + adapter_model.safetensors)"
@@ -33,7 +42,8 @@ class PeftFormat(Format):
         )
 
     def read(self, directory: Path) -> AdapterState:
-        """The config and tensors; ``.bin`` is read with torch's weights-only unpickler."""
+        """The config and tensors (and a prompt encoder's own weights when their file is there);
+        ``.bin`` is read with torch's weights-only unpickler."""
         if not (directory / CONFIG_NAME).is_file():
             raise AdapterLoadError(f"no {CONFIG_NAME} in {directory}")
         config = config_from_dict(json.loads((directory / CONFIG_NAME).read_text()))
@@ -43,16 +53,29 @@ class PeftFormat(Format):
             tensors = _read_torch_bin(directory / BIN_NAME)
         else:
             raise AdapterLoadError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {directory}")
-        return AdapterState(config, tensors)
+        # The encoder file of the same kind as the weights file read above, written with it.
+        extra: dict[str, np.ndarray] = {}
+        if (directory / SAFETENSORS_NAME).is_file():
+            if (directory / ENCODER_SAFETENSORS_NAME).is_file():
+                extra = read_safetensors(directory / ENCODER_SAFETENSORS_NAME)
+        elif (directory / ENCODER_BIN_NAME).is_file():
+            extra = _read_torch_bin(directory / ENCODER_BIN_NAME)
+        return AdapterState(config, tensors, extra)
 
     def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, bytes]:
-        """adapter_config.json and adapter_model.safetensors (metadata format=pt), or .bin."""
+        """adapter_config.json and adapter_model.safetensors (metadata format=pt), or .bin; the
+        encoder file too when the state has ``extra_tensors``."""
         files = {CONFIG_NAME: state.config.to_json_string().encode()}
         tensors = {key: np.ascontiguousarray(value) for key, value in state.tensors.items()}
+        extra = {key: np.ascontiguousarray(value) for key, value in state.extra_tensors.items()}
         if safe_serialization:
             files[SAFETENSORS_NAME] = save_safetensors(tensors, metadata={"format": "pt"})
+            if extra:
+                files[ENCODER_SAFETENSORS_NAME] = save_safetensors(extra, metadata={"format": "pt"})
         else:
             files[BIN_NAME] = _torch_bin_bytes(tensors)
+            if extra:
+                files[ENCODER_BIN_NAME] = _torch_bin_bytes(extra)
         return files
 
 

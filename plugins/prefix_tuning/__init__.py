@@ -1,0 +1,36 @@
+"""The prefix-tuning plugin: its config, and its encoder for each backend (imported on first use)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
+
+from peftplug.config import AdapterConfig
+from peftplug.markers import hookimpl
+from peftplug.registration import Method
+
+__all__ = ["PrefixTuningConfig"]
+
+
+@hookimpl
+def peftplug_register_methods() -> Method:
+    """Prefix tuning, configured by :class:`PrefixTuningConfig` (``peft_type`` ``PREFIX_TUNING``)."""
+    return Method(
+        name="prefix_tuning",
+        config_class=PrefixTuningConfig,
+        kind="prompt",
+        description="Prefix tuning: learned keys and values before every attention layer (Li & Liang, 2021)",
+    )
+
+
+@hookimpl
+def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
+    """The torch prefix encoder (with or without projection)."""
+    if method != "prefix_tuning":
+        return None
+    if backend == "torch":
+        from peftplug.plugins.prefix_tuning.torch_encoder import PrefixEncoder
+
+        return PrefixEncoder(config)
+    return None
