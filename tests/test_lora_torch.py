@@ -263,3 +263,4 @@ def test_copy_of_a_peft_model_is_independent(torch, make_model):
     clone = copy.deepcopy(model)
     inputs = model_inputs(torch, "llama")
     assert torch.equal(logits_of(torch, clone, inputs), logits_of(torch, model, inputs))
+
