@@ -233,12 +233,17 @@ def check_task_type(config: Any) -> None:
 
 
 def refuse_gradient_checkpointing(model: nn.Module) -> None:
-    """The error for prefix tuning on a model with gradient checkpointing switched on."""
+    """The error for prefix tuning on a model with gradient checkpointing switched on (it names
+    the switch the model's transformers has: ``activation_checkpointing_disable`` from 5.x on)."""
+    switch = next(
+        (name for name in ("activation_checkpointing_disable", "gradient_checkpointing_disable") if hasattr(model, name)),
+        "gradient_checkpointing_disable",
+    )
     raise PeftplugError(
         "prefix tuning does not work with gradient checkpointing: the prefix reaches each layer through the "
         "key/value cache, and a checkpointed transformers layer drops the cache while training "
         "(past_key_values=None), so the prefix would silently do nothing; switch gradient checkpointing off on "
-        f"{type(model).__name__} (gradient_checkpointing_disable()), or use prompt tuning or P-tuning"
+        f"{type(model).__name__} ({switch}()), or use prompt tuning or P-tuning"
     )
 
 
@@ -508,10 +513,11 @@ def prepare_inputs_for_generation(peft_model: TorchPeftModel, original: Any, arg
 
     ``original`` is the base model's own ``prepare_inputs_for_generation``. Causal LM: at the
     first step the virtual tokens become the first ``inputs_embeds`` rows (prompt tuning,
-    P-tuning) or the cache's first ``T`` entries (prefix, whose ``cache_position`` then moves on
-    by ``T``); at every step the attention mask gets ``T`` leading ones, and only the newest
-    token is fed once the cache holds the rest. Seq2seq prefix: the decoder's cache starts with
-    the prefix.
+    P-tuning) or the cache's first ``T`` entries (prefix, whose positions then start at ``T``:
+    transformers 4's ``cache_position`` moves on by ``T``, and position ids, which transformers 5
+    builds from the attention mask for every step, are offset by ``T``); at every step the
+    attention mask gets ``T`` leading ones, and only the newest token is fed once the cache holds
+    the rest. Seq2seq prefix: the decoder's cache starts with the prefix.
     """
     name = peft_model.active_adapter
     config = peft_model.peft_config[name]
