@@ -85,25 +85,48 @@ def others_cores(before: tuple[float, float] | None, after: tuple[float, float] 
 
 @dataclass
 class Quiet:
-    """How long to pause before each timed run: at least ``pause`` seconds, then on, in
-    ``pause``-long windows, while other processes keep more than ``threshold`` cores busy,
-    for at most ``max_wait`` seconds in all (the machine is shared: this waits out short
-    bursts of other work, and gives up on long ones)."""
+    """The pause before each timed run, made to wait out other work on the shared machine.
+
+    At least ``pause`` seconds; then on, in ``pause``-long windows, while other processes keep
+    more than ``threshold`` cores busy or a fixed matrix product (the probe) runs more than
+    ``slack`` times slower than its best so far, for at most ``max_wait`` seconds in all. The probe
+    catches what the process table cannot show: other virtual machines on the same host, which
+    here slowed every run by up to 2x for minutes at a time.
+    """
 
     pause: float = 0.2
-    max_wait: float = 3.0
+    max_wait: float = 5.0
     threshold: float = 0.3
+    slack: float = 1.15
+    best_probe: float = float("inf")
+    _probe_operands: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
-    def wait(self) -> None:
-        """Sleep until the machine is quiet, or ``max_wait`` has passed."""
+    def probe(self) -> float:
+        """Seconds for the fastest of three products of [256, 1024] by [1024, 1024] (~10 ms)."""
+        if self._probe_operands is None:
+            generator = torch.Generator().manual_seed(3)
+            self._probe_operands = (torch.randn(256, 1024, generator=generator), torch.randn(1024, 1024, generator=generator))
+        first, second = self._probe_operands
+        fastest = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            torch.mm(first, second)
+            fastest = min(fastest, time.perf_counter() - start)
+        self.best_probe = min(self.best_probe, fastest)
+        return fastest
+
+    def wait(self) -> float:
+        """Sleep until the machine is quiet, or ``max_wait`` has passed. Returns the last
+        probe's time over the best probe time (1.0: the CPUs run at full speed)."""
         waited = 0.0
         while True:
             before, start = cpu_seconds(), time.perf_counter()
             time.sleep(self.pause)
-            elapsed = time.perf_counter() - start
-            waited += elapsed
-            if others_cores(before, cpu_seconds(), elapsed) <= self.threshold or waited >= self.max_wait:
-                return
+            others = others_cores(before, cpu_seconds(), time.perf_counter() - start)
+            slowdown = self.probe() / self.best_probe
+            waited += time.perf_counter() - start
+            if (others <= self.threshold and slowdown <= self.slack) or waited >= self.max_wait:
+                return slowdown
 
 
 @dataclass
@@ -115,6 +138,7 @@ class Unit:
     setup: Callable[[], Any] = lambda: None
     seconds: list[float] = field(default_factory=list)
     others: list[float] = field(default_factory=list)
+    slowdowns: list[float] = field(default_factory=list)
 
     def once(self, quiet: Quiet | None) -> float:
         """Prepare, collect garbage, wait for a quiet machine, then time one run (with the
@@ -122,7 +146,7 @@ class Unit:
         argument = self.setup()
         gc.collect()
         if quiet is not None:
-            quiet.wait()
+            self.slowdowns.append(quiet.wait())
         gc.disable()
         try:
             before = cpu_seconds()
@@ -153,6 +177,7 @@ def interleave(units: list[Unit], repeats: int, warmup: int, quiet: Quiet, refer
         for unit in units:
             unit.once(None)
             unit.others.clear()
+    quiet.probe()  # a yardstick before the first timed run
     for round_index in range(repeats):
         for unit in units if round_index % 2 == 0 else units[::-1]:
             unit.seconds.append(unit.once(quiet))
@@ -161,7 +186,8 @@ def interleave(units: list[Unit], repeats: int, warmup: int, quiet: Quiet, refer
         print(
             f"    {unit.label:<16} median {unit.median_ms:9.2f} ms  min {times[0]:9.2f}  max {times[-1]:9.2f}  "
             f"n={len(times)}  per-round ratio to {units[reference].label} {unit.paired_ratio(units[reference]):.3f}  "
-            f"other processes' cores while timed: median {statistics.median(unit.others):.2f}",
+            f"other processes' cores while timed: median {statistics.median(unit.others):.2f}, "
+            f"probe slowdown before: median {statistics.median(unit.slowdowns):.2f}",
             flush=True,
         )
 
@@ -290,6 +316,11 @@ class Row:
     def others(self) -> float:
         """Median cores that other processes kept busy while this row's units were timed."""
         return statistics.median(self.subject.others + self.reference.others)
+
+    @property
+    def slowdown(self) -> float:
+        """Median probe slowdown just before this row's timed runs (1.0: full speed)."""
+        return statistics.median(self.subject.slowdowns + self.reference.slowdowns)
 
 
 def at_most(limit: float) -> Callable[[float], bool]:
@@ -446,6 +477,7 @@ def report(rows: list[Row], sizes: Sizes, args: argparse.Namespace, seconds: flo
 
     command = "python benchmarks/bench_lora_torch.py " + " ".join(sys.argv[1:])
     others = ", ".join(f"{row.operation[:3]} {row.others:.2f}" for row in rows)
+    slowdowns = ", ".join(f"{row.operation[:3]} {row.slowdown:.2f}" for row in rows)
     return "\n".join([
         "# peftplug LoRA vs HF PEFT (PyTorch, CPU)",
         "",
@@ -461,12 +493,14 @@ def report(rows: list[Row], sizes: Sizes, args: argparse.Namespace, seconds: flo
         f"{args.repeats} rounds, after {args.warmup} untimed ones; each round times one run of each "
         "side, in alternating order. Before each run: garbage collection, a "
         f"{args.pause:g} s pause, prolonged (at most {args.max_wait:g} s) while other processes keep the "
-        "CPUs busy. ms: median run. ratio: the median over rounds of peftplug's time / peft's time in "
+        "CPUs busy or a probe (a fixed matrix product) runs slow. ms: median run. ratio: the median over rounds of peftplug's time / peft's time in "
         "the same round (merged row: peftplug's merged model / the plain base model); this is the "
         "judged one, as load drifting over minutes on this shared machine cancels out of it. The ratio "
         "of the medians is shown beside it.",
-        f"Cores other processes kept busy during the timed runs (median per row): {others}. "
-        "Above ~0.3 the machine was shared while measuring and the times are inflated and noisy.",
+        f"Cores other processes kept busy during the timed runs (median per row): {others}; "
+        "above ~0.3 the machine was shared while measuring, and times are inflated and noisy. "
+        f"The probe's slowdown just before the timed runs (median per row): {slowdowns}; above "
+        "~1.15 the host was shared (other virtual machines) even where no process here was busy.",
         "",
         table(rows),
         "",
@@ -476,11 +510,11 @@ def report(rows: list[Row], sizes: Sizes, args: argparse.Namespace, seconds: flo
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every benchmark, print the table and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 24; 5 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 20; 5 with --quick)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per side first (default 2)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds to pause before each timed run (0.2)")
-    parser.add_argument("--max-wait", type=float, default=3.0,
-                        help="longest pause (s) waiting for other processes to leave the CPUs (3; 0: never wait)")
+    parser.add_argument("--max-wait", type=float, default=5.0,
+                        help="longest pause (s) waiting for a quiet machine before a run (5; 0: never wait)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="small models, few repeats: a smoke test")
     parser.add_argument("--only", default=",".join(PARTS),
@@ -490,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 5 if args.quick else 24
+        args.repeats = 5 if args.quick else 20
     sizes = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     quiet = Quiet(pause=args.pause, max_wait=max(args.max_wait, args.pause))
@@ -524,7 +558,8 @@ def raw_times(rows: list[Row]) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Every run of every row: seconds, and the cores other processes used meanwhile, by unit."""
     return {
         row.operation: {
-            unit.label: {"seconds": unit.seconds, "other_processes_cores": unit.others}
+            unit.label: {"seconds": unit.seconds, "other_processes_cores": unit.others,
+                         "probe_slowdown_before": unit.slowdowns}
             for unit in (row.subject, row.reference, row.base) if unit is not None
         }
         for row in rows
