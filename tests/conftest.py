@@ -88,3 +88,43 @@ def train_steps(torch, model, inputs, steps: int = 3, lr: float = 1e-2) -> None:
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
+
+
+@pytest.fixture(scope="session")
+def paddle():
+    """paddle, on one thread (the test models are tiny; see the ``torch`` fixture)."""
+    paddle = pytest.importorskip("paddle")
+    pytest.importorskip("paddlenlp")
+    paddle.base.core.set_num_threads(1)
+    return paddle
+
+
+def _build_paddle(paddle, family: str):
+    from paddlenlp import transformers
+
+    paddle.seed(0)
+    if family == "llama":
+        config = transformers.LlamaConfig(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+        )
+        return transformers.LlamaForCausalLM(config)
+    if family == "bloom":
+        config = transformers.BloomConfig(
+            vocab_size=128, hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=False,
+        )
+        return transformers.BloomForCausalLM(config)
+    raise ValueError(family)
+
+
+@pytest.fixture
+def make_paddle_model(paddle):
+    """``make_paddle_model("llama" | "bloom")``: the same tiny PaddleNLP causal LM each call
+    (seed 0, untied embeddings), in eval mode."""
+
+    def make(family: str):
+        model = _build_paddle(paddle, family)
+        model.eval()
+        return model
+
+    return make

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 
 def test_import_peftplug_loads_neither_torch_nor_paddle():
@@ -13,3 +16,27 @@ def test_import_peftplug_loads_neither_torch_nor_paddle():
         "loaded = {'torch', 'paddle'} & set(sys.modules); assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_torch_model_never_imports_paddle():
+    """Detecting, wrapping and saving a torch model leaves paddle unimported (and the reverse)."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, tempfile, torch, peftplug; "
+        "m = peftplug.get_peft_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), "
+        "peftplug.LoraConfig(r=2, target_modules=['0'])); m.save_pretrained(tempfile.mkdtemp()); "
+        "assert 'paddle' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_paddle_model_never_imports_torch():
+    """The Paddle backend, LoRA layers and the peft format need no torch."""
+    pytest.importorskip("paddle")
+    code = (
+        "import sys, tempfile, paddle, peftplug; "
+        "m = peftplug.get_peft_model(paddle.nn.Sequential(paddle.nn.Linear(4, 4)), "
+        "peftplug.LoraConfig(r=2, target_modules=['0'])); m.save_pretrained(tempfile.mkdtemp()); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MKL_DEBUG_CPU_TYPE": "5"})

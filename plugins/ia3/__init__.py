@@ -19,11 +19,15 @@ def peftplug_register_methods() -> Method:
 
 @hookimpl
 def peftplug_wrap_layer(method: str, backend: str, layer: Any, name: str, config: IA3Config, adapter_name: str):
-    """IA3 layers for torch's Linear and Conv1D."""
+    """IA3 layers for torch's Linear and Conv1D, and Paddle's Linear."""
     if method != "ia3":
         return None
     if backend == "torch":
         from peftplug.plugins.ia3.torch_layers import wrap
 
         return wrap(layer, name, config, adapter_name)
+    if backend == "paddle":
+        from peftplug.plugins.ia3.paddle_layers import wrap as wrap_paddle
+
+        return wrap_paddle(layer, name, config, adapter_name)
     return None

@@ -17,11 +17,15 @@ def peftplug_register_methods() -> Method:
 
 @hookimpl
 def peftplug_wrap_layer(method: str, backend: str, layer: Any, name: str, config: LoraConfig, adapter_name: str):
-    """LoRA layers for torch's Linear, Conv1D and Embedding."""
+    """LoRA layers for torch's Linear, Conv1D and Embedding, and Paddle's Linear."""
     if method != "lora":
         return None
     if backend == "torch":
         from peftplug.plugins.lora.torch_layers import wrap
 
         return wrap(layer, name, config, adapter_name)
+    if backend == "paddle":
+        from peftplug.plugins.lora.paddle_layers import wrap as wrap_paddle
+
+        return wrap_paddle(layer, name, config, adapter_name)
     return None

@@ -26,11 +26,15 @@ def peftplug_register_methods() -> Method:
 
 @hookimpl
 def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
-    """The torch prompt encoder (MLP or LSTM reparameterisation)."""
+    """The prompt encoder for torch or paddle (MLP or LSTM reparameterisation)."""
     if method != "p_tuning":
         return None
     if backend == "torch":
         from peftplug.plugins.p_tuning.torch_encoder import PromptEncoder
 
         return PromptEncoder(config)
+    if backend == "paddle":
+        from peftplug.plugins.p_tuning.paddle_encoder import PaddlePromptEncoderNetwork
+
+        return PaddlePromptEncoderNetwork(config)
     return None

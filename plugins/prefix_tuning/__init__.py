@@ -26,11 +26,15 @@ def peftplug_register_methods() -> Method:
 
 @hookimpl
 def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
-    """The torch prefix encoder (with or without projection)."""
+    """The prefix encoder for torch or paddle (with or without projection)."""
     if method != "prefix_tuning":
         return None
     if backend == "torch":
         from peftplug.plugins.prefix_tuning.torch_encoder import PrefixEncoder
 
         return PrefixEncoder(config)
+    if backend == "paddle":
+        from peftplug.plugins.prefix_tuning.paddle_encoder import PaddlePrefixEncoder
+
+        return PaddlePrefixEncoder(config)
     return None

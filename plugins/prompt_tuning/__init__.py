@@ -28,13 +28,17 @@ def peftplug_register_methods() -> Method:
 
 @hookimpl
 def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
-    """The torch prompt embedding (initialised RANDOM, SAMPLE_VOCAB or TEXT)."""
+    """The prompt embedding for torch or paddle (initialised RANDOM, SAMPLE_VOCAB or TEXT)."""
     if method != "prompt_tuning":
         return None
     if backend == "torch":
         from peftplug.plugins.prompt_tuning.torch_encoder import PromptEmbedding
 
         return PromptEmbedding.for_model(config, model)
+    if backend == "paddle":
+        from peftplug.plugins.prompt_tuning.paddle_encoder import PaddlePromptEmbedding
+
+        return PaddlePromptEmbedding.for_model(config, model)
     return None
 
 

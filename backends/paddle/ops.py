@@ -1,0 +1,133 @@
+"""The PaddlePaddle implementation of the core's BackendOps."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+from paddle import nn
+
+from peftplug.backends.paddle.layer import PaddleAdapterLayer, copy_into, to_numpy
+from peftplug.backends.paddle.model import PaddlePeftModel
+from peftplug.backends.paddle.modules_to_save import ModulesToSaveLayer
+
+
+class PaddleBackend:
+    """Walks, replaces, freezes and converts Paddle layers for the framework-free core.
+
+    Tensors cross this edge in Paddle's own layout (``to_numpy``, ``copy_into``); the adapter
+    layers convert their own tensors to HF PEFT's layout (``export_adapter``).
+    """
+
+    name = "paddle"
+
+    def create_peft_model(self, model: nn.Layer, method: Any) -> PaddlePeftModel:
+        """Wrap ``model`` in a :class:`PaddlePeftModel`."""
+        return PaddlePeftModel(model, self, method)
+
+    def is_adapter_layer(self, module: Any) -> bool:
+        """True for peftplug's Paddle adapter layers."""
+        return isinstance(module, PaddleAdapterLayer)
+
+    def named_modules(self, root: nn.Layer, prefix: str = "") -> Iterator[tuple[str, nn.Layer]]:
+        """(name, layer) in model order, not descending into adapter layers."""
+        yield prefix, root
+        if isinstance(root, PaddleAdapterLayer):
+            return
+        for child_name, child in root._sub_layers.items():
+            if child is not None:
+                yield from self.named_modules(child, f"{prefix}.{child_name}" if prefix else child_name)
+
+    def get_module(self, root: nn.Layer, name: str) -> nn.Layer:
+        """The sublayer at dotted ``name``."""
+        module = root
+        for part in name.split(".") if name else []:
+            module = module._sub_layers[part]
+        return module
+
+    def replace_module(self, root: nn.Layer, name: str, new: nn.Layer) -> None:
+        """Put ``new`` where ``name`` is; the new layer takes the old one's train/eval mode."""
+        parent_name, _, child_name = name.rpartition(".")
+        parent = self.get_module(root, parent_name)
+        old = parent._sub_layers[child_name]
+        # Flags only: Layer.train()/eval() would also switch Paddle's global tracer mode.
+        for layer in [new, *new.sublayers()]:
+            layer.training = old.training
+        # Straight into _sub_layers: LayerList children are named "0", "1", ... and setattr
+        # would not find them there.
+        parent._sub_layers[child_name] = new
+
+    def named_parameters(self, root: nn.Layer) -> Iterator[tuple[str, Any]]:
+        """Every parameter once (shared ones under their first name)."""
+        return root.named_parameters()
+
+    def numel(self, parameter: Any) -> int:
+        """Number of values, as HF PEFT counts them."""
+        return math.prod(parameter.shape)
+
+    def is_trainable(self, parameter: Any) -> bool:
+        """``not stop_gradient``."""
+        return not parameter.stop_gradient
+
+    def set_trainable(self, parameter: Any, trainable: bool) -> None:
+        """Set ``stop_gradient``."""
+        parameter.stop_gradient = not trainable
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A numpy copy in Paddle's layout (bfloat16 and float16 as float32)."""
+        return to_numpy(tensor)
+
+    def copy_into(self, parameter: Any, array: np.ndarray, key: str) -> None:
+        """Copy with a shape check naming ``key``."""
+        copy_into(parameter, array, key)
+
+    def model_type(self, model: nn.Layer) -> str | None:
+        """``model.config.model_type`` for PaddleNLP models, else None."""
+        return getattr(self.model_config(model), "model_type", None) or None
+
+    def is_linear(self, module: Any) -> bool:
+        """``paddle.nn.Linear`` (PaddleNLP's output heads are their own classes: never linear)."""
+        return isinstance(module, nn.Linear)
+
+    def output_layer_names(self, model: nn.Layer) -> list[str]:
+        """The name of the output embedding (``lm_head``), which ``all-linear`` leaves out."""
+        get_output = getattr(model, "get_output_embeddings", None)
+        try:
+            output = get_output() if callable(get_output) else None
+        except NotImplementedError:
+            output = None
+        if output is None:
+            return []
+        return [name for name, module in model.named_sublayers() if module is output]
+
+    def wrap_module_to_save(self, module: nn.Layer, adapter_name: str) -> ModulesToSaveLayer:
+        """A :class:`ModulesToSaveLayer` around ``module``."""
+        return ModulesToSaveLayer(module, adapter_name)
+
+    def model_config(self, model: nn.Layer) -> Any:
+        """``model.config`` (a PaddleNLP ``PretrainedConfig``), or None for plain layers."""
+        return getattr(model, "config", None)
+
+    def tensor_parallel(self, model: Any) -> None:
+        """None: the Paddle adapter layers wrap plain ``paddle.nn.Linear`` only, never fleet's
+        model-parallel layers, so an adapted Paddle model is never sharded."""
+        return None
+
+    def attach_prompt_encoder(self, peft_model: PaddlePeftModel, adapter_name: str, encoder: Any, config: Any) -> None:
+        """Attach a prompt-learning encoder (see :mod:`peftplug.backends.paddle.prompt`)."""
+        from peftplug.backends.paddle.prompt import attach_prompt_encoder
+
+        attach_prompt_encoder(peft_model, adapter_name, encoder, config)
+
+    def prompt_encoders(self, peft_model: PaddlePeftModel) -> dict[str, Any]:
+        """The attached prompt encoders by adapter name (empty for layer methods)."""
+        from peftplug.backends.paddle.prompt import prompt_encoders
+
+        return prompt_encoders(peft_model)
+
+    def remove_prompt_encoder(self, peft_model: PaddlePeftModel, adapter_name: str) -> None:
+        """Detach the prompt encoder of ``adapter_name``."""
+        from peftplug.backends.paddle.prompt import remove_prompt_encoder
+
+        remove_prompt_encoder(peft_model, adapter_name)

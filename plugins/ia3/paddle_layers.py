@@ -1,0 +1,151 @@
+"""(IA)³ layers for PaddlePaddle: ``paddle.nn.Linear``.
+
+Paddle stores a Linear weight ``W`` as ``[in, out]`` (``y = x W + b``). Each learned vector
+``l`` (ones at init) is kept as a row ``[1, features]`` that broadcasts over the last axis::
+
+    feed-forward module:  y = (x * l) W + b        l: [1, in]   scales the input
+    other module:         y = (x W + b) * l        l: [1, out]  scales the output
+    merge:    feed-forward  W <- diag(l) W         (W's rows, Paddle's layout)
+              other         W <- W diag(l),  b <- l * b   (W's columns and the bias)
+    unmerge:  divide by l + 1e-8 instead: inexact (rounding; a zero in l cannot be undone)
+
+At the edge the vectors are HF PEFT's ``ia3_l``: ``[1, in]`` for a feed-forward module (as
+stored) and ``[out, 1]`` for the others (the transpose of what is stored).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from peftplug.backends.paddle.layer import (
+    PaddleAdapterLayer,
+    adapter_dtype,
+    copy_into,
+    copy_transposed_into,
+    to_numpy,
+)
+from peftplug.plugins.ia3.config import IA3Config
+
+UNMERGE_EPSILON = 1e-8  # HF PEFT's guard against dividing by zero
+
+
+class IA3Linear(PaddleAdapterLayer):
+    """(IA)³ around ``paddle.nn.Linear``; parameters ``ia3_l.<adapter>``.
+
+    Whether a vector scales the input (feed-forward) or the output is decided per adapter, from
+    its config, and recorded in ``is_feedforward``.
+    """
+
+    adapter_layer_names = ("ia3_l",)
+    adapter_value_names = ("is_feedforward",)
+
+    def __init__(self, base_layer: nn.Linear):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.weight.shape
+        self.ia3_l = nn.ParameterDict()
+        self.is_feedforward: dict[str, bool] = {}
+        # What forward applies, precomputed by _adapters_changed: input and output vectors.
+        self._inputs: tuple[Any, ...] = ()
+        self._outputs: tuple[Any, ...] = ()
+        self._plain_base = type(base_layer) is nn.Linear
+
+    def update_layer(self, adapter_name: str, config: IA3Config, module_name: str) -> None:
+        """Add adapter ``adapter_name``: a ``[1, in]`` row for a feed-forward module, else ``[1, out]``."""
+        feedforward = config.is_feedforward(module_name)
+        width = self.in_features if feedforward else self.out_features
+        init = nn.initializer.Constant(1.0) if config.init_ia3_weights else nn.initializer.Normal()
+        self.ia3_l[adapter_name] = self.create_parameter(
+            [1, width], dtype=adapter_dtype(self.base_layer.weight), is_bias=False, default_initializer=init
+        )
+        self.is_feedforward[adapter_name] = feedforward
+        self._adapters_changed()
+
+    def _adapters_changed(self) -> None:
+        active = self._active_unmerged()
+        self._inputs = tuple(self.ia3_l[n] for n in active if self.is_feedforward[n])
+        self._outputs = tuple(self.ia3_l[n] for n in active if not self.is_feedforward[n])
+
+    def _weight_scale(self, name: str) -> paddle.Tensor:
+        """``l`` shaped to multiply ``W`` (``[in, out]``): a column for inputs, a row for outputs."""
+        vector = self.ia3_l[name].astype(self.base_layer.weight.dtype)
+        return vector.T if self.is_feedforward[name] else vector
+
+    def merge(self, names: list[str]) -> None:
+        """Scale ``W`` (and, for output scaling, ``b``) by each adapter in ``names`` not merged yet."""
+        base = self.base_layer
+        with paddle.no_grad():
+            for name in names:
+                if name in self.merged_adapters:
+                    continue
+                base.weight.set_value(base.weight * self._weight_scale(name))
+                if not self.is_feedforward[name] and base.bias is not None:
+                    base.bias.set_value(base.bias * self._weight_scale(name).reshape(base.bias.shape))
+                self.merged_adapters.append(name)
+        self._adapters_changed()
+
+    def unmerge(self) -> None:
+        """Divide the merged vectors back out, last merged first; warns that this is inexact."""
+        if not self.merged_adapters:
+            return
+        warnings.warn(
+            "unmerging IA3 is inexact: the base weights are divided by the learned vectors, "
+            "which rounds, and a zero in a vector cannot be undone",
+            UserWarning,
+            stacklevel=2,
+        )
+        base = self.base_layer
+        with paddle.no_grad():
+            while self.merged_adapters:
+                name = self.merged_adapters.pop()
+                scale = self._weight_scale(name) + UNMERGE_EPSILON
+                base.weight.set_value(base.weight / scale)
+                if not self.is_feedforward[name] and base.bias is not None:
+                    base.bias.set_value(base.bias / scale.reshape(base.bias.shape))
+        self._adapters_changed()
+
+    def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
+        """``(x * l) W + b`` for feed-forward adapters, ``(x W + b) * l`` for the others
+        (each active, unmerged adapter)."""
+        for vector in self._inputs:
+            x = x * vector if x.dtype == vector.dtype else (x.astype(vector.dtype) * vector).astype(x.dtype)
+        base = self.base_layer
+        result = F.linear(x, base.weight, base.bias) if self._plain_base else base(x, *args, **kwargs)
+        for vector in self._outputs:
+            if result.dtype == vector.dtype:
+                result = result * vector
+            else:
+                result = (result.astype(vector.dtype) * vector).astype(result.dtype)
+        return result
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``ia3_l``: ``[1, in]`` for a feed-forward module, ``[out, 1]`` otherwise (HF PEFT's)."""
+        vector = to_numpy(self.ia3_l[name])
+        return {"ia3_l": vector if self.is_feedforward[name] else np.ascontiguousarray(vector.T)}
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``ia3_l`` (HF PEFT's layout) in, checking its shape (a feed-forward mismatch
+        shows as one)."""
+        if "ia3_l" not in tensors:
+            return set()
+        copy = copy_into if self.is_feedforward[name] else copy_transposed_into
+        copy(self.ia3_l[name], tensors["ia3_l"], key_prefix + "ia3_l")
+        return {"ia3_l"}
+
+
+def wrap(layer: nn.Layer, name: str, config: IA3Config, adapter_name: str) -> nn.Layer | None:
+    """The IA3 layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
+    if isinstance(layer, IA3Linear):
+        ia3 = layer
+    elif isinstance(layer, nn.Linear):
+        ia3 = IA3Linear(layer)
+    else:
+        return None
+    ia3.update_layer(adapter_name, config, name)
+    return ia3
