@@ -30,12 +30,14 @@ BUILTIN_DISTRIBUTION = "peftplug"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "peftplug.backends.torch",
+    "peftplug.backends.paddle",
     "peftplug.plugins.lora",
     "peftplug.plugins.ia3",
     "peftplug.plugins.prompt_tuning",
     "peftplug.plugins.p_tuning",
     "peftplug.plugins.prefix_tuning",
     "peftplug.plugins.formats.peft",
+    "peftplug.plugins.formats.paddlenlp",
     "peftplug.plugins.architectures",
 )
 

@@ -40,7 +40,7 @@ def test_unknown_names_list_the_known_ones():
     manager = PluginManager(load_entry_points=False)
     with pytest.raises(RegistryError, match=r"unknown method 'lorra'; known: ia3, lora, p_tuning, prefix_tuning, prompt_tuning\. Did you mean 'lora'\?"):
         manager.methods.get("lorra")
-    with pytest.raises(RegistryError, match="unknown format 'safetensor'; known: peft"):
+    with pytest.raises(RegistryError, match="unknown format 'safetensor'; known: paddlenlp, peft"):
         manager.formats.get("safetensor")
 
 
@@ -141,5 +141,5 @@ def test_a_method_registered_in_code_works_end_to_end(torch, make_model):
 
 
 def test_a_model_no_backend_knows_is_a_clear_error():
-    with pytest.raises(BackendError, match="no peftplug backend recognises a model of type builtins.object; registered backends: torch"):
+    with pytest.raises(BackendError, match="no peftplug backend recognises a model of type builtins.object; registered backends: paddle, torch"):
         peftplug.get_peft_model(object(), peftplug.LoraConfig())

@@ -1,0 +1,204 @@
+"""PaddleNLP's adapter format, read and written without Paddle or PaddleNLP.
+
+Files, as ``paddlenlp.peft`` (2.8) writes them:
+
+- LoRA: ``lora_config.json`` + ``lora_model_state.pdparams``
+  (:mod:`~peftplug.plugins.formats.paddlenlp_lora` maps names, layouts and config fields);
+- prefix tuning: ``prefix_config.json`` + ``prefix_model_state.pdparams`` + ``pre_caches.npy``
+  (:mod:`~peftplug.plugins.formats.paddlenlp_prefix`);
+- IA3, prompt tuning, P-tuning, which PaddleNLP lacks: peftplug's files in the same manner
+  (:mod:`~peftplug.plugins.formats.paddlenlp_methods` documents them).
+
+Read only: paddleformers' safetensors variant, ``peft_model-0000K-of-0000N.safetensors`` +
+``peft_model.safetensors.index.json`` (or one ``peft_model.safetensors``) beside the config,
+same names and Paddle layout. Sharded tensor-parallel adapters (``tensor_parallel_degree`` > 1,
+``*_model_state.tpNN.pdparams``) are refused with a pointer to merging them first. ``.pdparams``
+files are read by :mod:`~peftplug.plugins.formats.pdparams`, which never runs code from them.
+A bfloat16 adapter (PaddleNLP saves bf16 as uint16 with ``"dtype": "bfloat16"``) is widened to
+float32 exactly. ``write`` ignores ``safe_serialization``: PaddleNLP's files are pdparams.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peftplug.config import config_from_dict
+from peftplug.errors import AdapterLoadError, ConfigError
+from peftplug.markers import hookimpl
+from peftplug.plugins.formats import paddlenlp_lora, paddlenlp_methods, paddlenlp_prefix
+from peftplug.plugins.formats.pdparams import pdparams_bytes, read_pdparams
+from peftplug.plugins.formats.safetensors_io import read_safetensors
+from peftplug.registration import Format
+from peftplug.state import AdapterState
+
+# config file stem -> peft_type; the weights are "<stem>_model_state.pdparams".
+STEMS = {"lora": "LORA", "prefix": "PREFIX_TUNING", **{stem: t for t, stem in paddlenlp_methods.STEMS.items()}}
+SAFE_INDEX = "peft_model.safetensors.index.json"
+SAFE_SINGLE = "peft_model.safetensors"
+PRE_CACHES = "pre_caches.npy"
+_SHARD = re.compile(r"_model_state\.tp\d+\.pdparams$")
+
+
+def config_name(stem: str) -> str:
+    """``lora`` -> ``lora_config.json``."""
+    return f"{stem}_config.json"
+
+
+def weights_name(stem: str) -> str:
+    """``lora`` -> ``lora_model_state.pdparams``."""
+    return f"{stem}_model_state.pdparams"
+
+
+class PaddleNLPFormat(Format):
+    """PaddleNLP's files (see the module docstring); keys ``llama.layers.0...lora_A``, Paddle layout."""
+
+    name = "paddlenlp"
+    description = "PaddleNLP (lora_config.json + lora_model_state.pdparams, prefix_config.json + ...)"
+
+    def detect(self, directory: Path) -> bool:
+        """A ``<method>_config.json`` beside its pdparams (or tensor-parallel shards), or beside
+        paddleformers' safetensors."""
+        return self._stem(directory, strict=False) is not None
+
+    def _stem(self, directory: Path, strict: bool = True) -> str | None:
+        found = [stem for stem in STEMS if (directory / config_name(stem)).is_file()]
+        weights = [stem for stem in found if self._has_weights(directory, stem)]
+        if len(weights) > 1 and strict:
+            raise AdapterLoadError(
+                f"{directory} holds adapters of several methods in PaddleNLP's format "
+                f"({', '.join(config_name(s) for s in weights)}); keep one per directory"
+            )
+        return weights[0] if weights else None
+
+    @staticmethod
+    def _has_weights(directory: Path, stem: str) -> bool:
+        if (directory / weights_name(stem)).is_file():
+            return True
+        if (directory / SAFE_INDEX).is_file() or (directory / SAFE_SINGLE).is_file():
+            return True
+        return any(directory.glob(f"{stem}_model_state.tp*.pdparams"))
+
+    def read(self, directory: Path) -> AdapterState:
+        """The adapter's canonical state (HF PEFT names and layout)."""
+        stem = self._stem(directory)
+        if stem is None:
+            present = ", ".join(sorted(p.name for p in directory.iterdir())) if directory.is_dir() else "no directory"
+            raise AdapterLoadError(f"no PaddleNLP adapter in {directory} ({present})")
+        config_path = directory / config_name(stem)
+        try:
+            data = json.loads(config_path.read_text())
+        except (OSError, ValueError) as error:
+            raise AdapterLoadError(f"{config_path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise AdapterLoadError(f"{config_path} holds a {type(data).__name__}, not a config object")
+        self._refuse_sharded(directory, stem, data)
+        raw, source = self._read_weights(directory, stem)
+        if data.get("dtype") == "bfloat16":
+            raw = {key: _widen_bf16(value) for key, value in raw.items()}
+        peft_type = STEMS[stem]
+        if peft_type == "LORA":
+            tensors = paddlenlp_lora.tensors_from_paddlenlp(raw, source)
+            return AdapterState(paddlenlp_lora.config_from_paddlenlp(data, tensors), tensors)
+        if peft_type == "PREFIX_TUNING":
+            config = paddlenlp_prefix.config_from_paddlenlp(data)
+            tensors, extra = paddlenlp_prefix.state_from_paddlenlp(config, raw, source, _read_npy(directory / PRE_CACHES))
+            return AdapterState(config, tensors, extra)
+        if data.get("peft_type") != peft_type:
+            raise AdapterLoadError(f"{config_path}: peft_type is {data.get('peft_type')!r}, expected {peft_type!r}")
+        tensors, extra = paddlenlp_methods.tensors_from_paddlenlp(peft_type, raw, source)
+        return AdapterState(config_from_dict(data), tensors, extra)
+
+    @staticmethod
+    def _refuse_sharded(directory: Path, stem: str, data: dict[str, Any]) -> None:
+        shards = sorted(p.name for p in directory.glob(f"{stem}_model_state.tp*.pdparams") if _SHARD.search(p.name))
+        degree = data.get("tensor_parallel_degree")
+        if (isinstance(degree, int) and degree > 1) or (shards and not (directory / weights_name(stem)).is_file()):
+            raise AdapterLoadError(
+                f"the adapter in {directory} is sharded for tensor parallelism (tensor_parallel_degree="
+                f"{degree} in {config_name(stem)}; files {', '.join(shards) or 'none'}): merge the shards into "
+                "one adapter first (`peftplug merge`, or PaddleNLP's save_pretrained(merge_tensor_parallel=True))"
+            )
+
+    @staticmethod
+    def _read_weights(directory: Path, stem: str) -> tuple[dict[str, np.ndarray], str]:
+        path = directory / weights_name(stem)
+        if path.is_file():
+            return read_pdparams(path), str(path)
+        index = directory / SAFE_INDEX
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise AdapterLoadError(f"{index} is not a safetensors index (a JSON object with weight_map): {error}") from error
+            tensors: dict[str, np.ndarray] = {}
+            for shard in sorted(set(weight_map.values())):
+                if not (directory / shard).is_file():
+                    raise AdapterLoadError(f"{index} names {shard}, which is not in {directory}")
+                tensors.update(read_safetensors(directory / shard))
+            missing = sorted(set(weight_map) - set(tensors))
+            if missing:
+                raise AdapterLoadError(f"{index} lists tensors no shard holds: {', '.join(missing[:5])}")
+            return {key: tensors[key] for key in weight_map}, str(index)
+        single = directory / SAFE_SINGLE
+        if single.is_file():
+            return read_safetensors(single), str(single)
+        raise AdapterLoadError(f"no {weights_name(stem)}, {SAFE_INDEX} or {SAFE_SINGLE} in {directory}")
+
+    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, bytes]:
+        """``{file name: bytes}`` of PaddleNLP's files for ``state``."""
+        config = state.config
+        peft_type = config.peft_type
+        if peft_type == "LORA":
+            tensors = paddlenlp_lora.tensors_to_paddlenlp(state.tensors)
+            data = paddlenlp_lora.config_to_paddlenlp(config, state.tensors, tensors)
+            return {config_name("lora"): _json(data), weights_name("lora"): pdparams_bytes(tensors)}
+        if peft_type == "PREFIX_TUNING":
+            tensors, projection = paddlenlp_prefix.state_to_paddlenlp(config, state.tensors, state.extra_tensors)
+            table = state.tensors[paddlenlp_prefix.TABLE]
+            data = paddlenlp_prefix.config_to_paddlenlp(config, projection, table.dtype.name)
+            return {
+                config_name("prefix"): _json(data),
+                weights_name("prefix"): pdparams_bytes(tensors),
+                PRE_CACHES: paddlenlp_prefix.pre_caches_bytes(config, table),
+            }
+        if peft_type in paddlenlp_methods.STEMS:
+            stem = paddlenlp_methods.STEMS[peft_type]
+            tensors = paddlenlp_methods.tensors_to_paddlenlp(peft_type, state.tensors, state.extra_tensors)
+            return {config_name(stem): config.to_json_string().encode(), weights_name(stem): pdparams_bytes(tensors)}
+        raise ConfigError(
+            type(config).__name__, "peft_type", peft_type,
+            f"one of {', '.join(sorted(STEMS.values()))} to save in the paddlenlp format",
+        )
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    """JSON as PaddleNLP's configs write it: sorted keys, indent 2, no final newline."""
+    return json.dumps(data, indent=2, sort_keys=True).encode()
+
+
+def _read_npy(path: Path) -> np.ndarray | None:
+    """An ``.npy`` file's array (no pickled objects), or None when it is absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def _widen_bf16(value: np.ndarray) -> np.ndarray:
+    """A bfloat16 tensor saved by Paddle (raw uint16) as float32, exactly."""
+    if value.dtype != np.uint16:
+        return value
+    return (value.astype(np.uint32) << 16).view(np.float32)
+
+
+@hookimpl
+def peftplug_register_formats() -> Format:
+    """PaddleNLP's format."""
+    return PaddleNLPFormat()
