@@ -55,7 +55,14 @@ def peftplug_register_formats() -> Format | list[Format] | None:
 def peftplug_register_architectures() -> Architecture | list[Architecture] | None:
     """Declare model families: their ``model_type`` names and default target modules per method.
 
-    Returns an :class:`~peftplug.registration.Architecture` or a list of them. Collecting.
+    Returns an :class:`~peftplug.registration.Architecture` or a list of them. Collecting; a
+    name registered twice is an error naming both plugins. Between frameworks an architecture
+    also gives its PaddleNLP ``model_type`` names, the map of every module between HF
+    transformers and PaddleNLP (:class:`~peftplug.registration.ModuleMap`: renames, which
+    weights transpose, fused modules one side splits), PaddleNLP's default targets and the
+    prefix-tuning cache layout (:class:`~peftplug.registration.PrefixCacheLayout`); conversion
+    and :func:`peftplug.weights.copy_base_weights` read them through
+    :mod:`peftplug.plugins.architectures.name_maps`. A third party adds a family this way.
     """
 
 

@@ -80,6 +80,55 @@ class Format:
 
 
 @dataclass(frozen=True)
+class ModuleMap:
+    """One module of a model family, named in Hugging Face transformers and in PaddleNLP.
+
+    ``hf`` and ``paddle`` are dotted module paths in which ``{n}`` stands for an integer (a
+    layer index), filled in order: ``"model.layers.{n}.self_attn.q_proj"`` <->
+    ``"llama.layers.{n}.self_attn.q_proj"``. One side is a tuple when one library fuses what
+    the other keeps in several modules: GPT-2's ``c_attn`` is PaddleNLP GPT's ``q_proj``,
+    ``k_proj``, ``v_proj``; PaddleNLP Llama's ``qkv_proj`` (``fuse_attention_qkv``) is HF's
+    ``q_proj``, ``k_proj``, ``v_proj``. ``layout`` says how the parts sit on the fused output
+    axis: ``"concat"`` (contiguous, in order; equal parts when split) or ``"kv_groups"`` (per
+    key/value head group: that group's query heads, its key head, its value head; split with
+    the model's head counts).
+
+    ``kind`` says how the 2-D ``weight`` is laid out on each side: ``"linear"`` (torch
+    ``nn.Linear`` ``[out, in]`` vs Paddle ``nn.Linear`` ``[in, out]``: it transposes),
+    ``"conv1d"`` (transformers' ``Conv1D``, already ``[in, out]``: no transpose) or ``"same"``
+    (embeddings, norms, heads that both libraries store alike). ``params`` renames parameters
+    (HF name -> Paddle name), e.g. Bloom's ``lm_head.weight`` <-> ``lm_head.decoder_weight``.
+    """
+
+    hf: str | tuple[str, ...]
+    paddle: str | tuple[str, ...]
+    kind: Literal["linear", "conv1d", "same"] = "same"
+    params: Mapping[str, str] = field(default_factory=dict)
+    layout: Literal["concat", "kv_groups"] = "concat"
+
+
+@dataclass(frozen=True)
+class PrefixCacheLayout:
+    """How prefix tuning's key/value cache is laid out for a family, on each side.
+
+    The prefix encoder's output ``[T, 2 * layers * token_dim]`` is read as ``2 * layers``
+    blocks. ``hf_order`` / ``paddle_order``: ``"interleaved"`` (k0, v0, k1, v1, ...: HF PEFT)
+    or ``"sections"`` (k0..k(L-1), v0..v(L-1): PaddleNLP's ``split(2)``); ``paddle_order`` is
+    None when PaddleNLP has no prefix tuning for the family. ``hf_positions`` /
+    ``paddle_positions``: ``"offset"`` (position ids of the input start at T, after the
+    prefix), ``"restart"`` (they start at 0) or ``"alibi"`` (no position ids: ALiBi biases from
+    the attention mask, prefix included). ``paddle_postprocess`` names the
+    ``paddlenlp.peft.prefix`` function PaddleNLP uses for the family.
+    """
+
+    hf_order: Literal["interleaved", "sections"] = "interleaved"
+    paddle_order: Literal["interleaved", "sections"] | None = "sections"
+    hf_positions: Literal["offset", "restart", "alibi"] = "offset"
+    paddle_positions: Literal["offset", "restart", "alibi"] | None = "restart"
+    paddle_postprocess: str | None = None
+
+
+@dataclass(frozen=True)
 class Architecture:
     """A model family: the ``model_type`` values it answers to and its default targets.
 
@@ -87,8 +136,19 @@ class Architecture:
     unset, as HF PEFT's per-family defaults do: the method's name (``"lora"``, ``"ia3"``) for
     ``target_modules``, other keys (``"ia3_feedforward"``) for the fields a config class names
     in ``default_target_fields``.
+
+    Between frameworks: ``paddle_model_types`` are the PaddleNLP ``model_type`` values of the
+    family; ``modules`` maps every parameter-holding module between HF transformers and
+    PaddleNLP (:class:`ModuleMap`; empty when no map is known); ``paddle_default_targets`` are
+    PaddleNLP's defaults (regexes, as its ``target_modules`` take them); ``prefix_cache`` is the
+    prefix-tuning cache layout (:class:`PrefixCacheLayout`), None when unknown. The functions
+    that use them live in :mod:`peftplug.plugins.architectures.name_maps`.
     """
 
     name: str
     model_types: tuple[str, ...]
     default_targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    paddle_model_types: tuple[str, ...] = ()
+    modules: tuple[ModuleMap, ...] = ()
+    paddle_default_targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    prefix_cache: PrefixCacheLayout | None = None

@@ -6,11 +6,18 @@ and ``"ia3_feedforward"`` (IA3's ``feedforward_modules``) from
 ``TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING`` and ``..._IA3_FEEDFORWARD_MODULES_MAPPING``.
 A family groups the model types whose defaults are equal for every method; a model type HF PEFT
 has no IA3 defaults for (``chatglm``, ``xlm-roberta``) gets none here either.
+
+Llama, Qwen2, Bloom and GPT-2 also carry their HF <-> PaddleNLP module maps, PaddleNLP's default
+targets and the prefix-tuning cache layout (:mod:`.families`); :mod:`.name_maps` holds the
+functions that use them.
 """
 
 from __future__ import annotations
 
 from peftplug.markers import hookimpl
+from peftplug.plugins.architectures.families import (
+    BLOOM_MODULES, GPT2_MODULES, LLAMA_MODULES, PADDLE_LORA_TARGETS, PREFIX_CACHE, QWEN2_MODULES,
+)
 from peftplug.registration import Architecture
 
 _QV = ("q_proj", "v_proj")
@@ -21,12 +28,25 @@ def _ia3(targets: tuple[str, ...], feedforward: tuple[str, ...]) -> dict[str, tu
     return {"ia3": targets, "ia3_feedforward": feedforward}
 
 
+def _paddle(family: str) -> dict[str, tuple[str, ...]]:
+    """PaddleNLP's default LoRA targets for ``family`` (regexes)."""
+    return {"lora": PADDLE_LORA_TARGETS[family]}
+
+
+_GPT2_DEFAULTS = {"lora": ("c_attn",), **_ia3(("c_attn", "mlp.c_proj"), ("mlp.c_proj",))}
 _KV_DOWN = _ia3(("k_proj", "v_proj", "down_proj"), ("down_proj",))
 _QV_DOWN = _ia3(("q_proj", "v_proj", "down_proj"), ("down_proj",))
 
 BUILTIN_ARCHITECTURES = (
-    Architecture("llama", ("llama",), {"lora": _QV, **_KV_DOWN}),
-    Architecture("qwen2", ("qwen2", "qwen3"), {"lora": _QV, **_QV_DOWN}),
+    Architecture(
+        "llama", ("llama",), {"lora": _QV, **_KV_DOWN}, paddle_model_types=("llama",), modules=LLAMA_MODULES,
+        paddle_default_targets=_paddle("llama"), prefix_cache=PREFIX_CACHE["llama"],
+    ),
+    Architecture(
+        "qwen2", ("qwen2",), {"lora": _QV, **_QV_DOWN}, paddle_model_types=("qwen2",), modules=QWEN2_MODULES,
+        paddle_default_targets=_paddle("qwen2"), prefix_cache=PREFIX_CACHE["qwen2"],
+    ),
+    Architecture("qwen3", ("qwen3",), {"lora": _QV, **_QV_DOWN}),
     Architecture("mistral", ("mistral",), {"lora": _QV, **_KV_DOWN}),
     Architecture("mixtral", ("mixtral",), {"lora": _QV, **_ia3(("k_proj", "v_proj", "w2"), ("w2",))}),
     Architecture("gemma", ("gemma", "gemma2"), {"lora": _QV, **_QV_DOWN}),
@@ -39,6 +59,8 @@ BUILTIN_ARCHITECTURES = (
     Architecture(
         "bloom", ("bloom",),
         {"lora": ("query_key_value",), **_ia3(("query_key_value", "mlp.dense_4h_to_h"), ("mlp.dense_4h_to_h",))},
+        paddle_model_types=("bloom",), modules=BLOOM_MODULES, paddle_default_targets=_paddle("bloom"),
+        prefix_cache=PREFIX_CACHE["bloom"],
     ),
     Architecture(
         "gpt_neox", ("gpt_neox", "falcon"),
@@ -46,8 +68,10 @@ BUILTIN_ARCHITECTURES = (
     ),
     Architecture("chatglm", ("chatglm",), {"lora": ("query_key_value",)}),
     Architecture(
-        "gpt2", ("gpt2", "gpt_bigcode"), {"lora": ("c_attn",), **_ia3(("c_attn", "mlp.c_proj"), ("mlp.c_proj",))}
+        "gpt2", ("gpt2",), _GPT2_DEFAULTS, paddle_model_types=("gpt",), modules=GPT2_MODULES,
+        paddle_default_targets=_paddle("gpt2"), prefix_cache=PREFIX_CACHE["gpt2"],
     ),
+    Architecture("gpt_bigcode", ("gpt_bigcode",), _GPT2_DEFAULTS),
     Architecture("t5", ("t5",), {"lora": ("q", "v"), **_ia3(("k", "v", "wo"), ("wo",))}),
     Architecture("mt5", ("mt5",), {"lora": ("q", "v"), **_ia3(("k", "v", "wi_1"), ())}),
     Architecture(
