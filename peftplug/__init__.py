@@ -6,6 +6,7 @@ it is first used.
 
 from peftplug.api import get_peft_model
 from peftplug.config import AdapterConfig, PromptLearningConfig, config_from_dict
+from peftplug.convert import convert
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl, hookspec
 from peftplug.peft_model import PeftModel
@@ -29,6 +30,7 @@ __all__ = [
     "PromptTuningConfig",
     "PromptTuningInit",
     "config_from_dict",
+    "convert",
     "get_peft_model",
     "get_plugin_manager",
     "hookimpl",

@@ -1,0 +1,77 @@
+"""Loading and saving across frameworks without an explicit convert step.
+
+:func:`state_for_model`: a state read from files is moved to the model's library (its module
+tree; for prefix tuning, its position convention) before it is loaded, so
+``PeftModel.from_pretrained(paddle_model, dir_saved_from_torch)`` and the reverse just work.
+:func:`state_for_format`: a prefix adapter saved in a format is put in that format's position
+convention (HF PEFT files hold HF positions even when a Paddle model writes them), so the
+format alone tells an adapter's convention (:mod:`peftplug.convert_prefix`).
+
+The model's library is its backend (``torch`` -> HF transformers, ``paddle`` -> PaddleNLP), its
+family its config's ``model_type``; a model of a family without a module map, or another
+backend, gets the state unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peftplug.adapter_io import detect_format
+from peftplug.convert import base_config_values, convert_state, positions_of_format
+from peftplug.manager import get_plugin_manager
+from peftplug.plugins.architectures.name_maps import NameMapError, Side, architecture_for
+from peftplug.registration import Architecture
+from peftplug.state import AdapterState
+
+SIDES = {"torch": "hf", "paddle": "paddle"}
+
+
+def format_of(directory: str | Path, format: str | None) -> str:
+    """The format name of the adapter in ``directory`` (``format`` when given)."""
+    return format or detect_format(Path(directory)).name
+
+
+def state_for_model(state: AdapterState, model: Any, format_name: str) -> AdapterState:
+    """``state`` (read from files in ``format_name``) in ``model``'s library's tree and conventions."""
+    found = _model_family(model)
+    if found is None:
+        return state
+    side, family, values = found
+    fused = {"qkv": bool(values.get("fuse_attention_qkv")), "ffn": bool(values.get("fuse_attention_ffn"))}
+    return convert_state(
+        state, side, architecture=family, positions=positions_of_format(format_name), base_config=values, fused=fused,
+        lenient=True,
+    )
+
+
+def state_for_format(state: AdapterState, model: Any, format_name: str) -> AdapterState:
+    """A prefix-tuning ``state`` taken from ``model`` in the position convention of ``format_name``."""
+    if state.config.peft_type != "PREFIX_TUNING":
+        return state
+    found = _model_family(model)
+    if found is None or found[1].prefix_cache is None or found[1].prefix_cache.paddle_order is None:
+        return state
+    side, family, values = found
+    target = positions_of_format(format_name)
+    if target == side:
+        return state
+    # The state is in the model's convention; only the positions change (no module names).
+    return convert_state(state, target, architecture=family, positions=side, base_config=values)
+
+
+def _model_family(model: Any) -> tuple[Side, Architecture, dict[str, Any]] | None:
+    manager = get_plugin_manager()
+    backend = manager.hook.peftplug_detect_backend(model=model)
+    side = SIDES.get(backend)
+    config = getattr(model, "config", None)
+    values = base_config_values(config) if config is not None else {}
+    if side is None or not values.get("model_type"):
+        return None
+    try:
+        family = architecture_for(model_type=values["model_type"], manager=manager)
+    except NameMapError:
+        return None
+    if not family.modules:
+        return None
+    return side, family, values

@@ -1,0 +1,444 @@
+"""Converting adapters between HF PEFT (PyTorch) and PaddleNLP (Paddle): peftplug.convert and
+loading across frameworks, checked on the logits of tiny models carrying the same base weights."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import peftplug
+from peftplug.adapter_io import read_adapter
+from peftplug.convert import ConversionError
+from peftplug.weights import copy_base_weights
+
+TOLERANCE = 1e-4
+TOKENS = 3
+LLAMA = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+BLOOM = dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=True,
+             hidden_dropout=0.0, attention_dropout=0.0)
+IDS = np.random.RandomState(1).randint(3, 128, (2, 6))
+
+METHODS = {
+    "lora": lambda: peftplug.LoraConfig(
+        task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+        modules_to_save=["lm_head"],
+    ),
+    "ia3": lambda: peftplug.IA3Config(
+        task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]
+    ),
+    "prompt": lambda: peftplug.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS),
+    "p_tuning": lambda: peftplug.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=16),
+    "prefix": lambda: peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS),
+    "prefix_projection": lambda: peftplug.PrefixTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, prefix_projection=True, encoder_hidden_size=16
+    ),
+}
+BLOOM_METHODS = {
+    "lora": lambda: peftplug.LoraConfig(
+        task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["query_key_value", "dense_4h_to_h"]
+    ),
+    "prefix": METHODS["prefix"],
+}
+CASES = [("llama", m) for m in METHODS] + [("bloom", m) for m in BLOOM_METHODS]
+
+
+# ---------------------------------------------------------------- models with the same base weights
+def hf_model(torch, family: str, **overrides):
+    import transformers
+
+    torch.manual_seed(0)
+    if family == "llama":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA, **overrides}))
+    else:
+        model = transformers.BloomForCausalLM(transformers.BloomConfig(**{**BLOOM, **overrides}))
+    return model.eval()
+
+
+def paddle_model(paddle, family: str, source, **overrides):
+    """The PaddleNLP model of ``family`` carrying ``source``'s (an HF model's) weights."""
+    import paddlenlp.transformers as pt
+
+    paddle.seed(1)
+    if family == "llama":
+        model = pt.LlamaForCausalLM(pt.LlamaConfig(**{**LLAMA, **overrides}))
+    else:
+        model = pt.BloomForCausalLM(pt.BloomConfig(**{**BLOOM, **overrides}))
+    model.eval()
+    copy_base_weights(source, model)
+    return model
+
+
+def torch_logits(torch, model) -> np.ndarray:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(IDS)).logits.numpy()[:, -IDS.shape[1]:]
+
+
+def paddle_logits(paddle, model) -> np.ndarray:
+    with paddle.no_grad():
+        out = model(input_ids=paddle.to_tensor(IDS), return_dict=True)
+    return out.logits.numpy()[:, -IDS.shape[1]:]
+
+
+def train_torch(torch, model, steps: int = 2) -> None:
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    ids = torch.tensor(IDS)
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def train_paddle(paddle, model, steps: int = 2) -> None:
+    model.train()
+    optimizer = paddle.optimizer.AdamW(learning_rate=2e-2, parameters=[p for p in model.parameters() if not p.stop_gradient])
+    ids = paddle.to_tensor(IDS)
+    for _ in range(steps):
+        logits = model(input_ids=ids, return_dict=True).logits[:, -IDS.shape[1]:]
+        vocab = logits.shape[-1]
+        loss = paddle.nn.functional.cross_entropy(logits[:, :-1].reshape([-1, vocab]), ids[:, 1:].reshape([-1]))
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    model.eval()
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray, what: str) -> None:
+    difference = np.abs(got - expected).max()
+    assert difference <= TOLERANCE, f"{what}: logits differ by {difference}"
+
+
+def assert_changed(adapted: np.ndarray, base: np.ndarray) -> None:
+    assert np.abs(adapted - base).max() > 1e-3, "the trained adapter must change the logits, or the test proves nothing"
+
+
+# ---------------------------------------------------------------- torch -> paddle, paddle -> torch
+@pytest.mark.parametrize("family, method", CASES)
+def test_torch_trained_adapter_converts_and_loads_on_paddlenlp(torch, paddle, family, method, tmp_path):
+    hf = hf_model(torch, family)
+    base_logits = torch_logits(torch, hf)
+    pd_base, pd_base2 = paddle_model(paddle, family, hf), paddle_model(paddle, family, hf)
+    config = (METHODS if family == "llama" else BLOOM_METHODS)[method]()
+    model = peftplug.get_peft_model(hf, config)
+    train_torch(torch, model)
+    expected = torch_logits(torch, model)
+    assert_changed(expected, base_logits)
+    model.save_pretrained(tmp_path / "torch")
+
+    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture=family, base_config=hf.config)
+    converted = peftplug.PeftModel.from_pretrained(pd_base, tmp_path / "paddle")
+    assert_close(paddle_logits(paddle, converted), expected, "converted")
+
+    direct = peftplug.PeftModel.from_pretrained(pd_base2, tmp_path / "torch")
+    assert_close(paddle_logits(paddle, direct), expected, "loaded directly")
+
+
+@pytest.mark.parametrize("family, method", CASES)
+def test_paddle_trained_adapter_converts_and_loads_on_torch(torch, paddle, family, method, tmp_path):
+    hf = hf_model(torch, family)
+    pd = paddle_model(paddle, family, hf)
+    base_logits = paddle_logits(paddle, pd)
+    config = (METHODS if family == "llama" else BLOOM_METHODS)[method]()
+    model = peftplug.get_peft_model(pd, config)
+    train_paddle(paddle, model)
+    expected = paddle_logits(paddle, model)
+    assert_changed(expected, base_logits)
+    model.save_pretrained(tmp_path / "paddle_hf_format")
+    model.save_pretrained(tmp_path / "paddle", format="paddlenlp")
+
+    for source in ("paddle", "paddle_hf_format"):
+        peftplug.convert(tmp_path / source, tmp_path / f"{source}_to_peft", to="peft", architecture=family,
+                         base_config=pd.config)
+        converted = peftplug.PeftModel.from_pretrained(hf_model(torch, family), tmp_path / f"{source}_to_peft")
+        assert_close(torch_logits(torch, converted), expected, f"converted from {source}")
+        direct = peftplug.PeftModel.from_pretrained(hf_model(torch, family), tmp_path / source)
+        assert_close(torch_logits(torch, direct), expected, f"loaded directly from {source}")
+
+
+# ---------------------------------------------------------------- against the real libraries
+def test_a_paddlenlp_lora_converts_for_real_peft(torch, paddle, tmp_path):
+    from paddlenlp.peft import LoRAConfig, LoRAModel
+    from peft import PeftModel
+
+    hf = hf_model(torch, "llama")
+    pd = paddle_model(paddle, "llama", hf)
+    theirs = LoRAModel(pd, LoRAConfig(target_modules=[".*q_proj", ".*v_proj", ".*down_proj"], r=4, lora_alpha=8))
+    rng = np.random.default_rng(3)
+    for name, parameter in theirs.named_parameters():
+        if "lora_B" in name:
+            parameter.set_value(paddle.to_tensor(rng.normal(0, 0.3, parameter.shape).astype("float32")))
+    theirs.eval()
+    expected = paddle_logits(paddle, theirs)
+    theirs.save_pretrained(str(tmp_path / "paddlenlp"))
+
+    peftplug.convert(tmp_path / "paddlenlp", tmp_path / "peft", to="peft")  # family from the llama. names
+    loaded = PeftModel.from_pretrained(hf_model(torch, "llama"), str(tmp_path / "peft")).eval()
+    assert_changed(expected, torch_logits(torch, hf))
+    assert_close(torch_logits(torch, loaded), expected, "real peft on a converted PaddleNLP LoRA")
+    direct = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "paddlenlp")
+    assert_close(torch_logits(torch, direct), expected, "PaddleNLP's own files loaded directly on torch")
+
+
+def test_a_real_peft_lora_converts_for_paddlenlp(torch, paddle, tmp_path):
+    import peft
+    from paddlenlp.peft import LoRAModel
+
+    hf = hf_model(torch, "llama")
+    pd_base = paddle_model(paddle, "llama", hf)
+    theirs = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
+    with torch.no_grad():
+        for name, parameter in theirs.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.3)
+    theirs.eval()
+    expected = torch_logits(torch, theirs)
+    theirs.save_pretrained(tmp_path / "peft")
+
+    peftplug.convert(tmp_path / "peft", tmp_path / "paddlenlp", to="paddlenlp", architecture="llama")
+    loaded = LoRAModel.from_pretrained(pd_base, str(tmp_path / "paddlenlp"))
+    loaded.eval()
+    assert_close(paddle_logits(paddle, loaded), expected, "PaddleNLP on a converted HF PEFT LoRA")
+
+
+# ---------------------------------------------------------------- fused projections
+def test_fused_qkv_and_ffn_give_the_unfused_adapters_logits(torch, paddle, tmp_path):
+    hf = hf_model(torch, "llama")
+    fused_base = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True, fuse_attention_ffn=True)
+    fused_base2 = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True, fuse_attention_ffn=True)
+    config = peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "down_proj"])
+    model = peftplug.get_peft_model(hf, config)
+    train_torch(torch, model)
+    expected = torch_logits(torch, model)
+    model.save_pretrained(tmp_path / "torch")
+
+    peftplug.convert(tmp_path / "torch", tmp_path / "fused", to="paddlenlp", base_config=fused_base.config)
+    state = read_adapter(tmp_path / "fused")
+    assert state.config.r == 12 and state.config.lora_alpha == 24, "rank tripled, scaling kept"
+    assert sorted(state.config.target_modules) == ["down_proj", "gate_up_fused_proj", "qkv_proj"]
+    assert state.tensors["base_model.model.llama.layers.0.self_attn.qkv_proj.lora_B.weight"].shape == (64, 12)
+    converted = peftplug.PeftModel.from_pretrained(fused_base, tmp_path / "fused")
+    assert_close(paddle_logits(paddle, converted), expected, "fused qkv / gate-up")
+    direct = peftplug.PeftModel.from_pretrained(fused_base2, tmp_path / "torch")
+    assert_close(paddle_logits(paddle, direct), expected, "fused, loaded directly")
+
+    peftplug.convert(tmp_path / "fused", tmp_path / "back", to="peft", base_config=fused_base.config)
+    assert_bit_identical(tmp_path / "torch", tmp_path / "back")
+
+
+def test_a_fused_adapter_trained_on_paddle_splits_exactly(torch, paddle, tmp_path):
+    """A LoRA trained on the fused qkv_proj is not block-diagonal: each part keeps A whole."""
+    hf = hf_model(torch, "llama")
+    fused = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True)
+    model = peftplug.get_peft_model(fused, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"]))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.set_value(paddle.to_tensor(np.random.default_rng(5).normal(0, 0.3, parameter.shape).astype("float32")))
+    expected = paddle_logits(paddle, model)
+    model.save_pretrained(tmp_path / "fused")
+    peftplug.convert(tmp_path / "fused", tmp_path / "peft", to="peft", base_config=fused.config)
+    state = read_adapter(tmp_path / "peft")
+    assert state.config.r == 4 and sorted(state.config.target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    loaded = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "peft")
+    assert_close(torch_logits(torch, loaded), expected, "fused -> separate q, k, v")
+
+
+# ---------------------------------------------------------------- round trips
+def assert_bit_identical(first: Path, second: Path) -> None:
+    a, b = read_adapter(first), read_adapter(second)
+    assert set(a.tensors) == set(b.tensors) and set(a.extra_tensors) == set(b.extra_tensors)
+    for key in a.tensors:
+        assert a.tensors[key].dtype == b.tensors[key].dtype and np.array_equal(a.tensors[key], b.tensors[key]), key
+    for key in a.extra_tensors:
+        assert np.array_equal(a.extra_tensors[key], b.extra_tensors[key]), key
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not m.startswith("prefix")])
+def test_to_paddlenlp_and_back_is_bit_identical(torch, method, tmp_path):
+    model = peftplug.get_peft_model(hf_model(torch, "llama"), METHODS[method]())
+    train_torch(torch, model)
+    model.save_pretrained(tmp_path / "torch")
+    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture="llama")
+    peftplug.convert(tmp_path / "paddle", tmp_path / "back", to="peft")
+    assert_bit_identical(tmp_path / "torch", tmp_path / "back")
+    before, after = read_adapter(tmp_path / "torch").config, read_adapter(tmp_path / "back").config
+    for field in ("target_modules", "feedforward_modules", "modules_to_save", "r", "lora_alpha", "num_virtual_tokens"):
+        assert getattr(before, field, None) == getattr(after, field, None), field
+
+
+@pytest.mark.parametrize("method", ["prefix", "prefix_projection"])
+def test_a_prefix_round_trip_is_exact_up_to_float_rounding(torch, method, tmp_path):
+    """RoPE keys are rotated by -T and back by +T (float64, cast to float32 each way), so a
+    prefix adapter of a RoPE family comes back up to float32 rounding, not bit-identical."""
+    hf = hf_model(torch, "llama")
+    model = peftplug.get_peft_model(hf, METHODS[method]())
+    train_torch(torch, model)
+    model.save_pretrained(tmp_path / "torch")
+    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture="llama", base_config=hf.config)
+    peftplug.convert(tmp_path / "paddle", tmp_path / "back", to="peft", architecture="llama", base_config=hf.config)
+    a, b = read_adapter(tmp_path / "torch"), read_adapter(tmp_path / "back")
+    assert set(a.tensors) == set(b.tensors) and set(a.extra_tensors) == set(b.extra_tensors)
+    for key, value in [*a.tensors.items(), *a.extra_tensors.items()]:
+        other = b.tensors.get(key, b.extra_tensors.get(key))
+        assert np.abs(value - other).max() <= 1e-6 * max(1.0, np.abs(value).max()), key
+    rotated = read_adapter(tmp_path / "paddle").tensors["prompt_embeddings"]
+    assert np.abs(rotated - a.tensors["prompt_embeddings"]).max() > 1e-3, "the keys were rotated"
+
+
+# ---------------------------------------------------------------- errors, and dst left whole
+def existing_dst(tmp_path: Path) -> Path:
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "adapter_config.json").write_text("{\"old\": true}")
+    return dst
+
+
+def assert_untouched(dst: Path) -> None:
+    assert sorted(p.name for p in dst.iterdir()) == ["adapter_config.json"]
+    assert (dst / "adapter_config.json").read_text() == "{\"old\": true}"
+
+
+def saved_lora(torch, tmp_path: Path) -> Path:
+    model = peftplug.get_peft_model(hf_model(torch, "llama"), METHODS["lora"]())
+    model.save_pretrained(tmp_path / "src")
+    return tmp_path / "src"
+
+
+def test_an_ambiguous_family_asks_for_architecture(torch, tmp_path):
+    src, dst = saved_lora(torch, tmp_path), existing_dst(tmp_path)
+    with pytest.raises(ConversionError, match=r"several architectures: llama \(hf names\).*qwen2.*architecture="):
+        peftplug.convert(src, dst, to="paddlenlp")
+    assert_untouched(dst)
+
+
+def test_a_wrong_family_names_the_tensor(torch, tmp_path):
+    src, dst = saved_lora(torch, tmp_path), existing_dst(tmp_path)
+    with pytest.raises(ConversionError, match=r"model\.layers\.0\..*'bloom'"):
+        peftplug.convert(src, dst, to="paddlenlp", architecture="bloom")
+    assert_untouched(dst)
+
+
+def test_an_unknown_family_lists_the_known_ones(tmp_path):
+    dst = existing_dst(tmp_path)
+    state = peftplug.adapter_io.AdapterState(
+        peftplug.LoraConfig(r=2, target_modules=["x"]),
+        {"base_model.model.encoder.block.0.x.lora_A.weight": np.zeros((2, 4), "f4"),
+         "base_model.model.encoder.block.0.x.lora_B.weight": np.zeros((4, 2), "f4")},
+    )
+    peftplug.adapter_io.write_adapter(state, tmp_path / "src")
+    with pytest.raises(ConversionError, match=r"cannot tell the model family.*bloom, gpt2, llama, qwen2"):
+        peftplug.convert(tmp_path / "src", dst, to="paddlenlp")
+    assert_untouched(dst)
+
+
+def test_a_module_the_other_side_lacks_is_named(torch, tmp_path):
+    src, dst = saved_lora(torch, tmp_path), existing_dst(tmp_path)
+    state = read_adapter(src)
+    state.tensors["base_model.model.model.layers.0.self_attn.rotary_emb.lora_A.weight"] = np.zeros((4, 8), "f4")
+    state.tensors["base_model.model.model.layers.0.self_attn.rotary_emb.lora_B.weight"] = np.zeros((8, 4), "f4")
+    peftplug.adapter_io.write_adapter(state, src)
+    with pytest.raises(ConversionError, match=r"tensor 'base_model\.model\.model\.layers\.0\.self_attn\.rotary_emb\.lora_[AB]\.weight'"):
+        peftplug.convert(src, dst, to="paddlenlp", architecture="llama")
+    assert_untouched(dst)
+
+
+def test_a_shape_mismatch_names_the_tensors_and_both_shapes(torch, tmp_path):
+    src, dst = saved_lora(torch, tmp_path), existing_dst(tmp_path)
+    state = read_adapter(src)
+    key = "base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"
+    state.tensors[key] = np.zeros((16, 3), "f4")
+    peftplug.adapter_io.write_adapter(state, src)
+    with pytest.raises(ConversionError, match=r"k_proj\.lora_A\.weight' has shape \[4, 32\] and .*k_proj\.lora_B\.weight' has shape \[16, 3\]"):
+        peftplug.convert(src, dst, to="paddlenlp", architecture="llama")
+    assert_untouched(dst)
+
+
+def test_a_prefix_adapter_needs_its_family_and_rope(torch, tmp_path):
+    model = peftplug.get_peft_model(hf_model(torch, "llama"), METHODS["prefix"]())
+    model.save_pretrained(tmp_path / "src")
+    dst = existing_dst(tmp_path)
+    with pytest.raises(ConversionError, match=r"cannot tell the model family: a prefix-tuning adapter names no module; pass architecture="):
+        peftplug.convert(tmp_path / "src", dst, to="paddlenlp")
+    with pytest.raises(peftplug.convert_prefix.PrefixConversionError, match=r"qwen2 prefix adapter needs the base model's rope_theta"):
+        peftplug.convert(tmp_path / "src", dst, to="paddlenlp", architecture="qwen2")
+    with pytest.raises(peftplug.convert_prefix.PrefixConversionError, match=r"rope_scaling"):
+        peftplug.convert(tmp_path / "src", dst, to="paddlenlp", base_config={"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}})
+    assert_untouched(dst)
+    with pytest.warns(UserWarning, match=r"default rope_theta=10000"):
+        peftplug.convert(tmp_path / "src", dst, to="paddlenlp", architecture="llama")
+    assert (dst / "prefix_config.json").is_file()
+
+
+def test_to_must_name_a_library(torch, tmp_path):
+    with pytest.raises(ConversionError, match=r"to='torch'"):
+        peftplug.convert(saved_lora(torch, tmp_path), tmp_path / "dst", to="torch")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_same_library_leaves_the_tree(torch, tmp_path):
+    """A PaddleNLP-tree adapter converted to paddlenlp keeps its names (nothing to move)."""
+    src = saved_lora(torch, tmp_path)
+    peftplug.convert(src, tmp_path / "pd", to="paddlenlp", architecture="llama")
+    peftplug.convert(tmp_path / "pd", tmp_path / "pd2", to="paddlenlp")
+    assert_bit_identical(tmp_path / "pd", tmp_path / "pd2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_adapter(tmp_path / "pd2").config.target_modules == read_adapter(src).config.target_modules
+
+
+# ---------------------------------------------------------------- command line
+def test_the_convert_command(torch, tmp_path, capsys):
+    from peftplug.cli import main
+
+    src = saved_lora(torch, tmp_path)
+    assert main(["convert", str(src), str(tmp_path / "pd"), "--to", "paddlenlp", "--architecture", "llama"]) == 0
+    assert "lora_config.json, lora_model_state.pdparams" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "pd"), str(tmp_path / "back"), "--to", "peft"]) == 0
+    assert_bit_identical(src, tmp_path / "back")
+    dst = existing_dst(tmp_path)
+    assert main(["convert", str(src), str(dst), "--to", "paddlenlp"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("peftplug convert: error: cannot tell the model family") and error.count("\n") == 1
+    assert_untouched(dst)
+    assert main(["convert", str(src), str(dst), "--to", "torch"]) == 2
+    assert "--to: invalid choice: 'torch'" in capsys.readouterr().err
+    assert main(["convert", "--help"]) == 0
+    assert "peftplug convert torch-lora paddle-lora --to paddlenlp" in capsys.readouterr().out
+
+
+def test_gpt2_c_attn_lora_splits_into_paddlenlp_q_k_v_and_back(torch, paddle, tmp_path):
+    """GPT-2's fused c_attn (Conv1D) is PaddleNLP GPT's q_proj, k_proj, v_proj: each part keeps
+    lora_A and takes its rows of lora_B; joining them back shares the identical A (rank kept)."""
+    import paddlenlp.transformers as pt
+    import transformers
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64, tie_word_embeddings=True,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )).eval()
+    pd = pt.GPTForCausalLM(pt.GPTConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ))
+    pd.eval()
+    copy_base_weights(hf, pd)
+    model = peftplug.get_peft_model(hf, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True))
+    train_torch(torch, model)
+    expected = torch_logits(torch, model)
+    model.save_pretrained(tmp_path / "torch")
+    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp")  # family from transformer.h names
+    state = read_adapter(tmp_path / "paddle")
+    assert state.config.target_modules == ["q_proj", "k_proj", "v_proj"] and state.config.r == 4
+    assert not state.config.fan_in_fan_out
+    with paddle.no_grad():
+        logits = peftplug.PeftModel.from_pretrained(pd, tmp_path / "paddle")(input_ids=paddle.to_tensor(IDS))
+    got = (logits[0] if isinstance(logits, (tuple, list)) else getattr(logits, "logits", logits)).numpy()
+    assert_close(got, expected, "GPT-2 c_attn -> q/k/v")
+    peftplug.convert(tmp_path / "paddle", tmp_path / "back", to="peft")
+    assert_bit_identical(tmp_path / "torch", tmp_path / "back")
+    assert read_adapter(tmp_path / "back").config.fan_in_fan_out, "GPT-2's Conv1D needs fan_in_fan_out in HF PEFT"
