@@ -47,7 +47,14 @@ class AdapterLayer(Protocol):
     def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
         """Copy the tensors this layer owns into adapter ``name``; return the suffixes it took.
 
-        A shape mismatch raises an error naming ``key_prefix + suffix`` and both shapes.
+        A shape mismatch raises an error naming ``key_prefix + suffix`` and both shapes. Under
+        tensor parallelism the tensors are whole (merged) and each rank keeps its piece.
+        """
+
+    def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
+        """This rank's piece of each tensor of ``export_adapter``, with the axis (HF PEFT layout)
+        it is split on, or None where the rank holds it whole. Never communicates: under tensor
+        parallelism ``export_adapter`` gathers (every rank must call it), this does not.
         """
 
 
@@ -73,6 +80,33 @@ class PromptEncoder(Protocol):
         """Load ``prompt_embeddings`` (from ``tensors``) and, when given, the encoder's own
         weights; returns the keys of ``tensors`` it took. A missing or misshapen
         ``prompt_embeddings`` raises an error naming it."""
+
+
+class TensorParallelGroup(Protocol):
+    """The ranks a tensor-parallel model is sharded over, as the core's save and load need them.
+
+    Made by :meth:`BackendOps.tensor_parallel` from the framework's own distributed runtime
+    (torch: the DTensor device mesh and the default process group's store; Paddle: fleet's model
+    parallel group). ``post``/``read`` go through the runtime's key-value store, never through a
+    collective, so a rank that failed cannot leave the others blocked past a timeout.
+    """
+
+    rank: int
+    degree: int
+
+    def gather(self, payload: Any) -> list[Any] | None:
+        """Collective: every rank's ``payload`` (picklable: numpy arrays, plain containers) in rank
+        order on rank 0, None elsewhere."""
+
+    def post(self, key: str, value: str) -> None:
+        """Publish ``value`` under ``key`` for every rank to read."""
+
+    def read(self, keys: list[str], timeout: float) -> dict[str, str]:
+        """The values posted under ``keys``, waiting up to ``timeout`` seconds in all; keys not
+        posted by then are absent from the result."""
+
+    def local_piece(self, tensor: Any) -> tuple[np.ndarray, int | None]:
+        """This rank's piece of ``tensor`` as numpy and the axis it is split on (None: whole)."""
 
 
 class BackendOps(Protocol):
@@ -142,3 +176,16 @@ class BackendOps(Protocol):
 
     def remove_prompt_encoder(self, peft_model: Any, adapter_name: str) -> None:
         """Detach the prompt encoder of ``adapter_name`` and drop its parameters."""
+
+    def tensor_parallel(self, model: Any) -> TensorParallelGroup | None:
+        """The tensor-parallel group ``model``'s weights are sharded over, or None when it is not
+        sharded (a group of degree 1 counts as not sharded). Optional: the core treats a
+        backend without it as never sharded.
+
+        When there is one, adapter layers shard their tensors the way the base layer is sharded
+        (LoRA: A whole and B split on the output axis for a column-parallel linear, A split on
+        the input axis and B whole for a row-parallel one), ``export_adapter`` gathers,
+        ``import_adapter`` of whole tensors keeps each rank's piece, and ``export_adapter_shard``
+        gives the local pieces; ``save_pretrained`` then merges or writes per-rank files
+        (:mod:`peftplug.tp_save`, :mod:`peftplug.tp_shards`).
+        """

@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
-def write_files_atomically(directory: Path, files: dict[str, bytes]) -> list[Path]:
+def write_files_atomically(
+    directory: Path, files: dict[str, bytes], before_commit: Callable[[], None] | None = None
+) -> list[Path]:
     """Write ``{relative name: content}`` into ``directory``, all or nothing.
 
     Every file is first written and flushed to a temporary name beside its destination; only
     when all are on disk are they renamed into place (``os.replace``, atomic per file). A crash
     or an exception while writing leaves the files already in ``directory`` as they were, and
     no temporary file behind. Other files in ``directory`` (a Trainer checkpoint's, say) are
-    not touched. Returns the final paths.
+    not touched. ``before_commit``, when given, runs once everything is staged and before the
+    first rename (a tensor-parallel save waits there for every rank); if it raises, nothing is
+    renamed. Returns the final paths.
     """
     directory.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
@@ -28,6 +33,8 @@ def write_files_atomically(directory: Path, files: dict[str, bytes]) -> list[Pat
                 handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())
+        if before_commit is not None:
+            before_commit()
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)

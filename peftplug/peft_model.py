@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from peftplug.adapter_io import read_adapter, write_adapter
 from peftplug.config import AdapterConfig
+from peftplug.convert_load import format_of, state_for_format, state_for_model
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError
 from peftplug.manager import get_plugin_manager
 from peftplug.state import AdapterState
@@ -72,11 +73,19 @@ class PeftModel:
         adapter is frozen for inference.
         """
         from peftplug.api import get_peft_model
+        from peftplug.tp_save import load_shards, read_config_of_shards, shards_to_load
 
-        state = read_adapter(Path(model_id) / (subfolder or ""), format)
+        directory = Path(model_id) / (subfolder or "")
+        shard_set = shards_to_load(directory, format)
+        state = read_config_of_shards(shard_set, format) if shard_set else read_adapter(directory, format)
+        if not shard_set:  # saved from the other framework: its tree and conventions to this model's
+            state = state_for_model(state, model, format_of(directory, format))
         config = dataclasses.replace(config or state.config, inference_mode=not is_trainable)
         peft_model = get_peft_model(model, config, adapter_name=adapter_name)
-        peft_model.load_adapter_state(state, adapter_name)
+        if shard_set:
+            load_shards(peft_model, shard_set, adapter_name, format)
+        else:
+            peft_model.load_adapter_state(state, adapter_name)
         return peft_model
 
     def load_adapter(
@@ -88,9 +97,18 @@ class PeftModel:
         subfolder: str | None = None,
     ) -> None:
         """Load another saved adapter into this model under ``adapter_name``."""
-        state = read_adapter(Path(model_id) / (subfolder or ""), format)
+        from peftplug.tp_save import load_shards, read_config_of_shards, shards_to_load
+
+        directory = Path(model_id) / (subfolder or "")
+        shard_set = shards_to_load(directory, format)
+        state = read_config_of_shards(shard_set, format) if shard_set else read_adapter(directory, format)
+        if not shard_set:
+            state = state_for_model(state, self.base_model.model, format_of(directory, format))
         self.add_adapter(adapter_name, dataclasses.replace(state.config, inference_mode=not is_trainable))
-        self.load_adapter_state(state, adapter_name)
+        if shard_set:
+            load_shards(self, shard_set, adapter_name, format)
+        else:
+            self.load_adapter_state(state, adapter_name)
 
     def load_adapter_state(self, state: AdapterState, adapter_name: str) -> None:
         """Copy the tensors of ``state`` into adapter ``adapter_name``.
@@ -294,17 +312,34 @@ class PeftModel:
         selected_adapters: list[str] | None = None,
         safe_serialization: bool = True,
         format: str = "peft",
+        merge_tensor_parallel: bool | None = None,
     ) -> None:
         """Save each adapter (default: all) as HF PEFT does: ``default`` in ``save_directory``,
         the others in subfolders named after them. Each adapter's files are written atomically.
+
+        On a tensor-parallel model every rank must call it. ``merge_tensor_parallel`` (None:
+        True when the model is sharded) gathers the shards to rank 0, which writes one ordinary
+        adapter; False makes each rank write its own shard file (see :mod:`peftplug.tp_save`).
         """
         names = selected_adapters or list(self.peft_config)
         for name in names:
             self._check_adapter(name)
+        from peftplug.tp_save import group_of, save_merged, save_shards
+
+        group = group_of(self)
+        if group is not None:
+
+            directories = {
+                name: Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name
+                for name in names
+            }
+            save = save_shards if merge_tensor_parallel is False else save_merged
+            save(self, group, directories, format, safe_serialization)
+            return
         for name in names:
             directory = Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name
             write_adapter(
-                self.adapter_state(name),
+                state_for_format(self.adapter_state(name), self.base_model.model, format),
                 directory,
                 format,
                 safe_serialization=safe_serialization,

@@ -14,6 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from peftplug.backends.torch.tensor_parallel import (
+    is_dtensor,
+    keep_local_piece,
+    local_piece,
+    return_parallel_hooks,
+)
 from peftplug.errors import AdapterShapeError
 
 
@@ -28,6 +34,9 @@ class TorchAdapterLayer(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+        # True once the layer has taken a tensor-parallel base layer's hooks (its forward then
+        # receives DTensors; see peftplug.backends.torch.tensor_parallel).
+        self._peftplug_adopted_hooks = False
 
     @property
     def adapter_names(self) -> list[str]:
@@ -80,12 +89,31 @@ class TorchAdapterLayer(nn.Module):
         self.active_adapters = [n for n in self.active_adapters if n != name]
 
     def unload(self, merge: bool, names: list[str]) -> nn.Module:
-        """The base module to put back: with ``names`` merged into it if ``merge``, else restored."""
+        """The base module to put back: with ``names`` merged into it if ``merge``, else restored
+        (with the tensor-parallel hooks this layer took from it)."""
         if merge:
             self.merge(names)
         else:
             self.unmerge()
+        return_parallel_hooks(self, self.get_base_layer())
         return self.get_base_layer()
+
+    def adapter_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
+        """Adapter ``name``'s parameters by saved key suffix, in HF PEFT's layout, where a
+        method's layer can be tensor-parallel; None (the default) where it cannot."""
+        return None
+
+    def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
+        """This rank's piece of each tensor and its split axis (None: whole); no communication.
+
+        A layer without :meth:`adapter_tensors` holding DTensor parameters is an error naming it.
+        """
+        tensors = self.adapter_tensors(name)
+        if tensors is not None:
+            return {suffix: local_piece(tensor, suffix) for suffix, tensor in tensors.items()}
+        if any(is_dtensor(parameter) for parameter in self.parameters()):
+            raise NotImplementedError(f"{type(self).__name__} cannot save a tensor-parallel (DTensor) module")
+        return {suffix: (array, None) for suffix, array in self.export_adapter(name).items()}
 
     def merge(self, names: list[str]) -> None:
         """Fold ``names`` into the base weights (done by each method's layer)."""
@@ -102,17 +130,28 @@ class TorchAdapterLayer(nn.Module):
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A numpy copy of ``tensor``; bfloat16 (which numpy lacks) becomes float32, exactly."""
+    """A numpy copy of ``tensor``; bfloat16 (which numpy lacks) becomes float32, exactly.
+
+    A DTensor is gathered whole first: a collective, which every rank must call.
+    """
     tensor = tensor.detach()
+    if is_dtensor(tensor):
+        tensor = tensor.full_tensor()
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
     return tensor.cpu().numpy().copy()
 
 
 def copy_into(parameter: Any, array: np.ndarray, key: str) -> None:
-    """Copy ``array`` into ``parameter``; a shape mismatch names ``key`` and both shapes."""
+    """Copy ``array`` into ``parameter``; a shape mismatch names ``key`` and both shapes.
+
+    A DTensor parameter takes the whole tensor and keeps this rank's piece.
+    """
     if tuple(parameter.shape) != tuple(array.shape):
         raise AdapterShapeError(key, tuple(array.shape), tuple(parameter.shape))
+    if is_dtensor(parameter):
+        keep_local_piece(parameter, array)
+        return
     with torch.no_grad():
         parameter.copy_(torch.from_numpy(np.ascontiguousarray(array)))
 

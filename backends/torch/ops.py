@@ -149,3 +149,10 @@ class TorchBackend:
     def remove_prompt_encoder(self, peft_model: TorchPeftModel, adapter_name: str) -> None:
         """Delete ``peft_model.prompt_encoder[adapter_name]``."""
         del peft_model.prompt_encoder[adapter_name]
+
+    def tensor_parallel(self, model: nn.Module) -> Any:
+        """The :class:`~peftplug.backends.torch.tensor_parallel.TorchTensorParallelGroup` of a
+        model sharded with DTensor tensor parallelism, or None."""
+        from peftplug.backends.torch.tensor_parallel import tensor_parallel_group
+
+        return tensor_parallel_group(model)

@@ -12,6 +12,12 @@ init, so a fresh adapter changes nothing)::
 Conv1D stores ``W`` as ``[in, out]``, so there the roles of rows and columns swap. Parameter
 names and shapes are HF PEFT's (``ia3_l.<adapter>``), so state dicts and saved files are
 interchangeable with it.
+
+Tensor parallelism (a Linear sharded by ``parallelize_module``): the vector follows its axis, a
+DTensor split like the weight's axis it scales (an output vector ``Shard(0)`` on a
+column-parallel layer, an input vector ``Shard(1)`` on a row-parallel one, whole otherwise); the
+layer takes the base layer's parallel hooks, so forward runs on DTensors in between
+(see :mod:`peftplug.backends.torch.tensor_parallel`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch import nn
 
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
+from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
 from peftplug.plugins.ia3.config import IA3Config
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -54,6 +61,7 @@ class IA3Linear(TorchAdapterLayer):
         self.in_features, self.out_features = weight.shape[::-1] if not fan_in_fan_out else weight.shape
         self.ia3_l = nn.ParameterDict()
         self.is_feedforward: dict[str, bool] = {}
+        adopt_parallel_hooks(self, base_layer)
 
     def update_layer(self, adapter_name: str, config: IA3Config, module_name: str) -> None:
         """Add adapter ``adapter_name``: ``[1, in]`` for a feed-forward module, else ``[out, 1]``."""
@@ -62,7 +70,10 @@ class IA3Linear(TorchAdapterLayer):
         weight = self.base_layer.weight
         factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
         vector = torch.ones(shape, **factory) if config.init_ia3_weights else torch.randn(shape, **factory)
-        self.ia3_l[adapter_name] = nn.Parameter(vector)
+        if is_dtensor(weight):  # [1, in] follows W's input axis 1, [out, 1] its output axis 0
+            self.ia3_l[adapter_name] = dtensor_parameter(vector, weight, {1: 1} if feedforward else {0: 0})
+        else:
+            self.ia3_l[adapter_name] = nn.Parameter(vector)
         self.is_feedforward[adapter_name] = feedforward
 
     def _weight_scale(self, adapter_name: str) -> torch.Tensor:
@@ -111,6 +122,10 @@ class IA3Linear(TorchAdapterLayer):
         for name in (n for n in names if not self.is_feedforward[n]):
             result = (result * self.ia3_l[name].flatten()).to(result.dtype)
         return result
+
+    def adapter_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """``ia3_l`` (a DTensor when sharded)."""
+        return {"ia3_l": self.ia3_l[name]}
 
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
         """``ia3_l``: ``[1, in]`` for a feed-forward module, ``[out, 1]`` otherwise."""

@@ -8,6 +8,13 @@ Math, for a base weight ``W`` (``[out, in]``), rank ``r``, and ``s = alpha / r``
 
 Parameter names and shapes are HF PEFT's (``lora_A.<adapter>.weight`` ...), so state dicts
 and saved files are interchangeable with it.
+
+Tensor parallelism (a Linear sharded by ``parallelize_module``, its weight a DTensor): A and B are
+DTensors following the weight's axes. Column-parallel (``W`` ``Shard(0)``, output axis): A whole,
+B ``Shard(0)``; row-parallel (``W`` ``Shard(1)``, input axis): A ``Shard(1)``, B whole. The layer
+takes the base layer's parallel hooks, so the adapter's path is computed on the same DTensor
+input and added to the base output in its placement before the style's output hook
+(see :mod:`peftplug.backends.torch.tensor_parallel`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from torch import nn
 
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
+from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
 from peftplug.plugins.lora.config import LoraConfig
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -102,6 +110,7 @@ class LoraLinear(LoraLayer):
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
         self.lora_dropout = nn.ModuleDict()
+        adopt_parallel_hooks(self, base_layer)
 
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name`` with its rank, scaling, dropout and initial weights."""
@@ -119,19 +128,32 @@ class LoraLinear(LoraLayer):
                 else:
                     nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
                 nn.init.zeros_(self.lora_B[adapter_name].weight)
+        if is_dtensor(weight):
+            a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
+            a.weight = dtensor_parameter(a.weight.data, weight, {1: 1})
+            b.weight = dtensor_parameter(b.weight.data, weight, {0: 0})
+
+    def adapter_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]`` (DTensors when sharded)."""
+        return {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
 
     def delta_weight(self, adapter_name: str) -> torch.Tensor:
         """``s * B A``, transposed for Conv1D, computed in float32 for half-precision bases."""
         a = self.lora_A[adapter_name].weight
         b = self.lora_B[adapter_name].weight
         delta = (b.float() @ a.float() if a.dtype in LOW_PRECISION else b @ a) * self.scaling[adapter_name]
-        return (delta.T if self.fan_in_fan_out else delta).to(self.base_layer.weight.dtype)
+        weight = self.base_layer.weight
+        if is_dtensor(delta) and delta.placements != weight.placements:
+            delta = delta.redistribute(weight.device_mesh, weight.placements)
+        return (delta.T if self.fan_in_fan_out else delta).to(weight.dtype)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``base(x) + s * B(A(dropout(x)))`` for each active, unmerged adapter."""
         active = self._active_unmerged()
         if not active:
             return self.base_layer(x, *args, **kwargs)
+        if self._peftplug_adopted_hooks and is_dtensor(x):
+            return self._forward_dtensor(x, active, *args, **kwargs)
         # Work on [tokens, features] rows: the base layer's output is then a fresh 2-D tensor,
         # and each B product is accumulated straight into it (one fused matmul-add, no
         # [tokens, out] temporaries). Done on a view of a 3-D output instead, autograd would
@@ -146,6 +168,19 @@ class LoraLinear(LoraLayer):
             else:
                 result = (result + F.linear(hidden, b) * self.scaling[name]).to(result.dtype)
         return result.reshape(*x.shape[:-1], result.shape[-1])
+
+    def _forward_dtensor(self, x: torch.Tensor, active: list[str], *args, **kwargs) -> torch.Tensor:
+        """The tensor-parallel forward, between the adopted input and output hooks: base output
+        and each adapter's path as DTensors, the path brought to the base output's placement
+        (``Shard(-1)`` column-parallel, ``Partial`` row-parallel) before they are added."""
+        result = self.base_layer(x, *args, **kwargs)
+        for name in active:
+            a, b = self.lora_A[name].weight, self.lora_B[name].weight
+            delta = F.linear(F.linear(self.lora_dropout[name](x.to(a.dtype)), a), b) * self.scaling[name]
+            if delta.placements != result.placements:
+                delta = delta.redistribute(result.device_mesh, result.placements)
+            result = result + delta.to(result.dtype)
+        return result
 
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
         """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]``."""
