@@ -1,8 +1,11 @@
 """The ``peftplug`` command line.
 
-``peftplug methods`` lists what the plugins registered; ``peftplug train`` runs the built-in
-LoRA instruction-tuning job (see :mod:`peftplug.train`). This module stays thin and imports no
-framework: torch is imported only on the ``train`` path, by :mod:`peftplug.train`.
+``methods`` lists what the plugins registered; ``train`` runs a recipe (default: the built-in
+LoRA instruction-tuning job, see :mod:`peftplug.recipe`); ``inspect`` describes a saved adapter
+through the registered formats; ``merge`` folds an adapter into its base model (or, without
+``--base``, joins tensor-parallel shard files); ``generate`` runs base + adapter on a prompt.
+This module stays thin and imports no framework: a framework is imported only by the command
+that needs it.
 
 Bad input exits with status 2 and one line on stderr; a failing command exits with status 1
 and one line on stderr (``--debug`` shows the traceback instead).
@@ -31,17 +34,63 @@ examples:
 TRAIN_EXAMPLES = """\
 examples:
   peftplug train                                  the demo job: about 100 CPU steps, then save
+  peftplug train recipe.yaml                      the job a recipe file describes
+  peftplug train recipe.yaml --backend paddle     the same recipe on PaddlePaddle
+  peftplug train --show-recipe > recipe.yaml      start a recipe from the default one
   peftplug train --steps 300 --output my-adapter  train longer, save elsewhere
   peftplug train --data my.jsonl --max-length 256 your own {"instruction", "input", "output"} lines
 
-The adapter is saved in HF PEFT's format: load it with peftplug.PeftModel.from_pretrained or
-peft.PeftModel.from_pretrained onto peftplug.train.build_base_model(seed).
+Flags override the recipe's values. The backend is --backend, else $PEFTPLUG_BACKEND, else the
+recipe's. The adapter is saved in the recipe's format (HF PEFT's by default) with a JSON report
+(train_report.json); load it onto the same base with peftplug.PeftModel.from_pretrained, or
+give the recipe as --base to peftplug generate / peftplug merge.
+"""
+
+INSPECT_EXAMPLES = """\
+examples:
+  peftplug inspect peftplug-out          method, format, tensors, base model, target modules
+  peftplug inspect lora-dir --json       the same, as JSON
+"""
+
+MERGE_EXAMPLES = """\
+examples:
+  peftplug merge peftplug-out --base ./llama --out ./llama-merged
+                                         a full model with the adapter folded in (loads
+                                         in transformers without peftplug)
+  peftplug merge peftplug-out --base recipe.yaml --out merged
+                                         the base rebuilt from the recipe that trained it
+  peftplug merge shards/ --out joined    join tensor-parallel shard files into one adapter
+"""
+
+GENERATE_EXAMPLES = """\
+examples:
+  peftplug generate peftplug-out --base recipe.yaml --prompt "Name a primary color."
+  peftplug generate lora-dir --base ./llama --prompt "Once upon a time" --raw --max-new-tokens 50
+"""
+
+CONVERT_EXAMPLES = """\
+examples:
+  peftplug convert torch-lora paddle-lora --to paddlenlp --architecture llama
+                                         HF PEFT files -> PaddleNLP files (llama. module tree)
+  peftplug convert paddle-lora hf-lora --to peft
+                                         back (the family is told by the llama. names)
+  peftplug convert prefix-dir out --to paddlenlp --base-config ./llama/config.json
+                                         prefix tuning: the base config gives rope_theta
+  peftplug convert lora out --to paddlenlp --base-config ./llama-fused --fuse-attention-qkv
+                                         q/k/v LoRA onto PaddleNLP's fused qkv_proj (rank x3)
+
+The destination is written atomically: on an error it is left as it was.
 """
 
 MAIN_EXAMPLES = """\
 examples:
   peftplug methods              list backends, methods and formats
   peftplug train --steps 50     fine-tune a tiny Llama with LoRA on CPU
+  peftplug train recipe.yaml    run a recipe (backend, model, method, data, training, output)
+  peftplug inspect DIR          what a saved adapter holds
+  peftplug merge DIR --base MODEL --out OUT
+  peftplug convert SRC DST --to paddlenlp|peft
+  peftplug generate DIR --base MODEL --prompt TEXT
   peftplug train --help         the options of one command
 """
 
@@ -123,27 +172,90 @@ def build_parser() -> _Parser:
 
     train = add_command(
         "train",
-        "Fine-tune a tiny random Llama with LoRA on the instruction set shipped with peftplug (CPU).",
+        "Fine-tune as a recipe says (default: LoRA on a tiny random Llama with the instruction set "
+        "shipped with peftplug, on CPU); save the adapter and a JSON report.",
         TRAIN_EXAMPLES,
     )
     defaults = dataclasses.asdict(TrainOptions())
-    train.add_argument("--steps", type=_positive_int, default=defaults["steps"],
-                       help="optimizer steps (default: %(default)s)")
-    train.add_argument("--lr", type=_positive_float, default=defaults["lr"],
-                       help="peak AdamW learning rate (default: %(default)s)")
-    train.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"],
-                       help="examples per step (default: %(default)s)")
-    train.add_argument("--seed", type=_nonnegative_int, default=defaults["seed"],
-                       help="seed of the base model, the LoRA init and the batch order (default: %(default)s)")
-    train.add_argument("--output", default=defaults["output"],
-                       help="directory to save the adapter in (default: ./%(default)s)")
-    train.add_argument("--max-length", type=_positive_int, default=defaults["max_length"],
-                       help="longest sequence in tokens (bytes); longer examples are cut (default: %(default)s)")
+    train.add_argument("recipe", nargs="?", default=None, metavar="RECIPE",
+                       help="a recipe file (.yaml, .json or .toml); default: the built-in job")
+    train.add_argument("--backend", default=None, help="run on this backend (overrides $PEFTPLUG_BACKEND and the recipe)")
+    train.add_argument("--show-recipe", action="store_true", help="print the recipe (default: the built-in one) and exit")
+    train.add_argument("--steps", type=_positive_int, default=None,
+                       help=f"optimizer steps (default: the recipe's; {defaults['steps']} in the built-in one)")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help=f"peak AdamW learning rate (default: the recipe's; {defaults['lr']})")
+    train.add_argument("--batch-size", type=_positive_int, default=None,
+                       help=f"examples per step (default: the recipe's; {defaults['batch_size']})")
+    train.add_argument("--seed", type=_nonnegative_int, default=None,
+                       help=f"seed of the base model, the adapter init and the batch order (default: {defaults['seed']})")
+    train.add_argument("--output", default=None,
+                       help=f"directory to save the adapter in (default: the recipe's; ./{defaults['output']})")
+    train.add_argument("--max-length", type=_positive_int, default=None,
+                       help=f"longest sequence in tokens; longer examples are cut (default: {defaults['max_length']})")
     train.add_argument("--data", default=None, metavar="FILE.jsonl",
-                       help="instruction file to train on instead of the shipped one")
+                       help="instruction file to train on instead of the recipe's")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_run_train)
-    parser.command_parsers = {"methods": methods, "train": train}
+
+    inspect = add_command(
+        "inspect",
+        "Describe a saved adapter in any registered format: method, format, framework layout, "
+        "tensors with shapes, dtypes and sizes, base model, target modules.",
+        INSPECT_EXAMPLES,
+    )
+    inspect.add_argument("directory", metavar="DIR", help="an adapter directory")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(handler=_run_inspect)
+
+    merge = add_command(
+        "merge",
+        "Fold an adapter into its base model and save the full model in the base's own format; "
+        "without --base, join tensor-parallel shard files into one adapter.",
+        MERGE_EXAMPLES,
+    )
+    merge.add_argument("directory", metavar="DIR", help="the adapter (or shard) directory")
+    merge.add_argument("--base", default=None, metavar="MODEL",
+                       help="the base model: a local model directory, or the recipe that trained the adapter")
+    merge.add_argument("--out", required=True, help="directory to write (must be new or empty)")
+    merge.add_argument("--format", default=None, help="without --base: the format of the joined adapter (default: the shards')")
+    merge.set_defaults(handler=_run_merge)
+
+    generate = add_command(
+        "generate",
+        "Load a base model and an adapter and continue a prompt (greedy decoding).",
+        GENERATE_EXAMPLES,
+    )
+    generate.add_argument("directory", metavar="DIR", help="the adapter directory")
+    generate.add_argument("--base", required=True, metavar="MODEL",
+                          help="the base model: a local model directory, or the recipe that trained the adapter")
+    generate.add_argument("--prompt", required=True, help="the text to continue")
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest continuation (default: %(default)s)")
+    generate.add_argument("--raw", action="store_true",
+                          help="feed the prompt as is (default: in the instruction template the training job uses)")
+    generate.set_defaults(handler=_run_generate)
+    convert = add_command(
+        "convert",
+        "Convert an adapter for the other library: HF PEFT (PyTorch) <-> PaddleNLP (Paddle); module "
+        "names, layouts, fused projections and prefix positions are mapped so it gives the same outputs.",
+        CONVERT_EXAMPLES,
+    )
+    convert.add_argument("src", metavar="SRC", help="the adapter directory (any registered format)")
+    convert.add_argument("dst", metavar="DST", help="the directory to write")
+    convert.add_argument("--to", required=True, choices=("paddlenlp", "peft"),
+                         help="paddlenlp: PaddleNLP's module tree and files; peft: HF transformers' tree, HF PEFT files")
+    convert.add_argument("--architecture", default=None,
+                         help="the model family (llama, qwen2, bloom, gpt2, ...) when the files do not tell it")
+    convert.add_argument("--base-config", default=None, metavar="CONFIG",
+                         help="the base model's config.json (or its directory): family, head counts, rope_theta")
+    convert.add_argument("--fuse-attention-qkv", action="store_true", default=None,
+                         help="target a PaddleNLP Llama with fuse_attention_qkv (default: the base config's)")
+    convert.add_argument("--fuse-attention-ffn", action="store_true", default=None,
+                         help="target a PaddleNLP Llama with fuse_attention_ffn (default: the base config's)")
+    convert.set_defaults(handler=_run_convert)
+    parser.command_parsers = {
+        "methods": methods, "train": train, "inspect": inspect, "merge": merge, "generate": generate, "convert": convert,
+    }
     return parser
 
 
@@ -163,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return exit_.code if isinstance(exit_.code, int) else 2
     if getattr(args, "handler", None) is None:
-        print(f"{PROG}: error: name a command: methods, train (see '{PROG} --help')", file=sys.stderr)
+        print(f"{PROG}: error: name a command: {', '.join(parser.command_parsers)} (see '{PROG} --help')", file=sys.stderr)
         return 2
     try:
         return args.handler(args)
@@ -179,6 +291,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    """``peftplug convert``: :func:`peftplug.convert`, then one line naming what was written."""
+    from peftplug.convert import convert
+
+    written = convert(
+        args.src, args.dst, to=args.to, architecture=args.architecture, base_config=args.base_config,
+        fuse_attention_qkv=args.fuse_attention_qkv, fuse_attention_ffn=args.fuse_attention_ffn,
+    )
+    print(f"converted {args.src} -> {args.dst} ({args.to}): {', '.join(sorted(p.name for p in written))}")
+    return 0
 
 
 def _one_line(error: BaseException) -> str:
@@ -271,23 +395,205 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
-    options = TrainOptions(
-        steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed, output=args.output,
-        max_length=args.max_length, data=args.data, progress=not args.no_progress,
-    )
-    options.validate()  # before torch is imported: bad options fail fast
+    from peftplug.recipe import DEFAULT_RECIPE, load_recipe
+    from peftplug.train_options import apply_options
+
+    if args.show_recipe:
+        if args.recipe is None:
+            print(DEFAULT_RECIPE, end="")
+        else:
+            load_recipe(args.recipe, backend=args.backend)  # refuse a bad one here too
+            print(open(args.recipe, encoding="utf-8").read(), end="")
+        return 0
+    # Everything is checked before a framework is imported or a file written.
+    recipe = load_recipe(args.recipe, backend=args.backend)
+    recipe = apply_options(recipe, {
+        "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+        "output": args.output, "max_length": args.max_length, "data": args.data,
+    })
+    from peftplug.recipe_run import run_recipe
+
     try:
-        from peftplug.train import train
+        run_recipe(recipe, progress=not args.no_progress)
     except ImportError as error:
         if args.debug:
             raise
+        extra = "torch" if recipe.backend == "torch" else "paddle"
         print(
-            f"{PROG} train: error: needs torch and transformers ({error}); "
-            "install them with: pip install 'peftplug[torch]'",
+            f"{PROG} train: error: backend {recipe.backend} needs a package that is missing ({error}); "
+            f"install it with: pip install 'peftplug[{extra}]'",
             file=sys.stderr,
         )
         return 1
-    train(options)
+    return 0
+
+
+# ----------------------------------------------------------------------------- inspect
+def inspect_adapter(directory: str) -> dict[str, Any]:
+    """What the adapter in ``directory`` holds, as plain data, read through the registered
+    formats (the format is detected from the files): method, format, on-disk files, tensors in
+    peftplug's canonical HF PEFT names and layout, base model, target modules, the config.
+    Imports no framework for the safetensors and pdparams formats."""
+    from pathlib import Path
+
+    from peftplug.adapter_io import detect_format
+    from peftplug.manager import get_plugin_manager
+
+    manager = get_plugin_manager()
+    root = Path(directory)
+    fmt = detect_format(root, manager)
+    state = fmt.read(root)
+    config = state.config
+    method = manager.method_for_config(config)
+    tensors = [
+        {"name": name, "shape": list(array.shape), "dtype": str(array.dtype), "bytes": int(array.nbytes)}
+        for name, array in sorted(state.tensors.items())
+    ]
+    target_modules = getattr(config, "target_modules", None)
+    return {
+        "directory": str(root),
+        "method": method.name,
+        "peft_type": method.peft_type,
+        "config_class": type(config).__name__,
+        "format": fmt.name,
+        "format_description": fmt.description,
+        "framework_layout": getattr(fmt, "layout", None) or _layout_of(fmt.name),
+        "files": [
+            {"name": p.name, "bytes": p.stat().st_size} for p in sorted(root.iterdir()) if p.is_file()
+        ],
+        "base_model": config.base_model_name_or_path,
+        "task_type": config.task_type,
+        "target_modules": sorted(target_modules) if isinstance(target_modules, list) else target_modules,
+        "parameters": state.num_parameters(),
+        "bytes": state.nbytes(),
+        "tensors": tensors,
+        "extra_tensors": sorted(state.extra_tensors),
+        "config": config.to_dict(),
+    }
+
+
+def _layout_of(format_name: str) -> str:
+    return {
+        "peft": "HF PEFT / PyTorch: nn.Linear weights [out, in], keys base_model.model.<module path>.<tensor>",
+    }.get(format_name, f"as written by the {format_name!r} format plugin")
+
+
+def format_inspect_report(report: dict[str, Any]) -> str:
+    """The text of ``peftplug inspect`` for an :func:`inspect_adapter` report."""
+    lines = [
+        f"adapter:         {report['directory']}",
+        f"method:          {report['method']} (peft_type {report['peft_type']}, {report['config_class']})",
+        f"format:          {report['format']}: {report['format_description']}",
+        f"on-disk layout:  {report['framework_layout']}",
+        "files:           " + ", ".join(f"{f['name']} ({_size(f['bytes'])})" for f in report["files"]),
+        f"base model:      {report['base_model'] or '(not recorded)'}",
+        f"task type:       {report['task_type'] or '(none)'}",
+        f"target modules:  {_targets(report['target_modules'])}",
+        f"parameters:      {report['parameters']:,d} in {len(report['tensors'])} tensors ({_size(report['bytes'])})",
+        "tensors (peftplug's canonical names and layout: HF PEFT's):",
+    ]
+    width = max((len(t["name"]) for t in report["tensors"]), default=0)
+    for tensor in report["tensors"]:
+        shape = "x".join(str(d) for d in tensor["shape"]) or "scalar"
+        lines.append(f"  {tensor['name'].ljust(width)}  {shape:>12}  {tensor['dtype']:<8}  {_size(tensor['bytes'])}")
+    if report["extra_tensors"]:
+        lines.append(f"encoder tensors kept beside HF PEFT's file: {', '.join(report['extra_tensors'])}")
+    return "\n".join(lines)
+
+
+def _targets(targets: Any) -> str:
+    if targets is None:
+        return "(none)"
+    return ", ".join(targets) if isinstance(targets, list) else str(targets)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024 or unit == "MiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"  # pragma: no cover
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    report = inspect_adapter(args.directory)
+    print(json.dumps(report, indent=2) if args.json else format_inspect_report(report))
+    return 0
+
+
+# ----------------------------------------------------------------------------- merge
+def _run_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peftplug.errors import PeftplugError
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PeftplugError(f"--out {out} exists and is not an empty directory; choose a new one")
+    if args.base is None:
+        from peftplug.tp_shards import join_shard_directory
+
+        written = join_shard_directory(args.directory, out, format=args.format)
+        print(f"joined the shards of {args.directory} into {out}: {', '.join(p.name for p in written)}")
+        return 0
+    if args.format is not None:
+        raise PeftplugError("--format applies to joining shards (no --base); a merged model is saved in the base's format")
+    from peftplug.adapter_io import read_adapter
+    from peftplug.recipe_models import base_backend, check_base
+
+    check_base(args.base)
+    config = read_adapter(args.directory).config  # a bad adapter fails before the base loads
+    backend = base_backend(args.base)
+    import peftplug
+    from peftplug.recipe_models import copy_tokenizer_files, load_paddle_base, load_torch_base
+
+    if backend == "paddle":
+        if config.task_type not in (None, "CAUSAL_LM"):
+            raise PeftplugError(f"--base {args.base}: merging onto PaddleNLP models is done for CAUSAL_LM adapters, "
+                                f"not task_type {config.task_type!r}")
+        base, _ = load_paddle_base(args.base)
+        library = "paddlenlp"
+    else:
+        base, _, _ = load_torch_base(args.base, config.task_type)
+        library = "transformers"
+    merged = peftplug.PeftModel.from_pretrained(base, args.directory).merge_and_unload()
+    merged.save_pretrained(str(out))
+    copied = copy_tokenizer_files(args.base, out)
+    tokenizer_note = f" and the tokenizer files ({', '.join(copied)})" if copied else ""
+    print(f"merged {args.directory} into {args.base}: saved the full model{tokenizer_note} to {out} "
+          f"(load it with {library} alone)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- generate
+def _run_generate(args: argparse.Namespace) -> int:
+    from peftplug.adapter_io import read_adapter
+    from peftplug.errors import PeftplugError
+    from peftplug.instructions import Example, format_prompt
+    from peftplug.recipe_models import base_backend, check_base
+
+    check_base(args.base)
+    config = read_adapter(args.directory).config
+    backend = base_backend(args.base)
+    if backend != "torch":
+        raise PeftplugError(f"--base {args.base} is a {backend} model; generate runs torch models only so far")
+    import torch
+
+    import peftplug
+    from peftplug.recipe_models import load_torch_base
+    from peftplug.tokenizer import ByteTokenizer
+
+    base, tokenizer, _ = load_torch_base(args.base, config.task_type)
+    tokenizer = tokenizer or ByteTokenizer()
+    model = peftplug.PeftModel.from_pretrained(base, args.directory).eval()
+    text = args.prompt if args.raw else format_prompt(Example(args.prompt, "", ""))
+    ids = torch.tensor([tokenizer.encode(text, add_bos=True)])
+    with torch.no_grad():
+        output = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+            do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+    print(tokenizer.decode(output[0, ids.shape[1]:].tolist()))
     return 0
 
 

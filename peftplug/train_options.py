@@ -6,8 +6,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peftplug.errors import PeftplugError
+
+if TYPE_CHECKING:
+    from peftplug.recipe import Recipe
 
 MAX_POSITIONS = 1024
 
@@ -18,7 +22,8 @@ class TrainOptionError(PeftplugError, ValueError):
 
 @dataclasses.dataclass
 class TrainOptions:
-    """What ``peftplug train`` can be told; the defaults are the embedded demo job."""
+    """What ``peftplug train`` can be told by flags; the defaults are the embedded demo job
+    (:data:`peftplug.recipe.DEFAULT_RECIPE`), and given flags override a recipe's values."""
 
     steps: int = 100
     lr: float = 1e-2
@@ -45,3 +50,26 @@ class TrainOptions:
             raise TrainOptionError(f"--output {self.output} exists and is not a directory")
         if self.data is not None and not Path(self.data).is_file():
             raise TrainOptionError(f"--data {self.data} is not a file")
+
+
+def apply_options(recipe: "Recipe", options: dict) -> "Recipe":
+    """``recipe`` with the ``peftplug train`` flags that were given (``options``: name -> value,
+    names as in :class:`TrainOptions`; ``seed`` seeds both the base model and the batch order)
+    put over its values. Each value is checked as the flag it came from."""
+    given = {name: value for name, value in options.items() if value is not None}
+    check = dataclasses.replace(TrainOptions(), **given)
+    check.validate()
+    training = dataclasses.replace(
+        recipe.training,
+        **{name: given[name] for name in ("lr", "batch_size", "seed", "max_length") if name in given},
+    )
+    if "steps" in given:
+        training = dataclasses.replace(training, steps=given["steps"], epochs=None)
+    changes: dict = {"training": training}
+    if "seed" in given:
+        changes["model"] = dataclasses.replace(recipe.model, seed=given["seed"])
+    if "output" in given:
+        changes["output"] = dataclasses.replace(recipe.output, dir=given["output"])
+    if "data" in given:
+        changes["data_path"] = given["data"]
+    return recipe.replace(**changes)

@@ -114,7 +114,7 @@ def test_methods_reports_entry_point_failures(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- usage and errors
-@pytest.mark.parametrize("command", ["methods", "train"])
+@pytest.mark.parametrize("command", ["methods", "train", "inspect", "merge", "generate"])
 def test_every_command_has_help_with_an_example(command):
     code, out, _ = _run_main([command, "--help"])
     assert code == 0
@@ -130,7 +130,7 @@ def test_every_command_has_help_with_an_example(command):
         (["train", "--steps", "0"], 2, "peftplug train: error: argument --steps: must be a positive integer"),
         (["train", "--lr", "-1"], 2, "peftplug train: error: argument --lr: must be a positive number"),
         (["train", "--seed", "-1"], 2, "peftplug train: error: argument --seed: must be a non-negative integer"),
-        (["train", "--stesp", "3"], 2, "peftplug train: error: unrecognized arguments: --stesp 3"),
+        (["train", "--stesp", "3"], 2, "peftplug train: error: unrecognized arguments: --stesp"),
         (["methods", "--jsno"], 2, "peftplug methods: error: unrecognized arguments: --jsno"),
         (["train", "--max-length", "4"], 1, "peftplug train: error: --max-length must be between 8"),
         (["train", "--data", "no/such/file.jsonl"], 1, "peftplug train: error: --data no/such/file.jsonl is not a file"),
@@ -264,7 +264,7 @@ def trained(tmp_path_factory):
 
 def test_train_saves_an_hf_peft_adapter(trained):
     output, _, _ = trained
-    assert sorted(p.name for p in output.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in output.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "train_report.json"]
     config = json.loads((output / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 8, 16)
     assert sorted(config["target_modules"]) == sorted(
@@ -318,3 +318,250 @@ def test_train_function_returns_the_model_it_saved(tmp_path, torch):
     with torch.no_grad():
         assert torch.allclose(result.model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
 
+
+
+# ----------------------------------------------------------------------------- inspect, merge, generate
+TINY_RECIPE = """\
+model:
+  architecture: llama
+  config: {{hidden_size: 32, intermediate_size: 64}}
+  seed: 4
+method: {{name: lora, r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}}
+training: {{steps: 3, batch_size: 4}}
+output: {{dir: {output}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 3-step recipe run on a hidden-32 Llama: (recipe path, adapter directory)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("tiny")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(TINY_RECIPE.format(output=root / "adapter"))
+    code, _, err = _run_main(["train", str(recipe), "--no-progress"])
+    assert code == 0, err
+    return recipe, root / "adapter"
+
+
+@pytest.fixture
+def hf_base_and_adapter(tmp_path, make_model, torch):
+    """A tiny transformers Llama saved to ``base`` and a trained peftplug LoRA for it in
+    ``adapter``: (base dir, adapter dir, the adapter model's logits on ``ids``, ids)."""
+    import peftplug
+    from conftest import model_inputs, train_steps
+
+    make_model("llama").save_pretrained(tmp_path / "base")
+    model = peftplug.get_peft_model(
+        make_model("llama"), peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    inputs = model_inputs(torch, "llama")
+    train_steps(torch, model, inputs, steps=5, lr=5e-2)
+    model.save_pretrained(tmp_path / "adapter")
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    return tmp_path / "base", tmp_path / "adapter", expected, inputs
+
+
+def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
+    _, adapter, _, _ = hf_base_and_adapter
+    code, out, err = _run_main(["inspect", str(adapter)])
+    assert code == 0, err
+    assert re.search(r"^method:\s+lora \(peft_type LORA, LoraConfig\)$", out, re.M), out
+    assert re.search(r"^format:\s+peft: Hugging Face PEFT", out, re.M)
+    assert re.search(r"^target modules:\s+q_proj, v_proj$", out, re.M)
+    assert re.search(r"^parameters:\s+896 in 8 tensors \(3\.5 KiB\)$", out, re.M), out
+    assert re.search(r"^  base_model\.model\.model\.layers\.1\.self_attn\.v_proj\.lora_B\.weight\s+16x4\s+float32\s+256 B$", out, re.M), out
+    code, out, _ = _run_main(["inspect", str(adapter), "--json"])
+    report = json.loads(out)
+    assert (report["method"], report["format"], report["task_type"]) == ("lora", "peft", "CAUSAL_LM")
+    shapes = {t["name"]: t["shape"] for t in report["tensors"]}
+    assert shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] == [4, 32]
+    assert shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"] == [32, 4]
+    assert report["config"]["r"] == 4 and {f["name"] for f in report["files"]} == {"adapter_config.json", "adapter_model.safetensors"}
+
+
+def test_inspect_a_paddlenlp_adapter(tmp_path, paddle, make_paddle_model):
+    """A directory written by PaddleNLP's own LoRAModel, read through the registered formats."""
+    paddlenlp_peft = pytest.importorskip("paddlenlp.peft")
+    if "paddlenlp" not in _run_main(["methods", "--json"])[1]:
+        pytest.skip("the paddlenlp format plugin is not registered")
+    theirs = paddlenlp_peft.LoRAModel(
+        make_paddle_model("llama"), paddlenlp_peft.LoRAConfig(target_modules=[".*q_proj", ".*v_proj"], r=4, lora_alpha=8)
+    )
+    theirs.save_pretrained(str(tmp_path))
+    code, out, err = _run_main(["inspect", str(tmp_path), "--json"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["method"], report["format"]) == ("lora", "paddlenlp")
+    assert "lora_model_state.pdparams" in {f["name"] for f in report["files"]}
+    assert len(report["tensors"]) == 8 and report["parameters"] == 2 * (4 * 32 + 32 * 4) + 2 * (4 * 32 + 16 * 4)
+    code, text, _ = _run_main(["inspect", str(tmp_path)])
+    assert re.search(r"^format:\s+paddlenlp: ", text, re.M), text
+
+
+def test_merge_with_base_loads_in_plain_transformers(hf_base_and_adapter, tmp_path, torch):
+    import transformers
+
+    base, adapter, expected, inputs = hf_base_and_adapter
+    out = tmp_path / "merged"
+    code, stdout, err = _run_main(["merge", str(adapter), "--base", str(base), "--out", str(out)])
+    assert code == 0, err
+    assert "merged" in stdout and not any(out.glob("adapter_*"))
+    script = (
+        "import sys, torch, transformers\n"
+        f"model = transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}).eval()\n"
+        "assert not any(m.startswith('peftplug') for m in sys.modules), 'peftplug was imported'\n"
+        "ids = torch.tensor(eval(sys.argv[1]))\n"
+        "with torch.no_grad():\n"
+        "    torch.save(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, sys.argv[2])\n"
+    )
+    saved = tmp_path / "logits.pt"
+    done = subprocess.run([sys.executable, "-c", script, repr(inputs["input_ids"].tolist()), str(saved)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    merged_logits = torch.load(saved)
+    assert (merged_logits - expected).abs().max() <= 1e-5
+    plain = transformers.AutoModelForCausalLM.from_pretrained(base).eval()
+    with torch.no_grad():
+        assert (plain(**inputs).logits - expected).abs().max() > 1e-3  # the merge did something
+
+
+def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
+    import transformers
+
+    import peftplug
+    from peftplug.recipe import load_recipe
+    from peftplug.recipe_torch import build_model
+
+    recipe, adapter = tiny_run
+    out = tmp_path / "merged"
+    code, _, err = _run_main(["merge", str(adapter), "--base", str(recipe), "--out", str(out)])
+    assert code == 0, err
+    merged = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    adapted = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, ByteTokenizer()), adapter).eval()
+    ids = torch.tensor([ByteTokenizer().encode("Task: add 2 and 3\nAnswer: ", add_bos=True)])
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - adapted(input_ids=ids).logits).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--base", "{base}", "--out", "{nonempty}"], "--out {nonempty} exists and is not an empty directory"),
+        (["--base", "{missing}", "--out", "{out}"], "--base {missing}: no such directory or recipe file"),
+        (["--base", "{adapter}", "--out", "{out}"], "--base {adapter}: not a model directory with config.json"),
+    ],
+)
+def test_merge_refuses_bad_input_in_one_line(hf_base_and_adapter, tmp_path, argv, message):
+    base, adapter, _, _ = hf_base_and_adapter
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    names = {"base": base, "adapter": adapter, "nonempty": tmp_path / "full", "missing": tmp_path / "nope",
+             "out": tmp_path / "out"}
+    code, _, err = _run_main(["merge", str(adapter), *[a.format(**names) for a in argv]])
+    assert code == 1
+    _assert_one_line_error(err, f"peftplug merge: error: {message.format(**names)}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_without_base_joins_shards(tmp_path):
+    """No --base: the tensor-parallel shard files of a directory become one adapter."""
+    from peftplug.tp_shards import find_shard_set
+
+    code, _, err = _run_main(["merge", str(tmp_path), "--out", str(tmp_path / "joined")])
+    assert code == 1
+    _assert_one_line_error(err, "peftplug merge: error: ")
+    assert "holds no tensor-parallel shard files" in err
+    assert find_shard_set(tmp_path) is None
+
+
+def test_generate_continues_a_prompt_greedily(tiny_run, torch):
+    import peftplug
+    from peftplug.recipe import load_recipe
+    from peftplug.recipe_torch import build_model
+
+    recipe, adapter = tiny_run
+    code, out, err = _run_main(["generate", str(adapter), "--base", str(recipe), "--prompt", "Name a color.",
+                                "--max-new-tokens", "6"])
+    assert code == 0, err
+    tokenizer = ByteTokenizer()
+    model = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, tokenizer), adapter).eval()
+    ids = tokenizer.encode(format_prompt(Example("Name a color.", "", "")), add_bos=True)
+    with torch.no_grad():
+        for _ in range(6):  # greedy decoding by hand
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            if ids[-1] == tokenizer.eos_token_id:
+                break
+    prompt_length = len(tokenizer.encode(format_prompt(Example("Name a color.", "", "")), add_bos=True))
+    assert out == tokenizer.decode(ids[prompt_length:]) + "\n"
+
+
+def test_generate_with_a_missing_adapter_is_one_line(tiny_run, tmp_path):
+    recipe, _ = tiny_run
+    code, _, err = _run_main(["generate", str(tmp_path / "none"), "--base", str(recipe), "--prompt", "x"])
+    assert code == 1
+    _assert_one_line_error(err, "peftplug generate: error: adapter directory")
+
+
+def test_merge_onto_a_paddlenlp_base_loads_in_plain_paddlenlp(tmp_path, paddle, make_paddle_model):
+    """A PaddleNLP directory as --base: the merged model is saved by PaddleNLP and loads with
+    its AutoModelForCausalLM, giving the adapter model's logits."""
+    import numpy as np
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    import peftplug
+
+    make_paddle_model("llama").save_pretrained(str(tmp_path / "base"))
+    model = peftplug.get_peft_model(
+        make_paddle_model("llama"), peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    rng = np.random.default_rng(2)
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.set_value(rng.normal(0, 0.2, size=parameter.shape).astype("float32"))
+    model.save_pretrained(tmp_path / "adapter")
+    ids = paddle.to_tensor(rng.integers(3, 128, size=(2, 7)), dtype="int64")
+
+    def logits(m):
+        with paddle.no_grad():
+            out = m(input_ids=ids)
+        return (out[0] if isinstance(out, (tuple, list)) else out.logits).numpy()
+
+    expected = logits(model)
+    code, stdout, err = _run_main(["merge", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
+                                   "--out", str(tmp_path / "merged")])
+    assert code == 0, err
+    assert "load it with paddlenlp alone" in stdout
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
+    merged.eval()
+    assert np.abs(logits(merged) - expected).max() <= 1e-5
+    assert np.abs(logits(make_paddle_model("llama")) - expected).max() > 1e-3
+
+
+def test_merge_without_base_joins_real_shard_files(hf_base_and_adapter, tmp_path):
+    """Two ranks' files of a column-parallel split (lora_B cut on its output axis, lora_A whole),
+    with their index: ``peftplug merge DIR --out OUT`` writes the one adapter they came from."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from peftplug.tp_shards import index_json, shard_file_name, split_array
+
+    _, adapter, _, _ = hf_base_and_adapter
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    axes = {key: (0 if "lora_B" in key else None) for key in tensors}
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    for rank in range(2):
+        piece = {key: np.ascontiguousarray(split_array(value, axes[key], rank, 2)) for key, value in tensors.items()}
+        save_file(piece, shards / shard_file_name("adapter_model.safetensors", rank, 2), metadata={"format": "pt"})
+    (shards / "tensor_parallel.json").write_bytes(index_json(2, "peft", axes))
+    code, out, err = _run_main(["merge", str(shards), "--out", str(tmp_path / "joined")])
+    assert code == 0, err
+    assert out.startswith(f"joined the shards of {shards} into {tmp_path / 'joined'}")
+    joined = load_file(tmp_path / "joined" / "adapter_model.safetensors")
+    assert joined.keys() == tensors.keys()
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(joined[key], value)

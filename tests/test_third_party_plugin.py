@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -355,7 +356,33 @@ def test_unsupported_layer_and_other_backends_are_not_answered(bitfit, llama):
     BitFit does not wrap is reported by the core."""
     layer = llama.model.layers[0].self_attn.q_proj
     config = bitfit.BitFitConfig(target_modules=["q_proj"])
-    assert bitfit.peftplug_wrap_layer("bitfit", "paddle", layer, "q_proj", config, "default") is None
+    assert bitfit.peftplug_wrap_layer("bitfit", "jax", layer, "q_proj", config, "default") is None
     assert bitfit.peftplug_wrap_layer("lora", "torch", layer, "q_proj", config, "default") is None
     with pytest.raises(PeftplugError, match="no plugin implements bitfit"):
         peftplug.get_peft_model(llama, bitfit.BitFitConfig(target_modules=["embed_tokens"]))
+
+
+# ---------------------------------------------------------------- the plugin's own contract tests
+
+
+def test_example_plugin_passes_the_contract_tests(bitfit):
+    """``pytest`` in examples/peftplug-bitfit: its tests subclass peftplug.testing.MethodContract
+    (opt-in through its pyproject's ``-p peftplug.testing``) and pass on every backend it
+    claims; a backend whose framework is not installed is skipped, with the reason."""
+    runner = "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", runner, "-q", "-p", "no:cacheprovider", "-rs"],
+        capture_output=True, text=True, timeout=600, cwd=EXAMPLE_DIR,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    summary = out.strip().splitlines()[-1]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    skipped = int(m.group(1)) if (m := re.search(r"(\d+) skipped", summary)) else 0
+    assert "failed" not in summary and "error" not in summary, out
+    assert passed + skipped == 10 and passed >= 5, summary  # 5 contract tests x (torch, paddle)
+    installed = [name for name in ("torch", "transformers", "paddle", "paddlenlp") if importlib.util.find_spec(name)]
+    if len(installed) == 4:
+        assert (passed, skipped) == (10, 0), summary
+    else:
+        assert "not installed" in out, out  # the skip says why

@@ -3,8 +3,8 @@
 peftplug loads this module through the entry point ``bitfit = "peftplug_bitfit"`` of group
 ``peftplug`` (see pyproject.toml) and registers the hook implementations below. Like every
 peftplug plugin, it imports no framework at module level: the torch layer is imported the first
-time a torch model is adapted, so ``import peftplug_bitfit`` and ``peftplug methods`` work
-without torch installed.
+time a torch model is adapted (the Paddle layer the first time a Paddle model is), so
+``import peftplug_bitfit`` and ``peftplug methods`` work without either framework installed.
 """
 
 from __future__ import annotations
@@ -32,13 +32,18 @@ def peftplug_register_methods() -> Method:
 
 @peftplug.hookimpl
 def peftplug_wrap_layer(method: str, backend: str, layer: Any, name: str, config: BitFitConfig, adapter_name: str):
-    """The BitFit layer around ``layer`` on torch (``nn.Linear``, transformers' ``Conv1D``).
+    """The BitFit layer around ``layer`` on torch (``nn.Linear``, transformers' ``Conv1D``) or
+    on Paddle (``paddle.nn.Linear``).
 
     Answers ``None`` ("not mine") for every other method, backend or layer type, so the core can
     report that no plugin implements the pair, or another plugin can answer for it.
     """
-    if method != "bitfit" or backend != "torch":
+    if method != "bitfit":
         return None
-    from peftplug_bitfit.torch_layer import wrap
-
+    if backend == "torch":
+        from peftplug_bitfit.torch_layer import wrap
+    elif backend == "paddle":
+        from peftplug_bitfit.paddle_layer import wrap
+    else:
+        return None
     return wrap(layer, adapter_name)

@@ -1,0 +1,463 @@
+"""Recipes: one file that says what ``peftplug train`` does, checked before any work starts.
+
+A recipe has seven sections (every one optional; the defaults are the built-in demo job)::
+
+    backend: torch                  # torch | paddle (or any registered backend)
+    model:                          # a built-in tiny architecture built from a config ...
+      architecture: llama
+      config: {hidden_size: 64}     # overrides of the architecture's tiny defaults
+      seed: 0                       # seed of the random base weights
+      # path: ./my-model            # ... or a local model directory (HF or PaddleNLP format)
+    method:                         # a registered method and the fields of its config class
+      name: lora
+      r: 8
+      lora_alpha: 16
+      target_modules: [q_proj, v_proj]
+    data:
+      path: null                    # JSON / JSONL / CSV file; null: the dataset shipped with peftplug
+      eval_split: 0.125             # fraction held out for evaluation
+    tokenizer: null                 # a local tokenizer directory; null: peftplug's ByteTokenizer
+    training: {steps: 100, batch_size: 8, lr: 0.01, seed: 0, max_length: 128}
+    output: {dir: peftplug-out, format: peft, merge: false, report: train_report.json}
+
+:func:`load_recipe` reads a file (see :mod:`peftplug.recipe_source`), and :func:`build_recipe`
+validates the data into a :class:`Recipe`: every error is a :class:`RecipeError` whose one line
+names the file and line, the field, the value and what is allowed. The method is looked up in
+the plugin registry and its fields validated by its own config class. This module imports no
+framework: it checks that a backend's framework is installed without importing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import math
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+from peftplug.config import AdapterConfig, _accepts_float, _serialized_fields
+from peftplug.errors import ConfigError, RegistryError
+from peftplug.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
+
+__all__ = [
+    "BACKEND_ENV", "DEFAULT_RECIPE", "Recipe", "RecipeError", "TINY_ARCHITECTURES", "build_recipe", "load_recipe",
+]
+
+BACKEND_ENV = "PEFTPLUG_BACKEND"
+MAX_POSITIONS = 1024
+
+# What each built-in backend needs installed to run a recipe (checked with find_spec, never imported).
+BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "torch": ("torch", "transformers"),
+    "paddle": ("paddle", "paddlenlp"),
+}
+BACKEND_EXTRAS = {"torch": "peftplug[torch]", "paddle": "peftplug[paddle]"}
+DATA_SUFFIXES = (".json", ".jsonl", ".csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyArchitecture:
+    """A built-in architecture: the backends that can build it and its tiny config's defaults
+    (vocabulary size and special tokens come from the tokenizer)."""
+
+    name: str
+    backends: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    description: str
+
+
+_LLAMA_SHAPE = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.125,
+}
+TINY_ARCHITECTURES: dict[str, TinyArchitecture] = {
+    "llama": TinyArchitecture("llama", ("torch", "paddle"), _LLAMA_SHAPE, "random Llama"),
+    "qwen2": TinyArchitecture("qwen2", ("torch",), _LLAMA_SHAPE, "random Qwen2"),
+    "gpt2": TinyArchitecture(
+        "gpt2", ("torch",),
+        {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": MAX_POSITIONS, "initializer_range": 0.125},
+        "random GPT-2",
+    ),
+}
+
+DEFAULT_RECIPE = """\
+# The built-in job of `peftplug train`: LoRA on a tiny random Llama, on the shipped dataset.
+backend: torch
+model:
+  architecture: llama
+  seed: 0
+method:
+  name: lora
+  r: 8
+  lora_alpha: 16
+  lora_dropout: 0.0
+  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]
+data:
+  path: null
+  eval_split: 0.125
+tokenizer: null
+training:
+  steps: 100
+  batch_size: 8
+  lr: 0.01
+  seed: 0
+  max_length: 128
+output:
+  dir: peftplug-out
+  format: peft
+  merge: false
+  report: train_report.json
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The base model: a built-in ``architecture`` (with ``config`` overrides and ``seed``) or a
+    local directory ``path``."""
+
+    architecture: str | None
+    path: str | None
+    config: dict[str, Any]
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSpec:
+    """Optimisation settings; ``steps`` is resolved from ``epochs`` once the data is known."""
+
+    steps: int | None
+    epochs: float | None
+    batch_size: int
+    lr: float
+    seed: int
+    max_length: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """Where and how the adapter is saved, whether a merged model is saved beside it
+    (``<dir>/merged``), and the report's file name (None: no report)."""
+
+    dir: str
+    format: str
+    merge: bool
+    report: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``method_config`` is the method's config object, built by its class."""
+
+    backend: str
+    model: ModelSpec
+    method: str
+    method_config: AdapterConfig
+    data_path: str | None
+    eval_split: float
+    tokenizer: str | None
+    training: TrainingSpec
+    output: OutputSpec
+    origin: str
+
+    def replace(self, **sections: Any) -> Recipe:
+        """A copy with whole sections replaced (``training=...``)."""
+        return dataclasses.replace(self, **sections)
+
+
+# ----------------------------------------------------------------------------- entry points
+def load_recipe(path: str | Path | None = None, backend: str | None = None, manager: Any = None) -> Recipe:
+    """Read and validate the recipe at ``path`` (None: :data:`DEFAULT_RECIPE`).
+
+    The backend is ``backend`` when given (the CLI's ``--backend``), else the environment
+    variable ``PEFTPLUG_BACKEND`` when set, else the recipe's. Raises :class:`RecipeError`.
+    """
+    source = read_recipe_file(path) if path is not None else parse_recipe_text(DEFAULT_RECIPE, "<default recipe>")
+    return build_recipe(source, backend=backend, manager=manager)
+
+
+def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any = None) -> Recipe:
+    """Validate ``source`` into a :class:`Recipe` (see :func:`load_recipe`)."""
+    from peftplug.manager import get_plugin_manager
+
+    manager = manager or get_plugin_manager()
+    check = _Checker(source)
+    data = source.data
+    check.known_keys((), data, ["backend", "model", "method", "data", "tokenizer", "training", "output"])
+
+    chosen = _choose_backend(check, data, backend, manager)
+    model = _model_spec(check, data.get("model", {}), chosen)
+    method, method_config = _method(check, data.get("method", "lora"), manager)
+    data_path, eval_split = _data(check, data.get("data", {}))
+    tokenizer = check.optional(("tokenizer",), data.get("tokenizer"), str, "a local tokenizer directory, or null")
+    if tokenizer is not None and not Path(tokenizer).is_dir():
+        check.fail(("tokenizer",), tokenizer, "is not a directory; allowed: a local tokenizer directory, or null")
+    training = _training(check, data.get("training", {}), model)
+    output = _output(check, data.get("output", {}), manager)
+    return Recipe(
+        backend=chosen, model=model, method=method, method_config=method_config, data_path=data_path,
+        eval_split=eval_split, tokenizer=tokenizer, training=training, output=output, origin=source.origin,
+    )
+
+
+# ----------------------------------------------------------------------------- sections
+def _choose_backend(check: _Checker, data: dict, override: str | None, manager: Any) -> str:
+    if override is not None:
+        value, where = override, "--backend"
+    elif os.environ.get(BACKEND_ENV):
+        value, where = os.environ[BACKEND_ENV], BACKEND_ENV
+    else:
+        value = data.get("backend", "torch")
+        where = None
+        check.type(("backend",), value, str, "a backend name such as 'torch' or 'paddle'")
+    registered = manager.backends.names()
+    problem = None
+    if value not in registered:
+        problem = f"is not a registered backend; allowed: {', '.join(registered)}{_did_you_mean(value, registered)}"
+    else:
+        missing = [module for module in BACKEND_REQUIREMENTS.get(value, ()) if not _installed(module)]
+        if missing:
+            problem = (
+                f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
+                f"install {BACKEND_EXTRAS.get(value, ' and '.join(missing))} or choose another backend"
+            )
+    if problem:
+        if where is None:
+            check.fail(("backend",), value, problem)
+        raise RecipeError(f"{where}={value!r} {problem}")
+    return value
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
+    path = ("model",)
+    section = check.mapping(path, section)
+    check.known_keys(path, section, ["architecture", "path", "config", "seed"])
+    architecture = check.optional(path + ("architecture",), section.get("architecture"), str, "a built-in architecture name")
+    directory = check.optional(path + ("path",), section.get("path"), str, "a local model directory")
+    seed = check.integer(path + ("seed",), section.get("seed", 0), minimum=0)
+    overrides = check.mapping(path + ("config",), section.get("config", {}))
+    if architecture is not None and directory is not None:
+        check.fail(path + ("path",), directory, "cannot be given with model.architecture; allowed: one of the two")
+    if directory is not None:
+        if overrides:
+            check.fail(path + ("config",), overrides, "applies to model.architecture only; allowed: {} with model.path")
+        _check_model_directory(check, path + ("path",), directory, backend)
+        return ModelSpec(None, directory, {}, seed)
+    architecture = architecture or "llama"
+    spec = TINY_ARCHITECTURES.get(architecture)
+    if spec is None:
+        names = sorted(TINY_ARCHITECTURES)
+        check.fail(path + ("architecture",), architecture,
+                   f"is not a built-in architecture; allowed: {', '.join(names)}{_did_you_mean(architecture, names)}")
+    if backend not in spec.backends:
+        check.fail(path + ("architecture",), architecture,
+                   f"has no {backend} build; allowed with backend {backend}: "
+                   f"{', '.join(n for n, a in sorted(TINY_ARCHITECTURES.items()) if backend in a.backends)}")
+    config = dict(spec.defaults)
+    for key, value in overrides.items():
+        field = path + ("config", key)
+        if key not in spec.defaults:
+            check.fail(field, value, f"is not a setting of the tiny {architecture}; allowed: {', '.join(spec.defaults)}")
+        default = spec.defaults[key]
+        if isinstance(default, float):
+            config[key] = check.number(field, value, positive=True)
+        else:
+            config[key] = check.integer(field, value, minimum=1)
+    return ModelSpec(architecture, None, config, seed)
+
+
+def _check_model_directory(check: _Checker, field: FieldPath, directory: str, backend: str) -> None:
+    root = Path(directory)
+    if not root.is_dir():
+        check.fail(field, directory, "is not a directory; allowed: a local model directory with config.json")
+    if not (root / "config.json").is_file():
+        check.fail(field, directory, "holds no config.json; allowed: a model saved with save_pretrained")
+    paddle_weights = any(root.glob("*.pdparams"))
+    torch_weights = any(root.glob("*.safetensors")) or any(root.glob("pytorch_model*.bin"))
+    if backend == "torch" and paddle_weights and not torch_weights:
+        check.fail(field, directory, "holds PaddleNLP weights (*.pdparams); allowed with backend torch: a transformers model directory")
+    if not (paddle_weights or torch_weights):
+        check.fail(field, directory, "holds no weights (*.safetensors, pytorch_model*.bin, *.pdparams)")
+
+
+def _method(check: _Checker, section: Any, manager: Any) -> tuple[str, AdapterConfig]:
+    path = ("method",)
+    if isinstance(section, str):
+        section = {"name": section}
+    section = check.mapping(path, section)
+    name = section.get("name", "lora")
+    check.type(path + ("name",), name, str, "a registered method name")
+    registered = manager.methods.names()
+    try:
+        method = manager.methods.get(name)
+    except RegistryError:
+        check.fail(path + ("name",), name,
+                   f"is not a registered method; allowed: {', '.join(registered)}{_did_you_mean(name, registered)}")
+    config_class = method.config_class
+    fields = {f.name: f for f in _serialized_fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    values: dict[str, Any] = {"task_type": "CAUSAL_LM"}
+    for key, value in section.items():
+        if key == "name":
+            continue
+        if key not in fields:
+            allowed = sorted(fields)
+            check.fail(path + (key,), value,
+                       f"is not a field of {config_class.__name__} ({name}); allowed: {', '.join(allowed)}"
+                       f"{_did_you_mean(key, allowed)}")
+        values[key] = _yaml12_float(value) if _accepts_float(hints[key]) else value
+    try:
+        config = config_class(**values)
+    except ConfigError as error:
+        check.fail(path + (error.field,), error.value, f"is invalid for {config_class.__name__}: {error.allowed}")
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{check.source.where(path)}: method {name!r}: {config_class.__name__} refused the fields: {error}") from None
+    return name, config
+
+
+def _data(check: _Checker, section: Any) -> tuple[str | None, float]:
+    path = ("data",)
+    if isinstance(section, str) or section is None:
+        section = {"path": section}
+    section = check.mapping(path, section)
+    check.known_keys(path, section, ["path", "eval_split"])
+    data_path = check.optional(path + ("path",), section.get("path"), str, "a JSON, JSONL or CSV file, or null")
+    if data_path is not None:
+        if not Path(data_path).is_file():
+            check.fail(path + ("path",), data_path, "is not a file; allowed: a JSON, JSONL or CSV file, or null for the shipped dataset")
+        if Path(data_path).suffix.lower() not in DATA_SUFFIXES:
+            check.fail(path + ("path",), data_path, f"has an unknown suffix; allowed: {', '.join(DATA_SUFFIXES)}")
+    eval_split = check.number(path + ("eval_split",), section.get("eval_split", 0.125))
+    if not 0 < eval_split < 1:
+        check.fail(path + ("eval_split",), eval_split, "is out of range; allowed: a fraction between 0 and 1 (exclusive)")
+    return data_path, eval_split
+
+
+def _training(check: _Checker, section: Any, model: ModelSpec) -> TrainingSpec:
+    path = ("training",)
+    section = check.mapping(path, section)
+    check.known_keys(path, section, ["steps", "epochs", "batch_size", "lr", "seed", "max_length"])
+    steps = section.get("steps")
+    epochs = section.get("epochs")
+    if steps is not None and epochs is not None:
+        check.fail(path + ("epochs",), epochs, "cannot be given with training.steps; allowed: one of the two")
+    steps = check.integer(path + ("steps",), steps, minimum=1) if steps is not None else None
+    epochs = check.number(path + ("epochs",), epochs, positive=True) if epochs is not None else None
+    if steps is None and epochs is None:
+        steps = 100
+    limit = model.config.get("max_position_embeddings", model.config.get("n_positions", MAX_POSITIONS))
+    max_length = check.integer(path + ("max_length",), section.get("max_length", 128), minimum=8)
+    if model.architecture is not None and max_length > limit:
+        check.fail(path + ("max_length",), max_length, f"exceeds the model's {limit} positions; allowed: 8 to {limit}")
+    return TrainingSpec(
+        steps=steps,
+        epochs=epochs,
+        batch_size=check.integer(path + ("batch_size",), section.get("batch_size", 8), minimum=1),
+        lr=check.number(path + ("lr",), section.get("lr", 1e-2), positive=True),
+        seed=check.integer(path + ("seed",), section.get("seed", 0), minimum=0),
+        max_length=max_length,
+    )
+
+
+def _output(check: _Checker, section: Any, manager: Any) -> OutputSpec:
+    path = ("output",)
+    if isinstance(section, str):
+        section = {"dir": section}
+    section = check.mapping(path, section)
+    check.known_keys(path, section, ["dir", "format", "merge", "report"])
+    directory = section.get("dir", "peftplug-out")
+    check.type(path + ("dir",), directory, str, "a directory path")
+    if Path(directory).exists() and not Path(directory).is_dir():
+        check.fail(path + ("dir",), directory, "exists and is not a directory; allowed: a directory path")
+    fmt = section.get("format", "peft")
+    check.type(path + ("format",), fmt, str, "a registered format name")
+    formats = manager.formats.names()
+    if fmt not in formats:
+        check.fail(path + ("format",), fmt, f"is not a registered format; allowed: {', '.join(formats)}{_did_you_mean(fmt, formats)}")
+    merge = section.get("merge", False)
+    check.type(path + ("merge",), merge, bool, "true or false")
+    report = check.optional(path + ("report",), section.get("report", "train_report.json"), str, "a file name, or null")
+    if report is not None and (not report or Path(report).name != report):
+        check.fail(path + ("report",), report, "is not a plain file name; allowed: a name such as train_report.json, or null")
+    return OutputSpec(directory, fmt, merge, report)
+
+
+# ----------------------------------------------------------------------------- checking
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _yaml12_float(value: Any) -> Any:
+    """``1e-3`` as a float: YAML 1.1 (PyYAML) reads exponent numbers without a dot as strings."""
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _did_you_mean(value: Any, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), allowed, n=1) if isinstance(value, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Checker:
+    """Type and range checks whose errors name the file, line, field, value and what is allowed."""
+
+    def __init__(self, source: RecipeSource):
+        self.source = source
+
+    def fail(self, path: FieldPath, value: Any, problem: str) -> typing.NoReturn:
+        """Raise the one-line :class:`RecipeError` for ``path``."""
+        dotted = ".".join(str(part) for part in path)
+        raise RecipeError(f"{self.source.where(path)}: {dotted}={value!r} {problem}")
+
+    def known_keys(self, path: FieldPath, section: dict, allowed: list[str]) -> None:
+        """Refuse keys of ``section`` not in ``allowed``."""
+        for key, value in section.items():
+            if key not in allowed:
+                section_name = f" of section {path[-1]!r}" if path else ""
+                self.fail(path + (key,), value,
+                          f"is not a recipe field{section_name}; allowed: {', '.join(allowed)}{_did_you_mean(key, allowed)}")
+
+    def mapping(self, path: FieldPath, value: Any) -> dict:
+        """``value`` when it is a mapping (None counts as empty)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, value, f"has the wrong type ({type(value).__name__}); allowed: a mapping of fields")
+        return value
+
+    def type(self, path: FieldPath, value: Any, expected: type, allowed: str) -> None:
+        """Refuse ``value`` unless it is an instance of ``expected`` (bool is not an int)."""
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            self.fail(path, value, f"has the wrong type ({type(value).__name__}); allowed: {allowed}")
+
+    def optional(self, path: FieldPath, value: Any, expected: type, allowed: str) -> Any:
+        """``value`` (None allowed) after a type check."""
+        if value is not None:
+            self.type(path, value, expected, allowed)
+        return value
+
+    def integer(self, path: FieldPath, value: Any, minimum: int) -> int:
+        """An int of at least ``minimum``."""
+        self.type(path, value, int, f"an integer >= {minimum}")
+        if value < minimum:
+            self.fail(path, value, f"is out of range; allowed: an integer >= {minimum}")
+        return value
+
+    def number(self, path: FieldPath, value: Any, positive: bool = False) -> float:
+        """A finite number (ints accepted, ``1e-3`` strings read as YAML 1.2 does); > 0 if ``positive``."""
+        value = _yaml12_float(value)
+        allowed = "a positive number" if positive else "a number"
+        self.type(path, value, (int, float), allowed)
+        if not math.isfinite(value) or (positive and value <= 0):
+            self.fail(path, value, f"is out of range; allowed: {allowed}")
+        return float(value)

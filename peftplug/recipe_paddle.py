@@ -1,0 +1,188 @@
+"""The PaddlePaddle runner of recipes: PaddleNLP builds the base, a plain Paddle loop trains.
+
+Imported by :func:`peftplug.recipe_run.run_recipe` for ``backend: paddle`` only. The loop is
+the torch runner's step for step (same batches, AdamW, warmup-then-decay schedule, clipping at
+1.0, loss on the response tokens). A built-in architecture gets the very weights the torch
+runner draws for the same seed when torch is installed (built by transformers and copied with
+:func:`peftplug.weights.copy_base_weights`), and the adapter the same initial values, so the
+same recipe on either backend starts from the same model and its losses track each other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import paddle
+from tqdm.auto import tqdm
+
+import peftplug
+from peftplug.instructions import IGNORE_INDEX, EncodedExample
+from peftplug.recipe import ModelSpec, Recipe
+from peftplug.recipe_data import batch_order, lr_schedule
+from peftplug.recipe_run import PreparedData, RunResult
+
+# The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
+_LLAMA_FIELDS = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "max_position_embeddings", "initializer_range",
+)
+
+
+def build_model(spec: ModelSpec, tokenizer: Any) -> Any:
+    """The PaddleNLP base model of ``spec`` in eval mode: the tiny Llama (untied embeddings;
+    vocabulary and special tokens from ``tokenizer``) with the torch runner's weights for
+    ``spec.seed`` when torch is installed (Paddle's own seeded init otherwise), or the local
+    PaddleNLP directory ``spec.path``."""
+    from paddlenlp import transformers
+
+    if spec.path is not None:
+        paddle.seed(spec.seed)
+        model = transformers.AutoModelForCausalLM.from_pretrained(spec.path)
+        model.eval()
+        return model
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_flash_attention=False,
+        use_fused_rms_norm=False,
+        use_fused_rope=False,
+        **{key: value for key, value in spec.config.items() if key in _LLAMA_FIELDS},
+    )
+    paddle.seed(spec.seed)
+    model = transformers.LlamaForCausalLM(config)
+    if torch_is_installed():
+        from peftplug.recipe_torch import build_model as build_torch_model
+        from peftplug.weights import copy_base_weights
+
+        copy_base_weights(build_torch_model(spec, tokenizer), model, "llama")
+    model.eval()
+    return model
+
+
+def torch_is_installed() -> bool:
+    """True when torch and transformers can be imported (to share the torch runner's init)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+
+
+def torch_initial_adapter(recipe: Recipe, tokenizer: Any) -> Any:
+    """The adapter state the torch runner starts from for ``recipe`` (same seed, same draws),
+    its keys renamed to PaddleNLP's module paths (``model.`` -> ``llama.``), or None when torch
+    is not installed or the base is a directory."""
+    if recipe.model.path is not None or not torch_is_installed():
+        return None
+    from peftplug.plugins.architectures.name_maps import to_paddle_name
+    from peftplug.recipe_torch import build_model as build_torch_model
+
+    state = peftplug.get_peft_model(build_torch_model(recipe.model, tokenizer), recipe.method_config).adapter_state()
+    family = peftplug.get_plugin_manager().architectures.get("llama")
+    prefix = "base_model.model."
+    state.tensors = {
+        prefix + to_paddle_name(key.removeprefix(prefix), family): value for key, value in state.tensors.items()
+    }
+    return state
+
+
+def collate(batch: Sequence[EncodedExample], pad_token_id: int) -> dict[str, paddle.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding)."""
+    width = max(len(item.input_ids) for item in batch)
+    input_ids = np.full((len(batch), width), pad_token_id, dtype=np.int64)
+    labels = np.full((len(batch), width), IGNORE_INDEX, dtype=np.int64)
+    attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+    for row, item in enumerate(batch):
+        length = len(item.input_ids)
+        input_ids[row, :length] = item.input_ids
+        labels[row, :length] = item.labels
+        attention_mask[row, :length] = 1
+    return {name: paddle.to_tensor(array) for name, array in
+            (("input_ids", input_ids), ("attention_mask", attention_mask), ("labels", labels))}
+
+
+def causal_lm_loss_sum(model: Any, batch: dict[str, paddle.Tensor]) -> tuple[paddle.Tensor, int]:
+    """(summed next-token cross-entropy over the labelled positions, their number). PaddleNLP
+    models do not shift labels, so the shift is done here, as the torch runner does."""
+    length = batch["input_ids"].shape[1]
+    output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = (output[0] if isinstance(output, (tuple, list)) else output.logits)[:, -length:]
+    targets = batch["labels"][:, 1:].reshape([-1])
+    scores = logits[:, :-1].reshape([-1, logits.shape[-1]]).astype("float32")
+    loss = paddle.nn.functional.cross_entropy(scores, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((targets != IGNORE_INDEX).astype("int64").sum())
+
+
+def evaluate(model: Any, examples: Sequence[EncodedExample], pad_token_id: int, batch_size: int = 32) -> float:
+    """Mean cross-entropy per response token over ``examples`` (model put in eval mode)."""
+    model.eval()
+    total, count = 0.0, 0
+    with paddle.no_grad():
+        for start in range(0, len(examples), batch_size):
+            loss, n = causal_lm_loss_sum(model, collate(examples[start:start + batch_size], pad_token_id))
+            total, count = total + float(loss), count + n
+    return total / max(count, 1)
+
+
+def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
+    """Build, adapt, evaluate, train, evaluate, save: the torch runner's job on Paddle."""
+    paddle.base.core.set_num_threads(os.cpu_count() or 2)
+    training = recipe.training
+    initial = torch_initial_adapter(recipe, data.tokenizer)
+    model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
+    if initial is not None:
+        model.load_adapter_state(initial, model.active_adapter)
+    trainable, total = model.get_nb_trainable_parameters()
+    shape = recipe.model.path or f"random PaddleNLP Llama (hidden {recipe.model.config['hidden_size']}, " \
+                                 f"{recipe.model.config['num_hidden_layers']} layers)"
+    log(f"model: {shape}, {recipe.method} ({type(recipe.method_config).__name__}) on Paddle")
+    log(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    pad = data.tokenizer.pad_token_id
+    loss_before = evaluate(model, data.held_out, pad)
+    log(f"held-out loss before training: {loss_before:.4f}")
+
+    schedule = paddle.optimizer.lr.LambdaDecay(learning_rate=training.lr, lr_lambda=lr_schedule(data.steps))
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
+        weight_decay=0.0, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
+    )
+    batches = batch_order(data.train, training.batch_size, training.seed)
+    model.train()
+    losses: list[float] = []
+    tokens, started = 0, time.perf_counter()
+    with tqdm(total=data.steps, desc="train", unit="step", disable=not progress, file=sys.stderr) as bar:
+        for _ in range(data.steps):
+            batch = collate(next(batches), pad)
+            loss_sum, count = causal_lm_loss_sum(model, batch)
+            loss = loss_sum / max(count, 1)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            schedule.step()
+            losses.append(float(loss))
+            tokens += int(batch["attention_mask"].sum())
+            elapsed = time.perf_counter() - started
+            bar.set_postfix({"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens / elapsed:.0f}"}, refresh=False)
+            bar.update(1)
+    seconds = time.perf_counter() - started
+
+    loss_after = evaluate(model, data.held_out, pad)
+    log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
+    output = Path(recipe.output.dir)
+    model.save_pretrained(output, format=recipe.output.format)
+    log(f"saved adapter to {output} (format {recipe.output.format})")
+    if recipe.output.merge:
+        merged_dir = output / "merged"
+        model.merge_and_unload().save_pretrained(str(merged_dir))
+        log(f"saved the merged model to {merged_dir} (loads with paddlenlp alone)")
+    return RunResult(
+        backend="paddle", losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
+        trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
+        train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
+    )

@@ -1,0 +1,111 @@
+"""Running a validated :class:`~peftplug.recipe.Recipe`: the framework-free half.
+
+:func:`run_recipe` reads and encodes the data, hands the job to the backend's runner
+(:mod:`peftplug.recipe_torch`, :mod:`peftplug.recipe_paddle`), and writes the JSON report
+beside the adapter. Everything that can be refused (the recipe, the data file, the tokenizer,
+``max_length``) is checked before a framework is imported or a file written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from peftplug.instructions import EncodedExample
+from peftplug.recipe import Recipe
+from peftplug.recipe_data import encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
+
+RUNNERS = {"torch": "peftplug.recipe_torch", "paddle": "peftplug.recipe_paddle"}
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """The encoded splits, the tokenizer, and the number of optimizer steps to run."""
+
+    tokenizer: Any
+    train: list[EncodedExample]
+    held_out: list[EncodedExample]
+    steps: int
+    source: str
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a recipe run did. ``losses`` holds the training loss of every step; the eval losses
+    are mean cross-entropy per response token on the held-out split."""
+
+    backend: str
+    losses: list[float]
+    eval_loss_before: float
+    eval_loss_after: float
+    trainable_params: int
+    all_params: int
+    steps: int
+    seconds: float
+    tokens: int
+    train_examples: int
+    held_out_examples: int
+    output: Path
+    model: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Training throughput, counting non-padding tokens."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def report(self, recipe: Recipe) -> dict[str, Any]:
+        """The JSON report: recipe origin, backend, losses, eval loss and perplexity, speed, sizes."""
+        return {
+            "recipe": recipe.origin,
+            "backend": self.backend,
+            "method": recipe.method,
+            "steps": self.steps,
+            "losses": [round(loss, 6) for loss in self.losses],
+            "eval_loss_before": self.eval_loss_before,
+            "eval_loss_after": self.eval_loss_after,
+            "eval_perplexity_before": _perplexity(self.eval_loss_before),
+            "eval_perplexity_after": _perplexity(self.eval_loss_after),
+            "tokens": self.tokens,
+            "tokens_per_second": self.tokens_per_second,
+            "seconds": self.seconds,
+            "trainable_params": self.trainable_params,
+            "all_params": self.all_params,
+            "train_examples": self.train_examples,
+            "held_out_examples": self.held_out_examples,
+        }
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+def prepare_data(recipe: Recipe) -> PreparedData:
+    """Tokenizer, split and encoded examples for ``recipe``, and the resolved step count."""
+    tokenizer = load_tokenizer(recipe.tokenizer, recipe.backend)
+    train_pairs, held_out_pairs = split_pairs(load_pairs(recipe.data_path), recipe.eval_split)
+    train = encode_pairs(tokenizer, train_pairs, recipe.training.max_length)
+    held_out = encode_pairs(tokenizer, held_out_pairs, recipe.training.max_length)
+    training = recipe.training
+    steps = training.steps or steps_for_epochs(training.epochs, len(train), training.batch_size)
+    source = recipe.data_path or "the dataset shipped with peftplug"
+    return PreparedData(tokenizer, train, held_out, steps, source)
+
+
+def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
+    """Train as ``recipe`` says on its backend, save the adapter (and the merged model when
+    ``output.merge``) and the report; return the :class:`RunResult`."""
+    data = prepare_data(recipe)
+    runner = importlib.import_module(RUNNERS[recipe.backend]) if recipe.backend in RUNNERS else None
+    if runner is None:
+        raise NotImplementedError(f"backend {recipe.backend!r} is registered but peftplug has no training runner for it")
+    log(f"data: {len(data.train)} training / {len(data.held_out)} held-out examples from {data.source}")
+    result = runner.run(recipe, data, log=log, progress=progress)
+    if recipe.output.report:
+        path = Path(recipe.output.dir) / recipe.output.report
+        path.write_text(json.dumps(result.report(recipe), indent=2) + "\n")
+        log(f"wrote the report to {path}")
+    return result

@@ -1,0 +1,165 @@
+"""The PyTorch runner of recipes: transformers builds the base, a plain torch loop trains.
+
+Imported by :func:`peftplug.recipe_run.run_recipe` for ``backend: torch`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import peftplug
+from peftplug.instructions import IGNORE_INDEX, EncodedExample
+from peftplug.recipe import TINY_ARCHITECTURES, ModelSpec, Recipe
+from peftplug.recipe_data import batch_order, lr_schedule
+from peftplug.recipe_run import PreparedData, RunResult
+
+_TINY_CLASSES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
+}
+
+
+def build_model(spec: ModelSpec, tokenizer: Any) -> torch.nn.Module:
+    """The base model of ``spec``: the tiny architecture with random weights drawn after
+    ``torch.manual_seed(spec.seed)`` (untied embeddings, eager attention, vocabulary and special
+    tokens from ``tokenizer``), or the local transformers directory ``spec.path``. In eval mode."""
+    import transformers
+
+    if spec.path is not None:
+        torch.manual_seed(spec.seed)
+        model = transformers.AutoModelForCausalLM.from_pretrained(spec.path, local_files_only=True)
+        return model.eval()
+    config_name, model_name = _TINY_CLASSES[spec.architecture]
+    config = getattr(transformers, config_name)(
+        vocab_size=tokenizer.vocab_size,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        attn_implementation="eager",
+        **spec.config,
+    )
+    torch.manual_seed(spec.seed)
+    return getattr(transformers, model_name)(config).eval()
+
+
+def describe_model(spec: ModelSpec) -> str:
+    """``random Llama (hidden 64, 2 layers)`` or the directory."""
+    if spec.path is not None:
+        return f"{spec.path}"
+    config = spec.config
+    hidden = config.get("hidden_size", config.get("n_embd"))
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    return f"{TINY_ARCHITECTURES[spec.architecture].description} (hidden {hidden}, {layers} layers)"
+
+
+def collate(batch: Sequence[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: ``input_ids`` (pad id), ``attention_mask`` (0 on padding), and
+    ``labels`` (-100 on the prompt and on padding)."""
+    width = max(len(item.input_ids) for item in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, item in enumerate(batch):
+        length = len(item.input_ids)
+        input_ids[row, :length] = torch.tensor(item.input_ids)
+        labels[row, :length] = torch.tensor(item.labels)
+        attention_mask[row, :length] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def causal_lm_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(summed next-token cross-entropy over the labelled positions, number of them). Logits of
+    virtual tokens that a prompt-learning adapter puts in front are left out."""
+    length = batch["input_ids"].shape[1]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, -length:]
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss, int((targets != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, examples: Sequence[EncodedExample], pad_token_id: int, batch_size: int = 32) -> float:
+    """Mean cross-entropy per response token over ``examples`` (model put in eval mode)."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        loss, n = causal_lm_loss_sum(model, collate(examples[start:start + batch_size], pad_token_id))
+        total, count = total + float(loss), count + n
+    return total / max(count, 1)
+
+
+def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
+    """Build, adapt, evaluate, train ``data.steps`` AdamW steps (warmup then linear decay to
+    10%, gradients clipped at 1.0; tqdm bar with loss and tokens/s), evaluate, save."""
+    torch.set_num_threads(os.cpu_count() or 2)  # paddle may have left OMP_NUM_THREADS=1
+    training = recipe.training
+    model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
+    trainable, total = model.get_nb_trainable_parameters()
+    log(f"model: {describe_model(recipe.model)}, {_describe_method(recipe)}")
+    log(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    pad = data.tokenizer.pad_token_id
+    loss_before = evaluate(model, data.held_out, pad)
+    log(f"held-out loss before training: {loss_before:.4f}")
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(data.steps))
+    batches = batch_order(data.train, training.batch_size, training.seed)
+    model.train()
+    losses: list[float] = []
+    tokens, started = 0, time.perf_counter()
+    with tqdm(total=data.steps, desc="train", unit="step", disable=not progress, file=sys.stderr) as bar:
+        for _ in range(data.steps):
+            batch = collate(next(batches), pad)
+            loss_sum, count = causal_lm_loss_sum(model, batch)
+            loss = loss_sum / max(count, 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            tokens += int(batch["attention_mask"].sum())
+            elapsed = time.perf_counter() - started
+            bar.set_postfix({"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens / elapsed:.0f}"}, refresh=False)
+            bar.update(1)
+    seconds = time.perf_counter() - started
+
+    loss_after = evaluate(model, data.held_out, pad)
+    log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
+    output = Path(recipe.output.dir)
+    model.save_pretrained(output, format=recipe.output.format)
+    log(f"saved adapter to {output} (load it with peftplug.PeftModel.from_pretrained or peft.PeftModel.from_pretrained)")
+    if recipe.output.merge:
+        merged_dir = output / "merged"
+        model.merge_and_unload().save_pretrained(merged_dir)
+        log(f"saved the merged model to {merged_dir} (loads with transformers alone)")
+    return RunResult(
+        backend="torch", losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
+        trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
+        train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
+    )
+
+
+def _describe_method(recipe: Recipe) -> str:
+    config = recipe.method_config
+    if recipe.method == "lora":
+        targets = config.target_modules
+        shown = ", ".join(targets) if isinstance(targets, list) else str(targets)
+        return f"LoRA r={config.r} alpha={config.lora_alpha:g} on {shown}"
+    return f"{recipe.method} ({type(config).__name__})"
