@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import io
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Union
+
+#: What a format gives for one file: its bytes, or a function that writes them to a binary
+#: file (large tensors stream to disk that way, without a second copy in memory).
+FileContent = Union[bytes, Callable[[BinaryIO], None]]
+
+WRITEBACK_CHUNK = 32 << 20
+
+
+def content_bytes(content: FileContent) -> bytes:
+    """The bytes of one file's content, whichever way it is given."""
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        return bytes(content)
+    buffer = io.BytesIO()
+    content(buffer)
+    return buffer.getvalue()
 
 
 def write_files_atomically(
-    directory: Path, files: dict[str, bytes], before_commit: Callable[[], None] | None = None
+    directory: Path, files: dict[str, FileContent], before_commit: Callable[[], None] | None = None
 ) -> list[Path]:
     """Write ``{relative name: content}`` into ``directory``, all or nothing.
 
-    Every file is first written and flushed to a temporary name beside its destination; only
+    Every file is first written and fsynced under a temporary name beside its destination; only
     when all are on disk are they renamed into place (``os.replace``, atomic per file). A crash
     or an exception while writing leaves the files already in ``directory`` as they were, and
     no temporary file behind. Other files in ``directory`` (a Trainer checkpoint's, say) are
@@ -30,7 +49,7 @@ def write_files_atomically(
             fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
             staged.append((Path(tmp_name), final))
             with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
+                _write_content(handle, content)
                 handle.flush()
                 os.fsync(handle.fileno())
         if before_commit is not None:
@@ -42,3 +61,50 @@ def write_files_atomically(
     for tmp, final in staged:
         os.replace(tmp, final)
     return [final for _, final in staged]
+
+
+def _write_content(handle: BinaryIO, content: FileContent) -> None:
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        handle.write(content)
+    else:
+        content(_WritebackFile(handle))
+
+
+class _WritebackFile:
+    """A write-only file that starts the disk writeback of each chunk as soon as it is written
+    (Linux ``sync_file_range``), so the fsync that ends a save waits for the last chunk only
+    instead of the whole file. Elsewhere it is the plain file."""
+
+    def __init__(self, handle: BinaryIO):
+        self._handle = handle
+        self._fd = handle.fileno()
+        self._written = 0
+        self._kicked = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data``; every :data:`WRITEBACK_CHUNK` bytes, hand what was written to the disk."""
+        count = self._handle.write(data)
+        self._written += count
+        if self._written - self._kicked >= WRITEBACK_CHUNK:
+            sync_file_range = _sync_file_range()
+            if sync_file_range is not None:
+                self._handle.flush()
+                sync_file_range(self._fd, self._kicked, self._written - self._kicked, _SYNC_FILE_RANGE_WRITE)
+            self._kicked = self._written
+        return count
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range  # libc's, through the process's symbols
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function

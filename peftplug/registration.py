@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
 if TYPE_CHECKING:
+    from peftplug.files import FileContent
     from peftplug.config import AdapterConfig
     from peftplug.state import AdapterState
 
@@ -59,7 +60,7 @@ class Format:
     """An on-disk adapter format. Subclass it and register an instance.
 
     A format turns files into an :class:`~peftplug.state.AdapterState` and back. It never
-    writes to disk itself: :meth:`write` returns the files' bytes and the core places them
+    writes to disk itself: :meth:`write` returns the files' contents and the core places them
     atomically, so an interrupted save never leaves a half-written adapter.
     """
 
@@ -74,8 +75,11 @@ class Format:
         """Read the adapter in ``directory``; raise AdapterLoadError naming what is wrong."""
         raise NotImplementedError(f"format {self.name!r} does not implement read()")
 
-    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, bytes]:
-        """Return ``{file name: content}`` for ``state``; the caller writes them atomically."""
+    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, FileContent]:
+        """Return ``{file name: content}`` for ``state``; the caller writes them atomically.
+
+        A content is the file's bytes, or a function that writes them to a binary file handed
+        to it (:data:`peftplug.files.FileContent`; large tensors stream to disk that way)."""
         raise NotImplementedError(f"format {self.name!r} does not implement write()")
 
 

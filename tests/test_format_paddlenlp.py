@@ -19,6 +19,7 @@ import peftplug
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
 from peftplug.errors import AdapterLoadError, ConfigError
 from peftplug.plugins.formats import paddlenlp_targets
+from peftplug.files import content_bytes
 from peftplug.plugins.formats.pdparams import pdparams_bytes, read_pdparams
 from peftplug.state import AdapterState
 
@@ -483,10 +484,10 @@ def test_harmless_and_mapped_fields(tmp_path):
     assert (config.use_rslora, config.bias, config.base_model_name_or_path) == (True, "lora_only", "some/llama")
     assert "base_model.model.m.q_proj.base_layer.bias" in state.tensors
     files = peftplug.manager.get_plugin_manager().formats.get("paddlenlp").write(state)
-    written = json.loads(files["lora_config.json"])
+    written = json.loads(content_bytes(files["lora_config.json"]))
     assert (written["rslora"], written["trainable_bias"], written["trainable_modules"]) == (True, "lora", None)
     assert written["scaling"] == 8 / np.sqrt(2)
-    assert "m.q_proj.bias" in pickle.loads(files["lora_model_state.pdparams"])
+    assert "m.q_proj.bias" in pickle.loads(content_bytes(files["lora_model_state.pdparams"]))
 
 
 def test_sharded_adapter_points_at_merging(tmp_path):

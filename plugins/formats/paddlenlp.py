@@ -29,9 +29,10 @@ import numpy as np
 
 from peftplug.config import config_from_dict
 from peftplug.errors import AdapterLoadError, ConfigError
+from peftplug.files import FileContent
 from peftplug.markers import hookimpl
 from peftplug.plugins.formats import paddlenlp_lora, paddlenlp_methods, paddlenlp_prefix
-from peftplug.plugins.formats.pdparams import pdparams_bytes, read_pdparams
+from peftplug.plugins.formats.pdparams import pdparams_writer, read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.registration import Format
 from peftplug.state import AdapterState
@@ -64,6 +65,13 @@ class PaddleNLPFormat(Format):
         """A ``<method>_config.json`` beside its pdparams (or tensor-parallel shards), or beside
         paddleformers' safetensors."""
         return self._stem(directory, strict=False) is not None
+
+    @staticmethod
+    def shard_file_name(name: str, rank: int, degree: int) -> str:
+        """A rank's file of an unmerged tensor-parallel save, named as PaddleNLP names it:
+        ``lora_model_state.pdparams`` -> ``lora_model_state.tp01.pdparams`` (any degree)."""
+        stem, dot, ext = name.rpartition(".")
+        return f"{stem}.tp{rank:02d}.{ext}" if dot else f"{name}.tp{rank:02d}"
 
     def _stem(self, directory: Path, strict: bool = True) -> str | None:
         found = [stem for stem in STEMS if (directory / config_name(stem)).is_file()]
@@ -149,27 +157,27 @@ class PaddleNLPFormat(Format):
             return read_safetensors(single), str(single)
         raise AdapterLoadError(f"no {weights_name(stem)}, {SAFE_INDEX} or {SAFE_SINGLE} in {directory}")
 
-    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, bytes]:
-        """``{file name: bytes}`` of PaddleNLP's files for ``state``."""
+    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, FileContent]:
+        """``{file name: content}`` of PaddleNLP's files for ``state``."""
         config = state.config
         peft_type = config.peft_type
         if peft_type == "LORA":
             tensors = paddlenlp_lora.tensors_to_paddlenlp(state.tensors)
             data = paddlenlp_lora.config_to_paddlenlp(config, state.tensors, tensors)
-            return {config_name("lora"): _json(data), weights_name("lora"): pdparams_bytes(tensors)}
+            return {config_name("lora"): _json(data), weights_name("lora"): pdparams_writer(tensors)}
         if peft_type == "PREFIX_TUNING":
             tensors, projection = paddlenlp_prefix.state_to_paddlenlp(config, state.tensors, state.extra_tensors)
             table = state.tensors[paddlenlp_prefix.TABLE]
             data = paddlenlp_prefix.config_to_paddlenlp(config, projection, table.dtype.name)
             return {
                 config_name("prefix"): _json(data),
-                weights_name("prefix"): pdparams_bytes(tensors),
+                weights_name("prefix"): pdparams_writer(tensors),
                 PRE_CACHES: paddlenlp_prefix.pre_caches_bytes(config, table),
             }
         if peft_type in paddlenlp_methods.STEMS:
             stem = paddlenlp_methods.STEMS[peft_type]
             tensors = paddlenlp_methods.tensors_to_paddlenlp(peft_type, state.tensors, state.extra_tensors)
-            return {config_name(stem): config.to_json_string().encode(), weights_name(stem): pdparams_bytes(tensors)}
+            return {config_name(stem): config.to_json_string().encode(), weights_name(stem): pdparams_writer(tensors)}
         raise ConfigError(
             type(config).__name__, "peft_type", peft_type,
             f"one of {', '.join(sorted(STEMS.values()))} to save in the paddlenlp format",

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -75,7 +76,7 @@ _ALLOWED = {
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """An unpickler that builds numpy arrays and plain containers only."""
 
-    def __init__(self, file: io.BytesIO, path: Path):
+    def __init__(self, file: BinaryIO, path: Path):
         super().__init__(file, encoding="latin1")
         self._path = path
 
@@ -104,18 +105,21 @@ def read_pdparams(path: Path) -> dict[str, np.ndarray]:
     returns it (name table dropped, split big arrays joined); never runs code from the file."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")
     except OSError as error:
         raise AdapterLoadError(f"cannot read {path}: {error}") from error
-    try:
-        loaded = _ArraysOnlyUnpickler(io.BytesIO(data), path).load()
-    except RefusedGlobal:
-        raise
-    except Exception as error:  # truncation and corruption surface as many exception types
-        raise AdapterLoadError(
-            f"{path} is truncated or corrupted ({len(data)} bytes; unpickling failed with "
-            f"{type(error).__name__}: {error})"
-        ) from error
+    with handle:
+        try:
+            loaded = _ArraysOnlyUnpickler(handle, path).load()
+        except RefusedGlobal:
+            raise
+        except OSError as error:
+            raise AdapterLoadError(f"cannot read {path}: {error}") from error
+        except Exception as error:  # truncation and corruption surface as many exception types
+            raise AdapterLoadError(
+                f"{path} is truncated or corrupted ({os.fstat(handle.fileno()).st_size} bytes; unpickling "
+                f"failed with {type(error).__name__}: {error})"
+            ) from error
     if not isinstance(loaded, dict):
         raise AdapterLoadError(f"{path} holds a {type(loaded).__name__}, not the dict of tensors a .pdparams has")
     loaded = dict(loaded)
@@ -148,12 +152,20 @@ def _join_big_arrays(loaded: dict[str, Any], path: Path) -> None:
             raise AdapterLoadError(f"{path}: tensor {key!r} is split into slices that cannot be joined: {error}") from error
 
 
-def pdparams_bytes(tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None) -> bytes:
-    """The bytes ``paddle.save`` writes for a state dict holding ``tensors`` (in that order).
+def pdparams_writer(tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None) -> Callable[[BinaryIO], None]:
+    """A function that writes, to a binary file, the bytes ``paddle.save`` writes for a state
+    dict holding ``tensors`` (in that order), pickling straight to the file.
 
     ``name_table`` is the ``"StructuredToParameterName@@"`` entry (key -> Paddle's parameter
     name); by default each key names itself. Paddle ignores the names when it loads a state dict.
     """
     saved: dict[str, Any] = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
     saved[NAME_TABLE_KEY] = dict(name_table) if name_table is not None else {key: key for key in tensors}
-    return pickle.dumps(saved, protocol=PICKLE_PROTOCOL)
+    return lambda handle: pickle.dump(saved, handle, protocol=PICKLE_PROTOCOL)
+
+
+def pdparams_bytes(tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None) -> bytes:
+    """The bytes ``paddle.save`` writes for a state dict holding ``tensors`` (see :func:`pdparams_writer`)."""
+    buffer = io.BytesIO()
+    pdparams_writer(tensors, name_table)(buffer)
+    return buffer.getvalue()

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save as save_safetensors
 
 from peftplug.config import CONFIG_NAME, config_from_dict
 from peftplug.errors import AdapterLoadError
+from peftplug.files import FileContent
 from peftplug.markers import hookimpl
-from peftplug.plugins.formats.safetensors_io import read_safetensors
+from peftplug.plugins.formats.safetensors_io import read_safetensors, safetensors_writer
 from peftplug.registration import Format
 from peftplug.state import AdapterState
 
@@ -62,20 +62,18 @@ class PeftFormat(Format):
             extra = _read_torch_bin(directory / ENCODER_BIN_NAME)
         return AdapterState(config, tensors, extra)
 
-    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, bytes]:
+    def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, FileContent]:
         """adapter_config.json and adapter_model.safetensors (metadata format=pt), or .bin; the
         encoder file too when the state has ``extra_tensors``."""
-        files = {CONFIG_NAME: state.config.to_json_string().encode()}
-        tensors = {key: np.ascontiguousarray(value) for key, value in state.tensors.items()}
-        extra = {key: np.ascontiguousarray(value) for key, value in state.extra_tensors.items()}
+        files: dict[str, FileContent] = {CONFIG_NAME: state.config.to_json_string().encode()}
         if safe_serialization:
-            files[SAFETENSORS_NAME] = save_safetensors(tensors, metadata={"format": "pt"})
-            if extra:
-                files[ENCODER_SAFETENSORS_NAME] = save_safetensors(extra, metadata={"format": "pt"})
+            files[SAFETENSORS_NAME] = safetensors_writer(state.tensors, metadata={"format": "pt"})
+            if state.extra_tensors:
+                files[ENCODER_SAFETENSORS_NAME] = safetensors_writer(state.extra_tensors, metadata={"format": "pt"})
         else:
-            files[BIN_NAME] = _torch_bin_bytes(tensors)
-            if extra:
-                files[ENCODER_BIN_NAME] = _torch_bin_bytes(extra)
+            files[BIN_NAME] = _torch_bin_bytes(state.tensors)
+            if state.extra_tensors:
+                files[ENCODER_BIN_NAME] = _torch_bin_bytes(state.extra_tensors)
         return files
 
 
@@ -95,7 +93,7 @@ def _torch_bin_bytes(tensors: dict[str, np.ndarray]) -> bytes:
     import torch
 
     buffer = io.BytesIO()
-    torch.save({key: torch.from_numpy(value) for key, value in tensors.items()}, buffer)
+    torch.save({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in tensors.items()}, buffer)
     return buffer.getvalue()
 
 

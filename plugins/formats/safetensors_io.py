@@ -8,8 +8,10 @@ a truncated file is reported by name instead of read as garbage.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -23,8 +25,15 @@ _DTYPES = {
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor in ``path`` as a numpy array (BF16 widened to float32)."""
-    data = path.read_bytes()
+    """Every tensor in ``path`` as a numpy array (BF16 widened to float32).
+
+    The file is read once into one writable buffer and the arrays are views of it (no second
+    copy); they keep the buffer alive.
+    """
+    with open(path, "rb") as handle:
+        data = bytearray(os.fstat(handle.fileno()).st_size)
+        size = handle.readinto(data)
+    del data[size:]
     try:
         (header_size,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8 : 8 + header_size])
@@ -43,8 +52,53 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         if dtype == "BF16":
             array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
         elif dtype in _DTYPES:
-            array = np.frombuffer(raw, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<")).copy()
+            array = np.frombuffer(raw, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
         else:
             raise AdapterLoadError(f"{path}: tensor {name!r} has dtype {dtype}, which peftplug cannot read")
         tensors[name] = array.reshape(info["shape"])
     return tensors
+
+
+_NAMES = {np.dtype(dtype).newbyteorder("<"): name for name, dtype in _DTYPES.items()}
+# safetensors writes tensors by this dtype rank, highest first (its Rust Dtype enum order), then by name
+_WRITE_RANK = {name: rank for rank, name in enumerate(
+    ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
+)}
+
+
+def safetensors_writer(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Callable[[BinaryIO], None]:
+    """A function that writes ``tensors`` as a safetensors file to a binary file, streaming.
+
+    The bytes are those ``safetensors.numpy.save`` gives (tensors ordered by dtype, then name;
+    header padded to 8 bytes), but each array goes to the file straight from its
+    memory instead of through one big in-memory copy of the whole file.
+    """
+    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}
+    for name, array in arrays.items():
+        if array.dtype.newbyteorder("<") not in _NAMES:
+            raise ValueError(f"tensor {name!r} has dtype {array.dtype}, which safetensors cannot store")
+    order = sorted(arrays, key=lambda name: (-_WRITE_RANK[_NAMES[arrays[name].dtype.newbyteorder("<")]], name))
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name in order:
+        array = arrays[name]
+        header[name] = {
+            "dtype": _NAMES[array.dtype.newbyteorder("<")],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for name in order:
+            array = arrays[name]
+            if array.dtype.byteorder == ">":
+                array = array.astype(array.dtype.newbyteorder("<"))
+            if array.nbytes:
+                handle.write(memoryview(array.reshape(-1)).cast("B"))
+
+    return write

@@ -1,0 +1,91 @@
+"""Streaming writers and zero-copy readers give the files the reference libraries give.
+
+The safetensors writer must produce the bytes of ``safetensors.numpy.save`` (so any reader takes
+them), the pdparams writer those of ``pickle.dump`` as ``paddle.save`` uses it, and a content
+that fails half-way through streaming must leave the directory as it was.
+"""
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save
+
+from peftplug.files import content_bytes, write_files_atomically
+from peftplug.plugins.formats.pdparams import pdparams_writer, read_pdparams
+from peftplug.plugins.formats.safetensors_io import read_safetensors, safetensors_writer
+
+DTYPES = ["bool", "uint8", "int8", "int16", "uint16", "float16", "int32", "uint32", "float32", "float64", "int64", "uint64"]
+
+
+def random_tensors(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    tensors = {}
+    for index in range(int(rng.integers(1, 7))):
+        shape = tuple(int(n) for n in rng.integers(0, 4, size=int(rng.integers(0, 3))))
+        value = np.asarray(rng.standard_normal(shape) * 10).astype(DTYPES[int(rng.integers(len(DTYPES)))])
+        tensors[f"t{index}.{rng.integers(9)}"] = value.T if value.ndim == 2 and index % 2 else value
+    return tensors
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}])
+def test_safetensors_writer_gives_the_bytes_of_safetensors_save(metadata):
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        tensors = random_tensors(rng)
+        streamed = content_bytes(safetensors_writer(tensors, metadata))
+        reference = save({k: v if v.flags.c_contiguous else v.copy() for k, v in tensors.items()}, metadata=metadata)
+        assert streamed == reference, sorted(tensors)
+
+
+def test_read_safetensors_reads_what_safetensors_wrote_as_writable_arrays(tmp_path):
+    tensors = {"a": np.arange(12, dtype="float32").reshape(3, 4), "b": np.arange(5, dtype="int64")}
+    (tmp_path / "x.safetensors").write_bytes(save(tensors))
+    loaded = read_safetensors(tmp_path / "x.safetensors")
+    assert set(loaded) == {"a", "b"}
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(loaded[key], value)
+        assert loaded[key].flags.writeable
+    loaded["a"][0, 0] = 7  # views of one buffer of this reader's own, not of the file
+    assert load_file(str(tmp_path / "x.safetensors"))["a"][0, 0] == 0
+
+
+def test_pdparams_writer_streams_what_pickle_dump_writes_and_read_pdparams_reads_it(tmp_path):
+    tensors = {"w": np.arange(6, dtype="float32").reshape(2, 3).T, "b": np.ones(2, "float16")}
+    streamed = content_bytes(pdparams_writer(tensors))
+    reference = io.BytesIO()
+    expected = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    pickle.dump({**expected, "StructuredToParameterName@@": {"w": "w", "b": "b"}}, reference, protocol=4)
+    assert streamed == reference.getvalue()
+    (tmp_path / "m.pdparams").write_bytes(streamed)
+    loaded = read_pdparams(tmp_path / "m.pdparams")
+    assert sorted(loaded) == ["b", "w"]
+    np.testing.assert_array_equal(loaded["w"], expected["w"])
+
+
+def test_a_stream_that_fails_half_way_leaves_the_directory_as_it_was(tmp_path):
+    (tmp_path / "adapter.bin").write_bytes(b"old")
+
+    def fails_after_some_bytes(handle):
+        handle.write(b"x" * 1000)
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_files_atomically(tmp_path, {"config.json": b"{}", "adapter.bin": fails_after_some_bytes})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter.bin"]
+    assert (tmp_path / "adapter.bin").read_bytes() == b"old"
+
+
+def test_streamed_content_larger_than_a_writeback_chunk_arrives_whole(tmp_path, monkeypatch):
+    import peftplug.files as files
+
+    monkeypatch.setattr(files, "WRITEBACK_CHUNK", 4096)
+    payload = np.random.default_rng(1).integers(0, 255, size=50_000, dtype=np.uint8)
+    chunks = [payload[i : i + 3000] for i in range(0, payload.size, 3000)]
+
+    def stream(handle):
+        for chunk in chunks:
+            handle.write(memoryview(chunk))
+
+    write_files_atomically(tmp_path, {"data.bin": stream})
+    assert (tmp_path / "data.bin").read_bytes() == payload.tobytes()
