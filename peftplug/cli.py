@@ -568,33 +568,60 @@ def _run_merge(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- generate
 def _run_generate(args: argparse.Namespace) -> int:
     from peftplug.adapter_io import read_adapter
-    from peftplug.errors import PeftplugError
     from peftplug.instructions import Example, format_prompt
     from peftplug.recipe_models import base_backend, check_base
 
     check_base(args.base)
     config = read_adapter(args.directory).config
-    backend = base_backend(args.base)
-    if backend != "torch":
-        raise PeftplugError(f"--base {args.base} is a {backend} model; generate runs torch models only so far")
+    text = args.prompt if args.raw else format_prompt(Example(args.prompt, "", ""))
+    generate = _generate_paddle if base_backend(args.base) == "paddle" else _generate_torch
+    print(generate(args, config.task_type, text))
+    return 0
+
+
+def _generate_torch(args: argparse.Namespace, task_type: str | None, text: str) -> str:
+    """Greedy continuation of ``text`` by the torch base + adapter (new tokens only, decoded)."""
     import torch
 
     import peftplug
     from peftplug.recipe_models import load_torch_base
     from peftplug.tokenizer import ByteTokenizer
 
-    base, tokenizer, _ = load_torch_base(args.base, config.task_type)
+    base, tokenizer, _ = load_torch_base(args.base, task_type)
     tokenizer = tokenizer or ByteTokenizer()
     model = peftplug.PeftModel.from_pretrained(base, args.directory).eval()
-    text = args.prompt if args.raw else format_prompt(Example(args.prompt, "", ""))
     ids = torch.tensor([tokenizer.encode(text, add_bos=True)])
     with torch.no_grad():
         output = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
-    print(tokenizer.decode(output[0, ids.shape[1]:].tolist()))
-    return 0
+    return tokenizer.decode(output[0, ids.shape[1]:].tolist())
+
+
+def _generate_paddle(args: argparse.Namespace, task_type: str | None, text: str) -> str:
+    """Greedy continuation of ``text`` by the PaddleNLP base + adapter (PaddleNLP's generate
+    returns the new tokens only)."""
+    import paddle
+
+    import peftplug
+    from peftplug.errors import PeftplugError
+    from peftplug.recipe_models import load_paddle_base, paddle_tokenizer
+
+    if task_type not in (None, "CAUSAL_LM"):
+        raise PeftplugError(f"--base {args.base}: generate on PaddleNLP models takes CAUSAL_LM adapters, "
+                            f"not task_type {task_type!r}")
+    base, recipe = load_paddle_base(args.base)
+    tokenizer = paddle_tokenizer(args.base, recipe)
+    model = peftplug.PeftModel.from_pretrained(base, args.directory)
+    model.eval()
+    ids = paddle.to_tensor([tokenizer.encode(text, add_bos=True)], dtype="int64")
+    with paddle.no_grad():
+        output, _ = model.generate(
+            input_ids=ids, attention_mask=paddle.ones_like(ids), max_new_tokens=args.max_new_tokens,
+            decode_strategy="greedy_search", pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.decode(output[0].tolist())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -97,6 +97,17 @@ def copy_tokenizer_files(base: str, out: Path) -> list[str]:
     return copied
 
 
+def paddle_tokenizer(base: str, recipe: Recipe | None) -> Any:
+    """The tokenizer that goes with a Paddle ``base``: the recipe's, the model directory's own
+    (PaddleNLP's AutoTokenizer) when it has one, else peftplug's ByteTokenizer."""
+    from peftplug.recipe_data import load_tokenizer
+
+    if recipe is not None:
+        return load_tokenizer(recipe.tokenizer, "paddle")
+    has_tokenizer = (Path(base) / "tokenizer_config.json").is_file()
+    return load_tokenizer(base if has_tokenizer else None, "paddle")
+
+
 def load_paddle_base(base: str) -> tuple[Any, Recipe | None]:
     """(model, recipe or None) for ``base`` on Paddle: the recipe's model (PaddleNLP), or the
     directory loaded by PaddleNLP's ``AutoModelForCausalLM``."""

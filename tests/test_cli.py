@@ -498,6 +498,20 @@ def test_generate_continues_a_prompt_greedily(tiny_run, torch):
     assert out == tokenizer.decode(ids[prompt_length:]) + "\n"
 
 
+def test_generate_on_a_paddle_base_continues_as_the_torch_base_does(tiny_run, tmp_path, paddle):
+    """The torch-trained adapter on the same recipe's Paddle model (same weights, loaded across
+    frameworks without a convert step) gives the same greedy continuation."""
+    recipe, adapter = tiny_run
+    paddle_recipe = tmp_path / "paddle.yaml"
+    paddle_recipe.write_text("backend: paddle\n" + recipe.read_text())
+    argv = ["generate", str(adapter), "--prompt", "Name a color.", "--max-new-tokens", "8"]
+    code, on_torch, err = _run_main(argv + ["--base", str(recipe)])
+    assert code == 0, err
+    code, on_paddle, err = _run_main(argv + ["--base", str(paddle_recipe)])
+    assert code == 0, err
+    assert on_paddle == on_torch and len(on_torch.strip()) > 0
+
+
 def test_generate_with_a_missing_adapter_is_one_line(tiny_run, tmp_path):
     recipe, _ = tiny_run
     code, _, err = _run_main(["generate", str(tmp_path / "none"), "--base", str(recipe), "--prompt", "x"])
