@@ -14,48 +14,24 @@ This module imports torch and transformers; the CLI imports it only for ``peftpl
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 import peftplug
 from peftplug.recipe import TINY_ARCHITECTURES, ModelSpec, load_recipe
-from peftplug.recipe_run import run_recipe
+from peftplug.recipe_run import RunResult, run_recipe
 from peftplug.recipe_torch import build_model, causal_lm_loss_sum, collate, evaluate
 from peftplug.tokenizer import ByteTokenizer
 from peftplug.train_options import TrainOptionError, TrainOptions, apply_options
 
 __all__ = [
-    "TrainOptionError", "TrainOptions", "TrainResult", "build_base_model", "causal_lm_loss_sum", "collate",
+    "RunResult", "TrainOptionError", "TrainOptions", "build_base_model", "causal_lm_loss_sum", "collate",
     "evaluate", "lora_config", "train",
 ]
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 HIDDEN_SIZE = TINY_ARCHITECTURES["llama"].defaults["hidden_size"]
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """What a training run did: held-out loss before and after, sizes, time, where it saved,
-    and the trained peftplug model itself (in eval mode)."""
-
-    loss_before: float
-    loss_after: float
-    trainable_params: int
-    all_params: int
-    steps: int
-    seconds: float
-    tokens: int
-    train_examples: int
-    held_out_examples: int
-    output: Path
-    model: Any = dataclasses.field(default=None, repr=False)
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Training throughput, counting non-padding tokens."""
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 def build_base_model(seed: int = 0, tokenizer: ByteTokenizer | None = None) -> torch.nn.Module:
@@ -78,8 +54,9 @@ def lora_config() -> peftplug.LoraConfig:
     )
 
 
-def train(options: TrainOptions | None = None, log: Callable[[str], None] = print) -> TrainResult:
-    """Run the demo job and return its :class:`TrainResult`; ``log`` receives the report lines.
+def train(options: TrainOptions | None = None, log: Callable[[str], None] = print) -> RunResult:
+    """Run the demo job and return its :class:`~peftplug.recipe_run.RunResult`; ``log`` receives
+    the report lines.
 
     Builds the seeded base model, wraps it with LoRA via :func:`peftplug.get_peft_model`,
     prints the trainable-parameter line and the held-out loss, trains ``options.steps`` AdamW
@@ -91,17 +68,4 @@ def train(options: TrainOptions | None = None, log: Callable[[str], None] = prin
     options.validate()
     fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "progress"}
     recipe = apply_options(load_recipe(None, backend="torch"), fields)
-    result = run_recipe(recipe, log=log, progress=options.progress)
-    return TrainResult(
-        loss_before=result.eval_loss_before,
-        loss_after=result.eval_loss_after,
-        trainable_params=result.trainable_params,
-        all_params=result.all_params,
-        steps=result.steps,
-        seconds=result.seconds,
-        tokens=result.tokens,
-        train_examples=result.train_examples,
-        held_out_examples=result.held_out_examples,
-        output=result.output,
-        model=result.model,
-    )
+    return run_recipe(recipe, log=log, progress=options.progress)
