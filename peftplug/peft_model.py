@@ -383,8 +383,21 @@ class PeftModel:
 
     def _inject_prompt(self, adapter_name: str, config: AdapterConfig) -> None:
         """Add a prompt-learning adapter: no layer is wrapped; the method's plugin builds the
-        virtual-token encoder and the backend attaches it beside the (frozen) base model."""
+        virtual-token encoder and the backend attaches it beside the (frozen) base model.
+
+        A tensor-parallel base model is refused: its attention holds a share of the heads on each
+        rank, while an encoder makes virtual tokens (prefix caches) for the whole model.
+        """
+        from peftplug.tp_save import group_of
+
         ops, manager, method = self._peft_ops, self._peft_manager, self._peft_method
+        group = group_of(self)
+        if group is not None:
+            raise PeftplugError(
+                f"{method.name} (a prompt-learning method) is not supported on a tensor-parallel model "
+                f"(this one is sharded over {group.degree} ranks): peftplug shards only layer adapters "
+                "(LoRA, IA3). Use LoRA or IA3, or add the prompt adapter to the unsharded model"
+            )
         model = self.base_model.model
         config = self._with_resolved_targets(config, model)
         if hasattr(config, "with_model_config"):

@@ -31,6 +31,7 @@ from peftplug.tp_shards import (
     INDEX_NAME,
     ShardSet,
     TensorParallelError,
+    config_of_degree,
     find_shard_set,
     index_json,
     join_arrays,
@@ -167,8 +168,9 @@ def save_shards(
     safe_serialization: bool,
 ) -> None:
     """Each rank writes its own pieces of every adapter (``*.tpNN-of-DD.*``, or the format's own
-    naming, see :func:`~peftplug.tp_shards.shard_namer`); rank 0 also writes the config and
-    ``tensor_parallel.json`` (each tensor's split axis)."""
+    naming, see :func:`~peftplug.tp_shards.shard_namer`); rank 0 also writes the config (one
+    recording a ``tensor_parallel_degree``, PaddleNLP's, records the degree, as PaddleNLP's
+    unmerged save does) and ``tensor_parallel.json`` (each tensor's split axis)."""
     timeout, key = timeout_seconds(), f"peftplug/save/{next(_save_ids)}"
     own = _step(group, f"{key}/collect", timeout, lambda: {n: local_pieces(peft_model, n) for n in directories})
     root = _common_root(directories)
@@ -179,7 +181,7 @@ def save_shards(
             for file_name, content in _format_files(peft_model, state, format, safe_serialization).items():
                 if file_name.endswith(".json"):
                     if group.rank == 0:
-                        files[_relative(directories[name], root, file_name)] = content
+                        files[_relative(directories[name], root, file_name)] = config_of_degree(content, group.degree)
                 else:
                     namer = shard_namer(peft_model._peft_manager.formats.get(format))
                     sharded = namer(file_name, group.rank, group.degree)
@@ -283,19 +285,15 @@ def _stale_shards(directories: dict[str, Path]) -> list[Path]:
 
 
 def shards_to_load(directory: Path, format: str | None) -> ShardSet | None:
-    """The shard set to load from ``directory``: None when it holds no shard files, or when an
-    ordinary (merged) adapter of ``format`` (any format when None) is there too, which wins."""
-    from peftplug.adapter_io import detect_format
-    from peftplug.errors import AdapterLoadError
+    """The shard set to load from ``directory``: None when it holds no shard files, or when the
+    shards' files under their usual names, an ordinary (merged) adapter (of ``format`` when
+    given), are there too: it wins."""
     from peftplug.manager import get_plugin_manager
 
     shard_set = find_shard_set(directory)
     if shard_set is None:
         return None
-    if format is not None:
-        return None if get_plugin_manager().formats.get(format).detect(directory) else shard_set
-    try:
-        detect_format(directory)
-    except AdapterLoadError:
-        return shard_set
-    return None
+    merged_there = all((directory / usual).is_file() for usual in shard_set.files[0].values())
+    if merged_there and format is not None:
+        merged_there = get_plugin_manager().formats.get(format).detect(directory)
+    return None if merged_there else shard_set

@@ -11,8 +11,9 @@ tensor files renamed per rank, beside the format's config (written once) and an 
                                                "split_axes": {key: axis or null}}
 
 PaddleNLP's unmerged saves (``lora_model_state.tp00.pdparams``, ``tp01``, ... beside
-``lora_config.json``) are recognised by the same name pattern, without an index: their split
-axes are given by the caller or inferred (:func:`infer_split_axes`). Pieces are read through the
+``lora_config.json`` saying ``tensor_parallel_degree``; the paddlenlp format writes its shards so,
+plus the index) are recognised by the same name pattern; without an index their split axes are
+given by the caller or inferred (:func:`infer_split_axes`). Pieces are read through the
 registered format (a view of one rank's files under their usual names), so every axis here is
 an axis of the HF PEFT layout: column-parallel LoRA splits ``lora_B`` ``[out, r]`` on axis 0,
 row-parallel splits ``lora_A`` ``[r, in]`` on axis 1 (PaddleNLP's axis 1 of B and axis 0 of A in
@@ -64,6 +65,20 @@ def shard_namer(fmt: object) -> Callable[[str, int, int], str]:
     method when it has one (PaddleNLP's ``lora_model_state.tp00.pdparams``), else
     :func:`shard_file_name`. Any name matching ``<stem>.tpNN[-of-DD].<ext>`` is found again."""
     return getattr(fmt, "shard_file_name", None) or shard_file_name
+
+
+def config_of_degree(content: object, degree: int) -> object:
+    """A JSON config's content with its ``tensor_parallel_degree`` field (PaddleNLP's configs
+    have one) set to ``degree``; any other content as it is."""
+    if not isinstance(content, bytes):
+        return content
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return content
+    if not isinstance(data, dict) or "tensor_parallel_degree" not in data:
+        return content
+    return json.dumps({**data, "tensor_parallel_degree": degree}, indent=2, sort_keys=True).encode()
 
 
 def split_array(array: np.ndarray, axis: int | None, rank: int, degree: int) -> np.ndarray:
@@ -299,7 +314,8 @@ def write_shard_directory(
 ) -> list[Path]:
     """Split ``state`` for ``degree`` ranks and write the shard files and index into ``dst``
     (the reverse of :func:`join_shard_directory`, e.g. to hand an adapter to a sharded job that
-    loads per-rank files). ``split_axes`` gives each key's axis (HF PEFT layout) or None."""
+    loads per-rank files; in the paddlenlp format, PaddleNLP's own per-rank names and config).
+    ``split_axes`` gives each key's axis (HF PEFT layout) or None."""
     from peftplug.files import write_files_atomically
     from peftplug.manager import get_plugin_manager
 
@@ -311,7 +327,7 @@ def write_shard_directory(
         piece = AdapterState(state.config, tensors, state.extra_tensors)
         for name, content in fmt.write(piece).items():
             if name.endswith(".json"):
-                files.setdefault(name, content)
+                files.setdefault(name, config_of_degree(content, degree))
             else:
                 files[shard_namer(fmt)(name, rank, degree)] = content
     files[INDEX_NAME] = index_json(degree, format, axes)

@@ -181,6 +181,12 @@ def test_shards_of_another_degree_are_refused(run, torch):
         peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), run["out"] / "shards")
 
 
+def test_prompt_learning_is_refused_on_a_sharded_model(run):
+    error = run["result"]["prefix_error"]
+    assert error is not None and error.startswith("PeftplugError")
+    assert "prefix_tuning" in error and "not supported on a tensor-parallel model" in error
+
+
 def test_a_failing_rank_fails_the_others_and_leaves_no_adapter(run, tmp_path):
     out = tmp_path / "fail"
     out.mkdir()
@@ -289,7 +295,8 @@ def test_paddlenlp_style_shards_join_into_the_merged_adapter(run, tmp_path):
     """PaddleNLP's unmerged save: lora_model_state.tp00.pdparams, tp01, no index, Paddle layout
     (B split on axis 1 for column-parallel, A on axis 0 for row-parallel), lora_config.json
     saying tensor_parallel_degree 2. Built here from the merged adapter with the paddlenlp format
-    plugin; axes are inferred when joining."""
+    plugin (which names and configures the shards as PaddleNLP does); without the index, axes
+    are inferred when joining."""
     from peftplug.adapter_io import read_adapter
     from peftplug.plugins.formats.pdparams import read_pdparams
 
@@ -298,10 +305,10 @@ def test_paddlenlp_style_shards_join_into_the_merged_adapter(run, tmp_path):
     shards = tmp_path / "paddlenlp_shards"
     write_shard_directory(state, shards, degree=2, split_axes=_lora_axes(state.tensors), format="paddlenlp")
     (shards / "tensor_parallel.json").unlink()
-    for rank in range(2):
-        (shards / f"lora_model_state.tp{rank:02d}-of-02.pdparams").rename(shards / f"lora_model_state.tp{rank:02d}.pdparams")
-    config = json.loads((shards / "lora_config.json").read_text())
-    (shards / "lora_config.json").write_text(json.dumps({**config, "tensor_parallel_degree": 2}))
+    assert sorted(p.name for p in shards.iterdir()) == [
+        "lora_config.json", "lora_model_state.tp00.pdparams", "lora_model_state.tp01.pdparams",
+    ]
+    assert json.loads((shards / "lora_config.json").read_text())["tensor_parallel_degree"] == 2
     piece = read_pdparams(shards / "lora_model_state.tp01.pdparams")
     assert piece["model.layers.0.self_attn.q_proj.lora_B"].shape == (4, 32)  # [r, out / 2]
     assert piece["model.layers.0.mlp.down_proj.lora_A"].shape == (64, 4)  # [in / 2, r]

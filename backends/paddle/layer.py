@@ -98,6 +98,16 @@ class PaddleAdapterLayer(nn.Layer):
             self.unmerge()
         return self.get_base_layer()
 
+    def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
+        """This rank's piece of each tensor and its split axis (None: whole); no communication.
+
+        Layers of fleet's parallel linears override it; any other layer holds its tensors whole,
+        and one with a split (``is_distributed``) parameter is an error naming its type.
+        """
+        if any(getattr(parameter, "is_distributed", False) for parameter in self.parameters()):
+            raise NotImplementedError(f"{type(self).__name__} cannot save a tensor-parallel (fleet mp) layer")
+        return {suffix: (array, None) for suffix, array in self.export_adapter(name).items()}
+
     def merge(self, names: list[str]) -> None:
         """Fold ``names`` into the base weights (done by each method's layer)."""
         raise NotImplementedError(f"{type(self).__name__} cannot merge")

@@ -63,8 +63,11 @@ class PaddleBackend:
         return root.named_parameters()
 
     def numel(self, parameter: Any) -> int:
-        """Number of values, as HF PEFT counts them."""
-        return math.prod(parameter.shape)
+        """Number of values, as HF PEFT counts them: of the whole tensor when it is split over
+        fleet's model-parallel ranks, so a sharded model counts as the unsharded one."""
+        from peftplug.backends.paddle.tensor_parallel import pieces_of
+
+        return math.prod(parameter.shape) * pieces_of(parameter)
 
     def is_trainable(self, parameter: Any) -> bool:
         """``not stop_gradient``."""
@@ -87,8 +90,11 @@ class PaddleBackend:
         return getattr(self.model_config(model), "model_type", None) or None
 
     def is_linear(self, module: Any) -> bool:
-        """``paddle.nn.Linear`` (PaddleNLP's output heads are their own classes: never linear)."""
-        return isinstance(module, nn.Linear)
+        """``paddle.nn.Linear`` and fleet's column/row-parallel linears (PaddleNLP's output heads
+        are their own classes: never linear)."""
+        from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
+
+        return isinstance(module, nn.Linear) or is_parallel_linear(module)
 
     def output_layer_names(self, model: nn.Layer) -> list[str]:
         """The name of the output embedding (``lm_head``), which ``all-linear`` leaves out."""
@@ -109,10 +115,12 @@ class PaddleBackend:
         """``model.config`` (a PaddleNLP ``PretrainedConfig``), or None for plain layers."""
         return getattr(model, "config", None)
 
-    def tensor_parallel(self, model: Any) -> None:
-        """None: the Paddle adapter layers wrap plain ``paddle.nn.Linear`` only, never fleet's
-        model-parallel layers, so an adapted Paddle model is never sharded."""
-        return None
+    def tensor_parallel(self, model: nn.Layer) -> Any:
+        """The :class:`~peftplug.backends.paddle.tensor_parallel.PaddleTensorParallelGroup` of a
+        model holding fleet parallel layers over 2 or more ranks, else None."""
+        from peftplug.backends.paddle.tensor_parallel import tensor_parallel_group
+
+        return tensor_parallel_group(model)
 
     def attach_prompt_encoder(self, peft_model: PaddlePeftModel, adapter_name: str, encoder: Any, config: Any) -> None:
         """Attach a prompt-learning encoder (see :mod:`peftplug.backends.paddle.prompt`)."""

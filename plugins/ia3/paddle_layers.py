@@ -1,4 +1,5 @@
-"""(IA)³ layers for PaddlePaddle: ``paddle.nn.Linear``.
+"""(IA)³ layers for PaddlePaddle: ``paddle.nn.Linear`` (fleet's tensor-parallel linears:
+:mod:`~peftplug.plugins.ia3.paddle_parallel_layers`).
 
 Paddle stores a Linear weight ``W`` as ``[in, out]`` (``y = x W + b``). Each learned vector
 ``l`` (ones at init) is kept as a row ``[1, features]`` that broadcasts over the last axis::
@@ -30,6 +31,7 @@ from peftplug.backends.paddle.layer import (
     copy_transposed_into,
     to_numpy,
 )
+from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
 from peftplug.plugins.ia3.config import IA3Config
 
 UNMERGE_EPSILON = 1e-8  # HF PEFT's guard against dividing by zero
@@ -145,6 +147,10 @@ def wrap(layer: nn.Layer, name: str, config: IA3Config, adapter_name: str) -> nn
         ia3 = layer
     elif isinstance(layer, nn.Linear):
         ia3 = IA3Linear(layer)
+    elif is_parallel_linear(layer):
+        from peftplug.plugins.ia3.paddle_parallel_layers import wrap_parallel
+
+        ia3 = wrap_parallel(layer)
     else:
         return None
     ia3.update_layer(adapter_name, config, name)

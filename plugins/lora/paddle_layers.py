@@ -1,4 +1,5 @@
-"""LoRA layers for PaddlePaddle: ``paddle.nn.Linear``.
+"""LoRA layers for PaddlePaddle: ``paddle.nn.Linear`` (fleet's tensor-parallel linears:
+:mod:`~peftplug.plugins.lora.paddle_parallel_layers`).
 
 Paddle stores a Linear weight ``W`` as ``[in, out]`` (``y = x W + b``), and LoRA's matrices are
 kept the same way, as PaddleNLP's ``LoRALinear`` keeps them, so the forward is its forward::
@@ -26,6 +27,7 @@ from peftplug.backends.paddle.layer import (
     copy_transposed_into,
     to_numpy,
 )
+from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
 from peftplug.plugins.lora.config import LoraConfig
 
 
@@ -162,6 +164,10 @@ def wrap(layer: nn.Layer, name: str, config: LoraConfig, adapter_name: str) -> n
         lora = layer
     elif isinstance(layer, nn.Linear):
         lora = LoraLinear(layer)
+    elif is_parallel_linear(layer):
+        from peftplug.plugins.lora.paddle_parallel_layers import wrap_parallel
+
+        lora = wrap_parallel(layer)
     else:
         return None
     lora.update_layer(adapter_name, config, name)

@@ -62,6 +62,14 @@ def run_train(out: Path, init: Path, mesh) -> None:
         degree_error = None
     except Exception as error:  # the test checks type and message
         degree_error = f"{type(error).__name__}: {error}"
+    try:  # prompt-learning methods are refused on a sharded model
+        peftplug.get_peft_model(
+            tp_common.shard(torch, tp_common.build_llama(torch), mesh),
+            peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+        )
+        prefix_error = None
+    except Exception as error:  # the test checks type and message
+        prefix_error = f"{type(error).__name__}: {error}"
     merged_logits = tp_common.logits(torch, model.merge_and_unload(), eval_ids)
     if rank == 0:
         np.save(out / "init_logits.npy", init_logits)
@@ -70,7 +78,7 @@ def run_train(out: Path, init: Path, mesh) -> None:
         np.save(out / "from_shards_logits.npy", from_shards)
         np.save(out / "merged_logits.npy", merged_logits)
         tp_common.write_json(out / "rank0.json", {
-            "losses": losses, "placements": placements, "degree_error": degree_error,
+            "losses": losses, "placements": placements, "degree_error": degree_error, "prefix_error": prefix_error,
             "trainable": trainable, "total": total,
         })
     else:
