@@ -3,8 +3,9 @@
 The adapter: hidden 4096, intermediate 11008, 32 layers, LoRA r=16 on all seven linear layers
 (39,976,960 float32 parameters, 160 MB), random tensors written as an HF PEFT directory.
 
-Timed units, interleaved in rounds (order reversed every other round; garbage collection and a
-short pause before each run, as the machine is shared), medians over rounds:
+Timed units, interleaved in rounds (order reversed every other round; before each run,
+``os.sync()`` so that no unit pays for the writeback of the one before, garbage collection and
+a short pause, as the machine is shared), medians over rounds:
 
 - ``convert to paddlenlp``: ``peftplug.convert(peft_dir, dst, to="paddlenlp", architecture="llama")``
   (read safetensors, map the module tree, transpose to Paddle's layout, write pdparams + config);
@@ -66,6 +67,10 @@ def synthetic_adapter(directory: Path, layers: int, rank: int) -> int:
 
 
 def timed(function: Callable[[], object]) -> float:
+    """Seconds ``function`` takes, started with no dirty pages left by the unit before: a unit
+    that does not fsync leaves its file to the kernel's writeback, which would otherwise land on
+    the next unit's disk time."""
+    os.sync()
     gc.collect()
     time.sleep(0.3)
     start = time.perf_counter()

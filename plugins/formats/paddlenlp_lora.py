@@ -163,7 +163,7 @@ def tensors_from_paddlenlp(tensors: dict[str, np.ndarray], path: str) -> dict[st
                     f"{path}: tensor {key!r} has shape {tuple(value.shape)}; peftplug reads LoRA of linear "
                     "layers only (2-D lora_A [in, r] / lora_B [r, out]), not of convolutions"
                 )
-            result[f"{KEY_PREFIX}{key}.weight"] = np.ascontiguousarray(value.T)
+            result[f"{KEY_PREFIX}{key}.weight"] = value.T  # a view: writers copy it as they stream
         elif key.endswith(".bias") and key[: -len(".bias")] in lora_modules:
             result[KEY_PREFIX + key[: -len(".bias")] + BASE_BIAS] = value
         else:
@@ -184,7 +184,7 @@ def tensors_to_paddlenlp(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray
         if _is_lora(key):
             if value.ndim != 2:
                 raise AdapterLoadError(f"tensor {key!r} has shape {tuple(value.shape)}; PaddleNLP's LoRA needs 2-D matrices")
-            result[name[: -len(".weight")]] = np.ascontiguousarray(value.T)
+            result[name[: -len(".weight")]] = value.T  # a view: the pdparams writer copies it as it streams
         else:
             result[_paddle_key(key)] = value
     return result

@@ -156,12 +156,28 @@ def pdparams_writer(tensors: dict[str, np.ndarray], name_table: dict[str, str] |
     """A function that writes, to a binary file, the bytes ``paddle.save`` writes for a state
     dict holding ``tensors`` (in that order), pickling straight to the file.
 
-    ``name_table`` is the ``"StructuredToParameterName@@"`` entry (key -> Paddle's parameter
-    name); by default each key names itself. Paddle ignores the names when it loads a state dict.
+    Arrays that are not C-contiguous (transposed views) are pickled as their C-ordered copies,
+    made one at a time while the file is written. ``name_table`` is the
+    ``"StructuredToParameterName@@"`` entry (key -> Paddle's parameter name); by default each
+    key names itself. Paddle ignores the names when it loads a state dict.
     """
-    saved: dict[str, Any] = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
+    saved: dict[str, Any] = dict(tensors)
     saved[NAME_TABLE_KEY] = dict(name_table) if name_table is not None else {key: key for key in tensors}
-    return lambda handle: pickle.dump(saved, handle, protocol=PICKLE_PROTOCOL)
+
+    def write(handle: BinaryIO) -> None:
+        _COrderPickler(handle, protocol=PICKLE_PROTOCOL).dump(saved)
+
+    return write
+
+
+class _COrderPickler(pickle.Pickler):
+    """Pickles every numpy array as its C-ordered copy would be, as ``paddle.save`` stores them."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        """A non-C-contiguous array reduces as ``np.ascontiguousarray(obj)``; the rest as usual."""
+        if isinstance(obj, np.ndarray) and not obj.flags.c_contiguous:
+            return np.ascontiguousarray(obj).__reduce__()
+        return NotImplemented
 
 
 def pdparams_bytes(tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None) -> bytes:

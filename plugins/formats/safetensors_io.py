@@ -8,7 +8,6 @@ a truncated file is reported by name instead of read as garbage.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -30,13 +29,10 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     The file is read once into one writable buffer and the arrays are views of it (no second
     copy); they keep the buffer alive.
     """
-    with open(path, "rb") as handle:
-        data = bytearray(os.fstat(handle.fileno()).st_size)
-        size = handle.readinto(data)
-    del data[size:]
+    data = np.fromfile(path, dtype=np.uint8)
     try:
-        (header_size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + header_size])
+        (header_size,) = struct.unpack("<Q", data[:8].tobytes())
+        header = json.loads(data[8 : 8 + header_size].tobytes())
     except (struct.error, ValueError) as error:
         raise AdapterLoadError(f"{path} is not a valid safetensors file: {error}") from error
     body = memoryview(data)[8 + header_size :]
@@ -70,10 +66,12 @@ def safetensors_writer(tensors: dict[str, np.ndarray], metadata: dict[str, str] 
     """A function that writes ``tensors`` as a safetensors file to a binary file, streaming.
 
     The bytes are those ``safetensors.numpy.save`` gives (tensors ordered by dtype, then name;
-    header padded to 8 bytes), but each array goes to the file straight from its
-    memory instead of through one big in-memory copy of the whole file.
+    header padded to 8 bytes), but each array goes to the file straight from its memory instead
+    of through one big in-memory copy of the whole file; an array that is not C-contiguous (a
+    transposed view) is copied just before it is written, so that the disk takes the earlier
+    ones meanwhile.
     """
-    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}
+    arrays = {name: np.asarray(value) for name, value in tensors.items()}
     for name, array in arrays.items():
         if array.dtype.newbyteorder("<") not in _NAMES:
             raise ValueError(f"tensor {name!r} has dtype {array.dtype}, which safetensors cannot store")
@@ -95,9 +93,7 @@ def safetensors_writer(tensors: dict[str, np.ndarray], metadata: dict[str, str] 
         handle.write(struct.pack("<Q", len(encoded)))
         handle.write(encoded)
         for name in order:
-            array = arrays[name]
-            if array.dtype.byteorder == ">":
-                array = array.astype(array.dtype.newbyteorder("<"))
+            array = np.asarray(arrays[name], dtype=arrays[name].dtype.newbyteorder("<"), order="C")
             if array.nbytes:
                 handle.write(memoryview(array.reshape(-1)).cast("B"))
 
