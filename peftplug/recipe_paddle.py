@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import paddle
-from tqdm.auto import tqdm
 
 import peftplug
 from peftplug.instructions import IGNORE_INDEX, EncodedExample
 from peftplug.recipe import ModelSpec, Recipe
-from peftplug.recipe_data import batch_order, lr_schedule
-from peftplug.recipe_run import PreparedData, RunResult
+from peftplug.recipe_data import lr_schedule
+from peftplug.recipe_run import PreparedData, RunResult, train_and_save
 
 # The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
 _LLAMA_FIELDS = (
@@ -152,37 +148,20 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
         weight_decay=0.0, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
     )
-    batches = batch_order(data.train, training.batch_size, training.seed)
     model.train()
-    losses: list[float] = []
-    tokens, started = 0, time.perf_counter()
-    with tqdm(total=data.steps, desc="train", unit="step", disable=not progress, file=sys.stderr) as bar:
-        for _ in range(data.steps):
-            batch = collate(next(batches), pad)
-            loss_sum, count = causal_lm_loss_sum(model, batch)
-            loss = loss_sum / max(count, 1)
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            schedule.step()
-            losses.append(float(loss))
-            tokens += int(batch["attention_mask"].sum())
-            elapsed = time.perf_counter() - started
-            bar.set_postfix({"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens / elapsed:.0f}"}, refresh=False)
-            bar.update(1)
-    seconds = time.perf_counter() - started
 
-    loss_after = evaluate(model, data.held_out, pad)
-    log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
-    output = Path(recipe.output.dir)
-    model.save_pretrained(output, format=recipe.output.format)
-    log(f"saved adapter to {output} (format {recipe.output.format})")
-    if recipe.output.merge:
-        merged_dir = output / "merged"
-        model.merge_and_unload().save_pretrained(str(merged_dir))
-        log(f"saved the merged model to {merged_dir} (loads with paddlenlp alone)")
-    return RunResult(
-        backend="paddle", losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
-        trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
-        train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
+    def step(examples: list[EncodedExample]) -> tuple[float, int]:
+        batch = collate(examples, pad)
+        loss_sum, count = causal_lm_loss_sum(model, batch)
+        loss = loss_sum / max(count, 1)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        schedule.step()
+        return float(loss), int(batch["attention_mask"].sum())
+
+    return train_and_save(
+        model, recipe, data, step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
+        summary=("paddle", loss_before, trainable, total),
+        notes=(f"format {recipe.output.format}", "loads with paddlenlp alone"), log=log, progress=progress,
     )

@@ -12,12 +12,14 @@ import dataclasses
 import importlib
 import json
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from peftplug.instructions import EncodedExample
 from peftplug.recipe import Recipe
-from peftplug.recipe_data import encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
+from peftplug.recipe_data import batch_order, encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
 
 RUNNERS = {"torch": "peftplug.recipe_torch", "paddle": "peftplug.recipe_paddle"}
 
@@ -93,6 +95,55 @@ def prepare_data(recipe: Recipe) -> PreparedData:
     steps = training.steps or steps_for_epochs(training.epochs, len(train), training.batch_size)
     source = recipe.data_path or "the dataset shipped with peftplug"
     return PreparedData(tokenizer, train, held_out, steps, source)
+
+
+def train_and_save(
+    model: Any,
+    recipe: Recipe,
+    data: PreparedData,
+    *,
+    step: Callable[[list[EncodedExample]], tuple[float, int]],
+    evaluate: Callable[[], float],
+    summary: tuple[str, float, int, int],
+    notes: tuple[str, str],
+    log: Callable[[str], None],
+    progress: bool,
+) -> RunResult:
+    """The framework-free part of a runner: ``data.steps`` calls of ``step`` (one optimizer step
+    on a batch of examples, returning its loss and its non-padding tokens) under a tqdm bar with
+    loss and tokens/s, the held-out loss after, the adapter saved in the recipe's format (and the
+    merged model when ``output.merge``). ``summary`` is (backend, held-out loss before, trainable
+    and all parameters); ``notes`` the log's hints on loading the adapter and the merged model."""
+    from tqdm.auto import tqdm
+
+    backend, loss_before, trainable, total = summary
+    batches = batch_order(data.train, recipe.training.batch_size, recipe.training.seed)
+    losses: list[float] = []
+    tokens, started = 0, time.perf_counter()
+    with tqdm(total=data.steps, desc="train", unit="step", disable=not progress, file=sys.stderr) as bar:
+        for _ in range(data.steps):
+            loss, batch_tokens = step(next(batches))
+            losses.append(loss)
+            tokens += batch_tokens
+            elapsed = time.perf_counter() - started
+            bar.set_postfix({"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens / elapsed:.0f}"}, refresh=False)
+            bar.update(1)
+    seconds = time.perf_counter() - started
+
+    loss_after = evaluate()
+    log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
+    output = Path(recipe.output.dir)
+    model.save_pretrained(output, format=recipe.output.format)
+    log(f"saved adapter to {output} ({notes[0]})")
+    if recipe.output.merge:
+        merged_dir = output / "merged"
+        model.merge_and_unload().save_pretrained(str(merged_dir))
+        log(f"saved the merged model to {merged_dir} ({notes[1]})")
+    return RunResult(
+        backend=backend, losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
+        trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
+        train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
+    )
 
 
 def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:

@@ -6,20 +6,16 @@ Imported by :func:`peftplug.recipe_run.run_recipe` for ``backend: torch`` only.
 from __future__ import annotations
 
 import os
-import sys
-import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import peftplug
 from peftplug.instructions import IGNORE_INDEX, EncodedExample
 from peftplug.recipe import TINY_ARCHITECTURES, ModelSpec, Recipe
-from peftplug.recipe_data import batch_order, lr_schedule
-from peftplug.recipe_run import PreparedData, RunResult
+from peftplug.recipe_data import lr_schedule
+from peftplug.recipe_run import PreparedData, RunResult, train_and_save
 
 _TINY_CLASSES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM"),
@@ -119,40 +115,25 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(data.steps))
-    batches = batch_order(data.train, training.batch_size, training.seed)
     model.train()
-    losses: list[float] = []
-    tokens, started = 0, time.perf_counter()
-    with tqdm(total=data.steps, desc="train", unit="step", disable=not progress, file=sys.stderr) as bar:
-        for _ in range(data.steps):
-            batch = collate(next(batches), pad)
-            loss_sum, count = causal_lm_loss_sum(model, batch)
-            loss = loss_sum / max(count, 1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum())
-            elapsed = time.perf_counter() - started
-            bar.set_postfix({"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens / elapsed:.0f}"}, refresh=False)
-            bar.update(1)
-    seconds = time.perf_counter() - started
 
-    loss_after = evaluate(model, data.held_out, pad)
-    log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
-    output = Path(recipe.output.dir)
-    model.save_pretrained(output, format=recipe.output.format)
-    log(f"saved adapter to {output} (load it with peftplug.PeftModel.from_pretrained or peft.PeftModel.from_pretrained)")
-    if recipe.output.merge:
-        merged_dir = output / "merged"
-        model.merge_and_unload().save_pretrained(merged_dir)
-        log(f"saved the merged model to {merged_dir} (loads with transformers alone)")
-    return RunResult(
-        backend="torch", losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
-        trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
-        train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
+    def step(examples: list[EncodedExample]) -> tuple[float, int]:
+        batch = collate(examples, pad)
+        loss_sum, count = causal_lm_loss_sum(model, batch)
+        loss = loss_sum / max(count, 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        return loss.item(), int(batch["attention_mask"].sum())
+
+    return train_and_save(
+        model, recipe, data, step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
+        summary=("torch", loss_before, trainable, total),
+        notes=("load it with peftplug.PeftModel.from_pretrained or peft.PeftModel.from_pretrained",
+               "loads with transformers alone"),
+        log=log, progress=progress,
     )
 
 
