@@ -5,7 +5,7 @@ save merged (OUT/merged) and unmerged (OUT/shards), reload both into fresh shard
 try a shard set of degree 4 (OUT/degree4, written by the test). Rank 0 writes OUT/rank0.json.
 ``ia3 OUT INIT``: the same training with the IA3 adapter INIT; merged and unmerged saves, the
 vectors' placements and the losses in OUT/rank0.json.
-``fail OUT INIT``: saves that must fail (a rank raising, a rank never arriving); each rank writes
+``fail OUT INIT``: the saves of :mod:`failing_saves`, which must fail; each rank writes
 OUT/fail_rank<r>.json with the errors it saw.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import failing_saves  # noqa: E402
 import tp_common  # noqa: E402
 
 import peftplug  # noqa: E402
@@ -106,39 +106,8 @@ def run_ia3(out: Path, init: Path, mesh) -> None:
 def run_fail(out: Path, init: Path, mesh) -> None:
     rank = dist.get_rank()
     model = sharded_peft_model(mesh, init, trainable=True)
-    seen = {}
-
-    def attempt(case: str, directory: Path) -> None:
-        start = time.monotonic()
-        try:
-            model.save_pretrained(directory)
-            seen[case] = {"error": None}
-        except Exception as error:
-            seen[case] = {"type": type(error).__name__, "error": str(error)}
-        seen[case]["seconds"] = time.monotonic() - start
-        seen[case]["contents"] = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
-
     layer = model.base_model.model.model.layers[1].mlp.down_proj
-    if rank == 1:  # a rank raising while it collects its pieces
-        def broken(name):
-            raise RuntimeError("injected failure on rank 1")
-        layer.export_adapter_shard = broken
-    attempt("rank1_raises", out / "rank1_raises")
-    if rank == 1:
-        del layer.export_adapter_shard
-    fmt = peftplug.manager.get_plugin_manager().formats.get("peft")
-    original_write = type(fmt).write
-    if rank == 0:  # rank 0 failing to serialise the merged adapter
-        def broken_write(self, state, *, safe_serialization=True):
-            raise OSError("injected write failure on rank 0")
-        type(fmt).write = broken_write
-    attempt("rank0_write_fails", out / "rank0_write_fails")
-    type(fmt).write = original_write
-    attempt("all_fine", out / "all_fine")
-    if rank == 1:  # a rank that never arrives
-        time.sleep(float(os.environ["PEFTPLUG_TP_TIMEOUT"]) + 3)
-    else:
-        attempt("rank1_absent", out / "rank1_absent")
+    seen = failing_saves.try_failing_saves(model, layer, rank, out)
     tp_common.write_json(out / f"fail_rank{rank}.json", seen)
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import failing_saves  # noqa: E402
 import paddle_common as common  # noqa: E402
 
 import paddle  # noqa: E402
@@ -183,36 +183,10 @@ def run_failures(out: Path, rank: int, result: dict) -> None:
     """Merged saves that must fail on both ranks, within PEFTPLUG_TP_TIMEOUT, writing nothing."""
     os.environ["PEFTPLUG_TP_TIMEOUT"] = "5"
     model = peftplug.PeftModel.from_pretrained(build_llama(2, rank), out / "lora_init", is_trainable=True)
-    seen = {}
-
-    def attempt(case: str, directory: Path) -> None:
-        start = time.monotonic()
-        seen[case] = {"error": error_of(lambda: model.save_pretrained(directory))}
-        seen[case]["seconds"] = time.monotonic() - start
-        seen[case]["contents"] = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
-
     layer = model.base_model.model.llama.layers[1].mlp.down_proj
-    if rank == 1:  # a rank raising while it collects its pieces
-        def broken(name):
-            raise RuntimeError("injected failure on rank 1")
-        layer.export_adapter_shard = broken
-    attempt("rank1_raises", out / "fail_rank1_raises")
-    if rank == 1:
-        del layer.export_adapter_shard
-    fmt = peftplug.manager.get_plugin_manager().formats.get("peft")
-    original_write = type(fmt).write
-    if rank == 0:  # rank 0 failing to serialise the merged adapter
-        def broken_write(self, state, *, safe_serialization=True):
-            raise OSError("injected write failure on rank 0")
-        type(fmt).write = broken_write
-    attempt("rank0_write_fails", out / "fail_rank0_write")
-    type(fmt).write = original_write
-    attempt("all_fine", out / "fail_all_fine")
-    if rank == 1:  # a rank that never arrives
-        time.sleep(float(os.environ["PEFTPLUG_TP_TIMEOUT"]) + 2)
-    else:
-        attempt("rank1_absent", out / "fail_rank1_absent")
-    result["failures"] = seen
+    directory = out / "failures"
+    directory.mkdir(exist_ok=True)
+    result["failures"] = failing_saves.try_failing_saves(model, layer, rank, directory)
 
 
 def run_unsharded(out: Path, result: dict) -> None:
