@@ -5,7 +5,8 @@ A method's layer subclasses it, keeps its per-adapter parameters in ``paddle.nn.
 numbers in dicts named in ``adapter_value_names``, and writes ``forward``, ``merge``,
 ``unmerge``, ``export_adapter`` and ``import_adapter``. Whenever the set of adapters a forward
 applies changes, :meth:`_adapters_changed` runs, so a layer can precompute what its forward
-needs instead of looking it up on every call.
+needs instead of looking it up on every call. The bookkeeping of names is
+:class:`peftplug.adapter_layer.AdapterLayerBookkeeping`, the same on PyTorch.
 """
 
 from __future__ import annotations
@@ -16,87 +17,30 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from peftplug.adapter_layer import AdapterLayerBookkeeping
 from peftplug.errors import AdapterShapeError
 
 # numpy has no bfloat16: such tensors (and float16 ones) leave the backend as float32, exactly.
 LOW_PRECISION = (paddle.float16, paddle.bfloat16)
 
 
-class PaddleAdapterLayer(nn.Layer):
-    """Bookkeeping shared by Paddle adapter layers: active, disabled, merged adapters."""
+class PaddleAdapterLayer(AdapterLayerBookkeeping, nn.Layer):
+    """A Paddle adapter layer: the shared bookkeeping on ``ParameterDict`` / ``LayerDict``
+    containers, with parameters frozen through ``stop_gradient``."""
 
-    adapter_layer_names: tuple[str, ...] = ()
-    adapter_value_names: tuple[str, ...] = ()
+    def _entries(self, container: Any) -> dict[str, Any]:
+        """A ``ParameterDict`` / ``LayerDict``'s entries by adapter name."""
+        return entries(container)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.active_adapters: list[str] = []
-        self.merged_adapters: list[str] = []
-        self.disabled = False
+    def _set_trainable(self, holder: Any, trainable: bool) -> None:
+        """``stop_gradient`` of a parameter, or of every parameter of a layer."""
+        for parameter in _parameters_of(holder):
+            parameter.stop_gradient = not trainable
 
-    @property
-    def adapter_names(self) -> list[str]:
-        """Every adapter this layer holds, in the order they were added."""
-        names: dict[str, None] = {}
-        for attribute in self.adapter_layer_names:
-            names.update(dict.fromkeys(entries(getattr(self, attribute))))
-        return list(names)
-
-    @property
-    def merged(self) -> bool:
-        """True while some adapter is folded into the base weights."""
-        return bool(self.merged_adapters)
-
-    def get_base_layer(self) -> nn.Layer:
-        """The layer this one wraps."""
-        return self.base_layer
-
-    @property
-    def weight(self) -> paddle.Tensor:
-        """The wrapped layer's weight: model code may read it through the wrapper."""
-        return self.get_base_layer().weight
-
-    @property
-    def bias(self) -> paddle.Tensor | None:
-        """The wrapped layer's bias, for the same reason as :attr:`weight`."""
-        return getattr(self.get_base_layer(), "bias", None)
-
-    def set_adapter(self, names: list[str], trainable: bool) -> None:
-        """Apply ``names`` in forward; only their parameters trainable, and only if ``trainable``."""
-        self.active_adapters = list(names)
-        for attribute in self.adapter_layer_names:
-            for name, holder in entries(getattr(self, attribute)).items():
-                for parameter in _parameters_of(holder):
-                    parameter.stop_gradient = not (trainable and name in names)
-        self._adapters_changed()
-
-    def enable_adapters(self, enabled: bool) -> None:
-        """Switch every adapter on or off; switching off undoes any merge first, as HF PEFT does."""
-        if not enabled and self.merged:
-            self.unmerge()
-        self.disabled = not enabled
-        self._adapters_changed()
-
-    def delete_adapter(self, name: str) -> None:
-        """Remove adapter ``name`` (its parameters and numbers) from this layer."""
-        if name in self.merged_adapters:
-            raise RuntimeError(f"adapter {name!r} is merged; unmerge it before deleting it")
-        for attribute in self.adapter_layer_names:
-            holder = getattr(self, attribute)
-            holder._sub_layers.pop(name, None)
-            holder._parameters.pop(name, None)
-        for attribute in self.adapter_value_names:
-            getattr(self, attribute).pop(name, None)
-        self.active_adapters = [n for n in self.active_adapters if n != name]
-        self._adapters_changed()
-
-    def unload(self, merge: bool, names: list[str]) -> nn.Layer:
-        """The base layer to put back: with ``names`` merged into it if ``merge``, else restored."""
-        if merge:
-            self.merge(names)
-        else:
-            self.unmerge()
-        return self.get_base_layer()
+    def _remove_entry(self, container: Any, name: str) -> None:
+        """Drop ``name`` from a ``ParameterDict`` / ``LayerDict`` if it is there."""
+        container._sub_layers.pop(name, None)
+        container._parameters.pop(name, None)
 
     def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
         """This rank's piece of each tensor and its split axis (None: whole); no communication.
@@ -107,22 +51,6 @@ class PaddleAdapterLayer(nn.Layer):
         if any(getattr(parameter, "is_distributed", False) for parameter in self.parameters()):
             raise NotImplementedError(f"{type(self).__name__} cannot save a tensor-parallel (fleet mp) layer")
         return {suffix: (array, None) for suffix, array in self.export_adapter(name).items()}
-
-    def merge(self, names: list[str]) -> None:
-        """Fold ``names`` into the base weights (done by each method's layer)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot merge")
-
-    def unmerge(self) -> None:
-        """Undo every merge (done by each method's layer)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot unmerge")
-
-    def _active_unmerged(self) -> list[str]:
-        if self.disabled:
-            return []
-        return [n for n in self.active_adapters if n not in self.merged_adapters]
-
-    def _adapters_changed(self) -> None:
-        """Called after any change of the adapters a forward applies (override to precompute)."""
 
 
 def entries(container: nn.Layer) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""AdapterLayerBookkeeping: the part of an adapter layer that is the same on every framework.
+
+Which adapters a layer holds, which are active, merged or switched off, and what deleting or
+unloading one means, are questions about names, not tensors. Each backend's base layer
+(``TorchAdapterLayer``, ``PaddleAdapterLayer``) mixes this class in before its framework's
+module class and supplies three small methods for what does differ: how a per-adapter container
+lists its entries, how a parameter is frozen, and how an entry is removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AdapterLayerBookkeeping:
+    """Active, disabled and merged adapters of one layer wrapping ``self.base_layer``.
+
+    A method's layer keeps its per-adapter parameters in containers named in
+    ``adapter_layer_names`` and its per-adapter numbers in dicts named in ``adapter_value_names``.
+    """
+
+    adapter_layer_names: tuple[str, ...] = ()
+    adapter_value_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self.disabled = False
+
+    # ------------------------------------------------------------ for the backend's base layer
+    def _entries(self, container: Any) -> dict[str, Any]:
+        """The per-adapter entries of one of this framework's containers, by adapter name."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _entries()")
+
+    def _set_trainable(self, holder: Any, trainable: bool) -> None:
+        """Make one adapter's parameter (or module of parameters) trainable or frozen."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _set_trainable()")
+
+    def _remove_entry(self, container: Any, name: str) -> None:
+        """Remove adapter ``name``'s entry from one of this framework's containers, if present."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _remove_entry()")
+
+    def _adapters_changed(self) -> None:
+        """Called after any change of the adapters a forward applies (override to precompute)."""
+
+    # ------------------------------------------------------------ the AdapterLayer protocol
+    @property
+    def adapter_names(self) -> list[str]:
+        """Every adapter this layer holds, in the order they were added."""
+        names: dict[str, None] = {}
+        for attribute in self.adapter_layer_names:
+            names.update(dict.fromkeys(self._entries(getattr(self, attribute))))
+        return list(names)
+
+    @property
+    def merged(self) -> bool:
+        """True while some adapter is folded into the base weights."""
+        return bool(self.merged_adapters)
+
+    def get_base_layer(self) -> Any:
+        """The module this layer wraps."""
+        return self.base_layer
+
+    @property
+    def weight(self) -> Any:
+        """The wrapped module's weight: model code reads it through the wrapper (T5's ``self.wo.weight``)."""
+        return self.get_base_layer().weight
+
+    @property
+    def bias(self) -> Any:
+        """The wrapped module's bias, for the same reason as :attr:`weight`."""
+        return getattr(self.get_base_layer(), "bias", None)
+
+    def set_adapter(self, names: list[str], trainable: bool) -> None:
+        """Apply ``names`` in forward; only their parameters trainable, and only if ``trainable``."""
+        self.active_adapters = list(names)
+        for attribute in self.adapter_layer_names:
+            for name, holder in self._entries(getattr(self, attribute)).items():
+                self._set_trainable(holder, trainable and name in names)
+        self._adapters_changed()
+
+    def enable_adapters(self, enabled: bool) -> None:
+        """Switch every adapter on or off; switching off undoes any merge first, as HF PEFT does."""
+        if not enabled and self.merged:
+            self.unmerge()
+        self.disabled = not enabled
+        self._adapters_changed()
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove adapter ``name`` (its parameters and numbers) from this layer."""
+        if name in self.merged_adapters:
+            raise RuntimeError(f"adapter {name!r} is merged; unmerge it before deleting it")
+        for attribute in self.adapter_layer_names:
+            self._remove_entry(getattr(self, attribute), name)
+        for attribute in self.adapter_value_names:  # dicts, or modules held per adapter (dropout)
+            values = getattr(self, attribute)
+            if name in values:
+                del values[name]
+        self.active_adapters = [n for n in self.active_adapters if n != name]
+        self._adapters_changed()
+
+    def unload(self, merge: bool, names: list[str]) -> Any:
+        """The base module to put back: with ``names`` merged into it if ``merge``, else restored."""
+        if merge:
+            self.merge(names)
+        else:
+            self.unmerge()
+        return self.get_base_layer()
+
+    def merge(self, names: list[str]) -> None:
+        """Fold ``names`` into the base weights (done by each method's layer)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge")
+
+    def unmerge(self) -> None:
+        """Undo every merge (done by each method's layer)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot unmerge")
+
+    def _active_unmerged(self) -> list[str]:
+        """The adapters forward applies: active and not merged, none while switched off."""
+        if self.disabled:
+            return []
+        return [n for n in self.active_adapters if n not in self.merged_adapters]
