@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import numpy as np
 from torch import nn
 
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
+from peftplug.modules_to_save import ModulesToSave
 
 
-class ModulesToSaveLayer(TorchAdapterLayer):
-    """Keeps ``original_module`` frozen and trains a copy of it per adapter, as HF PEFT's
-    ``ModulesToSaveWrapper`` does (same attribute names, so the same parameter names). Saved
-    keys are the module's own (``score.weight``), without the wrapper's names."""
-
-    adapter_layer_names = ("modules_to_save",)
+class ModulesToSaveLayer(ModulesToSave, TorchAdapterLayer):
+    """``modules_to_save`` on PyTorch: the copies live in an ``nn.ModuleDict``."""
 
     def __init__(self, module: nn.Module, adapter_name: str):
         super().__init__()
         self.original_module = module
         self.modules_to_save = nn.ModuleDict()
         self.add_copy(adapter_name)
-
-    def add_copy(self, adapter_name: str) -> None:
-        """Add a trainable copy of the original module for ``adapter_name``."""
-        self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
-
-    def set_adapter(self, names: list[str], trainable: bool) -> None:
-        """Train the active adapter's copy; the original module stays frozen."""
-        super().set_adapter(names, trainable)
-        self.original_module.requires_grad_(False)
-
-    def get_base_layer(self) -> nn.Module:
-        """The original, untrained module."""
-        return self.original_module
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The active adapter's copy, or the original module when adapters are off."""
-        if self.disabled or not self.active_adapters:
-            return self.original_module(*args, **kwargs)
-        return self.modules_to_save[self.active_adapters[0]](*args, **kwargs)
-
-    def merge(self, names: list[str]) -> None:
-        """Nothing to fold: the trained copy replaces the module on unload."""
-
-    def unmerge(self) -> None:
-        """Nothing was folded."""
-
-    def unload(self, merge: bool, names: list[str]) -> nn.Module:
-        """The trained copy of the active adapter (HF PEFT returns it on unload too)."""
-        chosen = (names or self.active_adapters or [None])[0]
-        return self.modules_to_save[chosen] if chosen in self.modules_to_save else self.original_module
 
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
         """The copy's state dict (``weight``, ``bias``, ...) as numpy arrays."""
