@@ -13,46 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
-from typing import Any, ClassVar, Iterator
+from typing import Iterator
 
 import numpy as np
 import paddle
 from paddle import nn
 
 from peftplug.backends.paddle.layer import copy_into, to_numpy
-from peftplug.errors import AdapterLoadError, AdapterShapeError
-
-# How far an encoder's recomputed output may differ from the saved prompt_embeddings before the
-# encoder weights are taken to be stale (the PyTorch encoders' tolerance).
-_CONSISTENCY_ATOL = 1e-5
-_CONSISTENCY_RTOL = 1e-4
+from peftplug.prompt_encoder import PromptEncoderBase
 
 
-class PaddlePromptEncoder(nn.Layer):
-    """The shared part of the Paddle prompt encoders.
+class PaddlePromptEncoder(PromptEncoderBase, nn.Layer):
+    """What the three prompt-learning encoders share on Paddle.
 
-    A subclass sets ``injects`` (``"embeddings"`` or ``"past_key_values"``), builds
-    ``self.embedding`` and, when ``reparameterised``, its network (only for training, as HF PEFT
-    does: an encoder built for inference holds the output table alone), and implements
-    :meth:`table` and :meth:`_drop_network`.
+    A subclass sets ``injects``, builds ``self.embedding`` and, when ``reparameterised``, its
+    network, and implements ``table`` and ``_drop_network`` (see
+    :class:`peftplug.prompt_encoder.PromptEncoderBase`, which holds the loading rules).
     """
-
-    injects: ClassVar[str] = "embeddings"
-
-    def __init__(self, config: Any):
-        super().__init__()
-        self.num_virtual_tokens = config.num_virtual_tokens
-        self.reparameterised = False
-
-    # ------------------------------------------------------------ for subclasses
-    def table(self) -> paddle.Tensor:
-        """The encoder's output rows, ``[rows, width]`` (differentiable)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement table()")
-
-    def _drop_network(self) -> None:
-        """Delete the reparameterisation network (the table is then trained directly)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement _drop_network()")
 
     # ------------------------------------------------------------ for the model
     def virtual_embeddings(self, batch_size: int) -> paddle.Tensor:
@@ -82,78 +59,29 @@ class PaddlePromptEncoder(nn.Layer):
             for name, parameter in self.named_parameters()
         }
 
-    def import_prompt(self, tensors: dict[str, np.ndarray], encoder_tensors: dict[str, np.ndarray]) -> set[str]:
-        """Load ``prompt_embeddings`` and, for a reparameterised encoder, its own weights.
-
-        As on PyTorch: a reparameterised encoder takes ``encoder_tensors`` when they are there
-        and reproduce the saved ``prompt_embeddings``; otherwise (an adapter saved by HF PEFT,
-        or a stale encoder file) it warns and trains the saved table directly, without the
-        network, so the model starts exactly where the saved adapter was.
-        """
-        if "prompt_embeddings" not in tensors:
-            present = ", ".join(sorted(tensors)[:5]) or "none"
-            raise AdapterLoadError(
-                f"the adapter has no 'prompt_embeddings' tensor, which a {type(self).__name__} needs "
-                f"(tensors present: {present})"
-            )
-        saved = tensors["prompt_embeddings"]
-        if not self.reparameterised:
-            copy_into(self.embedding.weight, saved, "prompt_embeddings")
-            return {"prompt_embeddings"}
+    # ------------------------------------------------------------ for PromptEncoderBase
+    def _table_array(self) -> np.ndarray:
+        """The output table without gradients or dropout, float32."""
         with paddle.no_grad(), eval_mode(self):
-            expected = tuple(self.table().shape)
-        if tuple(saved.shape) != expected:
-            raise AdapterShapeError("prompt_embeddings", tuple(saved.shape), expected)
-        problem = (
-            self._load_encoder(encoder_tensors, saved)
-            if encoder_tensors
-            else "the adapter holds no encoder weights (HF PEFT does not save them)"
-        )
-        if problem:
-            warnings.warn(
-                f"{type(self).__name__}: {problem}; training continues from the saved prompt_embeddings, "
-                "trained directly without the reparameterisation network",
-                UserWarning,
-                stacklevel=4,
-            )
-            self._use_table(saved)
-        return {"prompt_embeddings"}
+            return to_numpy(self.table()).astype(np.float32)
 
-    # ------------------------------------------------------------ helpers
+    def _copy_table(self, saved: np.ndarray) -> None:
+        """Copy ``saved`` into ``embedding.weight``."""
+        copy_into(self.embedding.weight, saved, "prompt_embeddings")
+
+    def _copy_encoder(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy arrays in the PyTorch encoder's layouts into the parameters of the same names."""
+        own = dict(self.named_parameters())
+        transposed = self._linear_weight_names()
+        for key, value in arrays.items():
+            value = np.ascontiguousarray(value.T) if key in transposed else value
+            copy_into(own[key], value, f"prompt_encoder.{key}")
+
     def _linear_weight_names(self) -> set[str]:
         """Names of the ``nn.Linear`` weights (stored ``[in, out]`` here, ``[out, in]`` in torch)."""
         return {
             f"{name}.weight" for name, layer in self.named_sublayers() if isinstance(layer, nn.Linear)
         }
-
-    def _load_encoder(self, encoder_tensors: dict[str, np.ndarray], saved: np.ndarray) -> str | None:
-        """Load the encoder weights; a reason they cannot be used, or None when they reproduce ``saved``."""
-        own = dict(self.named_parameters())
-        if set(own) != set(encoder_tensors):
-            keys = _some(sorted(encoder_tensors))
-            return f"the encoder weights saved with the adapter do not fit this encoder (keys {keys})"
-        transposed = self._linear_weight_names()
-        arrays = {
-            key: np.ascontiguousarray(value.T) if key in transposed else value for key, value in encoder_tensors.items()
-        }
-        for key, value in arrays.items():
-            if tuple(own[key].shape) != tuple(value.shape):
-                shape = list(value.shape[::-1]) if key in transposed else list(value.shape)
-                mine = list(own[key].shape[::-1]) if key in transposed else list(own[key].shape)
-                return f"encoder weight {key!r} has shape {shape}, this encoder {mine}"
-        backup = {key: to_numpy(parameter) for key, parameter in own.items()}
-        for key, value in arrays.items():
-            copy_into(own[key], value, f"prompt_encoder.{key}")
-        with paddle.no_grad(), eval_mode(self):
-            table = to_numpy(self.table()).astype(np.float32)
-        if not np.allclose(table, np.asarray(saved, dtype=np.float32), atol=_CONSISTENCY_ATOL, rtol=_CONSISTENCY_RTOL):
-            for key, value in backup.items():
-                copy_into(own[key], value, f"prompt_encoder.{key}")
-            return (
-                "the encoder weights saved with the adapter do not reproduce its prompt_embeddings "
-                "(a stale encoder file?)"
-            )
-        return None
 
     def _use_table(self, saved: np.ndarray) -> None:
         """Turn into a plain table holding ``saved`` (trainable as the old embedding was)."""
@@ -188,7 +116,3 @@ def torch_like_linear(fan_in: int, fan_out: int) -> nn.Linear:
     init = nn.initializer.Uniform(-bound, bound)
     attr = paddle.ParamAttr(initializer=init)
     return nn.Linear(fan_in, fan_out, weight_attr=attr, bias_attr=paddle.ParamAttr(initializer=init))
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -23,51 +23,31 @@ import contextlib
 import inspect
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 from peftplug.backends.torch.layer import copy_into, to_numpy
 from torch import nn
 
-from peftplug.errors import AdapterLoadError, AdapterShapeError, ConfigError, PeftplugError
+from peftplug.errors import ConfigError, PeftplugError
+from peftplug.prompt_encoder import PromptEncoderBase
 
 if TYPE_CHECKING:
     from peftplug.backends.torch.model import TorchPeftModel
 
 PROMPT_TASK_TYPES = ("CAUSAL_LM", "SEQ_2_SEQ_LM", "SEQ_CLS")
 IGNORE_INDEX = -100
-# How far an encoder's recomputed output may differ from the saved prompt_embeddings before the
-# encoder weights are taken to be stale (a file written by another save than the prompt's).
-_CONSISTENCY_ATOL = 1e-5
-_CONSISTENCY_RTOL = 1e-4
 
 
-class TorchPromptEncoder(nn.Module):
-    """What the three prompt-learning encoders share: the core's PromptEncoder protocol.
+class TorchPromptEncoder(PromptEncoderBase, nn.Module):
+    """What the three prompt-learning encoders share on PyTorch (the core's PromptEncoder protocol).
 
     A subclass sets ``injects`` and builds ``self.embedding`` (an ``nn.Embedding``), plus its
-    reparameterisation network when ``reparameterised`` (P-tuning's MLP/LSTM, the prefix
-    projection) — only when training, as HF PEFT does: an encoder built for inference holds
-    the output table alone, in ``embedding``. It implements :meth:`table`, the output rows that
-    HF PEFT saves as ``prompt_embeddings``, and :meth:`_drop_network`.
+    reparameterisation network when ``reparameterised``, and implements ``table`` and
+    ``_drop_network`` (see :class:`peftplug.prompt_encoder.PromptEncoderBase`, which holds the
+    loading rules).
     """
-
-    injects: ClassVar[str] = "embeddings"
-
-    def __init__(self, config: Any):
-        super().__init__()
-        self.num_virtual_tokens = config.num_virtual_tokens
-        self.reparameterised = False
-
-    # ------------------------------------------------------------ for subclasses
-    def table(self) -> torch.Tensor:
-        """The encoder's output rows, ``[rows, width]`` (differentiable)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement table()")
-
-    def _drop_network(self) -> None:
-        """Delete the reparameterisation network (the table is then trained directly)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement _drop_network()")
 
     # ------------------------------------------------------------ for the model
     def virtual_embeddings(self, batch_size: int) -> torch.Tensor:
@@ -93,71 +73,21 @@ class TorchPromptEncoder(nn.Module):
             return {}
         return {key: to_numpy(value) for key, value in self.state_dict().items()}
 
-    def import_prompt(self, tensors: dict[str, np.ndarray], encoder_tensors: dict[str, np.ndarray]) -> set[str]:
-        """Load ``prompt_embeddings`` and, for a reparameterised encoder, its own weights.
-
-        A reparameterised encoder (training P-tuning or prefix with projection) loads
-        ``encoder_tensors`` when they are there and reproduce the saved ``prompt_embeddings``;
-        otherwise (an adapter saved by HF PEFT, which drops them, or a stale encoder file) it
-        warns and trains the saved table directly, without the network: the model then starts
-        exactly where the saved adapter was. (HF PEFT copies the table into the embedding in
-        front of a fresh network instead, which changes the outputs.)
-        """
-        if "prompt_embeddings" not in tensors:
-            present = ", ".join(sorted(tensors)[:5]) or "none"
-            raise AdapterLoadError(
-                f"the adapter has no 'prompt_embeddings' tensor, which a {type(self).__name__} needs "
-                f"(tensors present: {present})"
-            )
-        saved = tensors["prompt_embeddings"]
-        if not self.reparameterised:
-            copy_into(self.embedding.weight, saved, "prompt_embeddings")
-            return {"prompt_embeddings"}
+    # ------------------------------------------------------------ for PromptEncoderBase
+    def _table_array(self) -> np.ndarray:
+        """The output table without gradients or dropout, float32."""
         with torch.no_grad(), _eval_mode(self):
-            expected = tuple(self.table().shape)
-        if tuple(saved.shape) != expected:
-            raise AdapterShapeError("prompt_embeddings", tuple(saved.shape), expected)
-        problem = (
-            self._load_encoder(encoder_tensors, saved)
-            if encoder_tensors
-            else ("the adapter holds no encoder weights (HF PEFT does not save them)")
-        )
-        if problem:
-            warnings.warn(
-                f"{type(self).__name__}: {problem}; training continues from the saved prompt_embeddings, "
-                "trained directly without the reparameterisation network",
-                UserWarning,
-                stacklevel=4,
-            )
-            self._use_table(saved)
-        return {"prompt_embeddings"}
+            return self.table().float().cpu().numpy()
 
-    # ------------------------------------------------------------ helpers
-    def _load_encoder(self, encoder_tensors: dict[str, np.ndarray], saved: np.ndarray) -> str | None:
-        """Load the encoder weights; a reason they cannot be used, or None when they reproduce ``saved``."""
+    def _copy_table(self, saved: np.ndarray) -> None:
+        """Copy ``saved`` into ``embedding.weight``."""
+        copy_into(self.embedding.weight, saved, "prompt_embeddings")
+
+    def _copy_encoder(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy ``arrays`` into the state dict's tensors of the same names."""
         own = self.state_dict(keep_vars=True)
-        if set(own) != set(encoder_tensors):
-            keys = _some(sorted(encoder_tensors))
-            return f"the encoder weights saved with the adapter do not fit this encoder (keys {keys})"
-        for key, value in encoder_tensors.items():
-            if tuple(own[key].shape) != tuple(value.shape):
-                return f"encoder weight {key!r} has shape {list(value.shape)}, this encoder {list(own[key].shape)}"
-        backup = {key: value.detach().clone() for key, value in own.items()}
-        for key, value in encoder_tensors.items():
+        for key, value in arrays.items():
             copy_into(own[key], value, f"prompt_encoder.{key}")
-        with torch.no_grad(), _eval_mode(self):
-            table = self.table().float().cpu()
-        if not torch.allclose(
-            table, torch.from_numpy(np.asarray(saved, dtype=np.float32)), atol=_CONSISTENCY_ATOL, rtol=_CONSISTENCY_RTOL
-        ):
-            with torch.no_grad():
-                for key, value in backup.items():
-                    own[key].copy_(value)
-            return (
-                "the encoder weights saved with the adapter do not reproduce its prompt_embeddings "
-                "(a stale encoder file?)"
-            )
-        return None
 
     def _use_table(self, saved: np.ndarray) -> None:
         """Turn into a plain table holding ``saved`` (trainable as the old embedding was)."""
@@ -177,10 +107,6 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 # ---------------------------------------------------------------------- the base model's parts
