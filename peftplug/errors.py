@@ -42,3 +42,9 @@ class AdapterShapeError(AdapterLoadError):
     def __init__(self, key: str, saved: tuple[int, ...], expected: tuple[int, ...]):
         self.key, self.saved, self.expected = key, saved, expected
         super().__init__(f"tensor {key!r} has shape {list(saved)} in the adapter but {list(expected)} in the model")
+
+
+def some_names(names: list[str], limit: int = 5) -> str:
+    """The first ``limit`` of ``names`` for an error message, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from peftplug.adapter_io import read_adapter, write_adapter
 from peftplug.config import AdapterConfig
 from peftplug.convert_load import format_of, state_for_format, state_for_model
-from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError
+from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, some_names
 from peftplug.manager import get_plugin_manager
 from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
@@ -159,9 +159,9 @@ class PeftModel:
                 f"(first: {KEY_PREFIX + unexpected[0]!r}); was it trained on another model?"
             )
         if unexpected:
-            warnings.warn(f"adapter {adapter_name!r}: unexpected keys ignored: {_some(unexpected)}", stacklevel=3)
+            warnings.warn(f"adapter {adapter_name!r}: unexpected keys ignored: {some_names(unexpected)}", stacklevel=3)
         if starved:
-            warnings.warn(f"adapter {adapter_name!r}: no tensors for modules {_some(starved)}", stacklevel=3)
+            warnings.warn(f"adapter {adapter_name!r}: no tensors for modules {some_names(starved)}", stacklevel=3)
 
     # ---------------------------------------------------------------- adapters
     def add_adapter(self, adapter_name: str, peft_config: AdapterConfig) -> None:
@@ -508,8 +508,3 @@ class PeftModel:
         if adapter_name not in self.peft_config:
             known = ", ".join(self.peft_config) or "none"
             raise PeftplugError(f"no adapter named {adapter_name!r}; this model has: {known}")
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

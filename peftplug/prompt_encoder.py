@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from peftplug.errors import AdapterLoadError, AdapterShapeError
+from peftplug.errors import AdapterLoadError, AdapterShapeError, some_names
 
 # How far an encoder's recomputed output may differ from the saved prompt_embeddings before the
 # encoder weights are taken to be stale (a file written by another save than the prompt's).
@@ -114,7 +114,8 @@ class PromptEncoderBase:
         was), or None when they reproduce ``saved``."""
         current = self.export_encoder()
         if set(current) != set(encoder_tensors):
-            return f"the encoder weights saved with the adapter do not fit this encoder (keys {_some(sorted(encoder_tensors))})"
+            keys = some_names(sorted(encoder_tensors))
+            return f"the encoder weights saved with the adapter do not fit this encoder (keys {keys})"
         for key, value in encoder_tensors.items():
             if tuple(current[key].shape) != tuple(value.shape):
                 return f"encoder weight {key!r} has shape {list(value.shape)}, this encoder {list(current[key].shape)}"
@@ -127,7 +128,3 @@ class PromptEncoderBase:
                 "(a stale encoder file?)"
             )
         return None
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
