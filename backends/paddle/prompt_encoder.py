@@ -63,7 +63,7 @@ class PaddlePromptEncoder(PromptEncoderBase, nn.Layer):
     def _table_array(self) -> np.ndarray:
         """The output table without gradients or dropout, float32."""
         with paddle.no_grad(), eval_mode(self):
-            return to_numpy(self.table()).astype(np.float32)
+            return to_numpy(self.table()).astype(np.float32, copy=False)
 
     def _copy_table(self, saved: np.ndarray) -> None:
         """Copy ``saved`` into ``embedding.weight``."""
