@@ -84,13 +84,12 @@ def share_trainable_weights(source, destination) -> int:
     return copied
 
 
-def share_frozen_weights(source, destination) -> int:
+def share_frozen_weights(source, destination) -> None:
     """Make every frozen parameter of ``destination``'s base model the very tensor of
     ``source``'s under the same module name, so that the sides differ in their library's code
     alone, not in where their weights lie in memory; an error when a module or parameter has no
     counterpart."""
     modules = dict(source.get_base_model().named_modules())
-    shared = 0
     for name, module in destination.get_base_model().named_modules():
         for key, parameter in list(module._parameters.items()):
             if parameter is None or parameter.requires_grad:
@@ -99,8 +98,6 @@ def share_frozen_weights(source, destination) -> int:
             if theirs is None or key not in theirs._parameters or theirs._parameters[key].shape != parameter.shape:
                 raise RuntimeError(f"the reference has no frozen {name}.{key} of shape {list(parameter.shape)}")
             module._parameters[key] = theirs._parameters[key]
-            shared += 1
-    return shared
 
 
 def step_units(label: str, build, sizes, input_ids: torch.Tensor) -> tuple[Unit, Unit, Unit, float]:
