@@ -3,9 +3,9 @@
 The adapter: hidden 4096, intermediate 11008, 32 layers, LoRA r=16 on all seven linear layers
 (39,976,960 float32 parameters, 160 MB), random tensors written as an HF PEFT directory.
 
-Timed units, interleaved in rounds (order reversed every other round; before each run,
-``os.sync()`` so that no unit pays for the writeback of the one before, garbage collection and
-a short pause, as the machine is shared), medians over rounds:
+Timed units, interleaved in rounds (the order rotated every round, ``rounds.round_order``;
+before each run, ``os.sync()`` so that no unit pays for the writeback of the one before,
+garbage collection and a short pause, as the machine is shared), medians over rounds:
 
 - ``convert to paddlenlp``: ``peftplug.convert(peft_dir, dst, to="paddlenlp", architecture="llama")``
   (read safetensors, map the module tree, transpose to Paddle's layout, write pdparams + config);
@@ -40,6 +40,7 @@ from safetensors.numpy import load_file, save_file
 import peftplug
 from peftplug.adapter_io import write_adapter
 from peftplug.state import AdapterState
+from rounds import round_order
 
 RESULTS = Path(__file__).resolve().parent / "results" / "convert.md"
 LINEARS = {
@@ -127,8 +128,7 @@ def main() -> None:
         }
         times: dict[str, list[float]] = {name: [] for name in units}
         for round_index in range(rounds):
-            order = list(units) if round_index % 2 == 0 else list(reversed(units))
-            for name in order:
+            for name in round_order(units, round_index):
                 times[name].append(timed(units[name]))
         ratios = {
             direction: statistics.median(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from rounds import round_order
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RESULTS = Path(__file__).resolve().parent / "results" / "lora_torch.md"
@@ -167,19 +168,6 @@ class Unit:
     def paired_ratio(self, other: Unit) -> float:
         """Median over rounds of this unit's time divided by ``other``'s in the same round."""
         return statistics.median(a / b for a, b in zip(self.seconds, other.seconds))
-
-
-def round_order(units: list[Unit], round_index: int) -> list[Unit]:
-    """The order of round ``round_index``: ``units`` rotated left by the round's index.
-
-    Every unit takes every place equally often, and no unit runs twice in a row across a round
-    boundary. Reversing the order every other round, as this benchmark did before, keeps both
-    for two units only: with three, the outer two ran twice in a row at every round boundary
-    and the middle one never did, and an A/A control in the middle's place (a second peft
-    model against peft) read 1.009, 0.976 and 0.964 in the three methods measured that way.
-    """
-    shift = round_index % len(units)
-    return units[shift:] + units[:shift]
 
 
 def interleave(units: list[Unit], repeats: int, warmup: int, quiet: Quiet, reference: int = 1) -> None:
