@@ -51,16 +51,26 @@ def test_read_safetensors_reads_what_safetensors_wrote_as_writable_arrays(tmp_pa
 
 
 def test_pdparams_writer_streams_what_pickle_dump_writes_and_read_pdparams_reads_it(tmp_path):
-    tensors = {"w": np.arange(6, dtype="float32").reshape(2, 3).T, "b": np.ones(2, "float16")}
+    tensors = {
+        "w": np.arange(6, dtype="float32").reshape(2, 3).T,
+        "b": np.ones(2, "float16"),
+        "big": np.arange(300 * 70, dtype="float32").reshape(300, 70).T,  # data past one pickle frame
+        "big_f16": np.arange(40_000, dtype="float16"),
+        "flag": np.asarray(True),  # one-byte data: numpy and pickle share and memoize that bytes object
+        "flag_again": np.asarray(True),
+        "empty": np.zeros((0, 3), "int64"),
+    }
     streamed = content_bytes(pdparams_writer(tensors))
     reference = io.BytesIO()
     expected = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    pickle.dump({**expected, "StructuredToParameterName@@": {"w": "w", "b": "b"}}, reference, protocol=4)
+    pickle.dump({**expected, "StructuredToParameterName@@": {k: k for k in tensors}}, reference, protocol=4)
     assert streamed == reference.getvalue()
     (tmp_path / "m.pdparams").write_bytes(streamed)
     loaded = read_pdparams(tmp_path / "m.pdparams")
-    assert sorted(loaded) == ["b", "w"]
-    np.testing.assert_array_equal(loaded["w"], expected["w"])
+    assert sorted(loaded) == sorted(tensors)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(loaded[key], value)
+        assert loaded[key].dtype == value.dtype
 
 
 def test_a_stream_that_fails_half_way_leaves_the_directory_as_it_was(tmp_path):

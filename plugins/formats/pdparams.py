@@ -18,6 +18,7 @@ import collections
 import io
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -157,27 +158,63 @@ def pdparams_writer(tensors: dict[str, np.ndarray], name_table: dict[str, str] |
     dict holding ``tensors`` (in that order), pickling straight to the file.
 
     Arrays that are not C-contiguous (transposed views) are pickled as their C-ordered copies,
-    made one at a time while the file is written. ``name_table`` is the
-    ``"StructuredToParameterName@@"`` entry (key -> Paddle's parameter name); by default each
-    key names itself. Paddle ignores the names when it loads a state dict.
+    made one at a time while the file is written; the data of the others goes to the file from
+    the array's own memory. ``name_table`` is the ``"StructuredToParameterName@@"`` entry
+    (key -> Paddle's parameter name); by default each key names itself. Paddle ignores the
+    names when it loads a state dict.
     """
     saved: dict[str, Any] = dict(tensors)
     saved[NAME_TABLE_KEY] = dict(name_table) if name_table is not None else {key: key for key in tensors}
 
     def write(handle: BinaryIO) -> None:
-        _COrderPickler(handle, protocol=PICKLE_PROTOCOL).dump(saved)
+        _ArrayStreamingPickler(handle, protocol=PICKLE_PROTOCOL).dump(saved)
 
     return write
 
 
-class _COrderPickler(pickle.Pickler):
-    """Pickles every numpy array as its C-ordered copy would be, as ``paddle.save`` stores them."""
+class _ArrayData:
+    """The raw bytes of a C-contiguous array, pickled as the ``bytes`` ``ndarray.__reduce__``
+    would make of them, without making them."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+
+# The pure-Python pickler, because only it lets a type choose its own opcodes: the C pickler
+# writes array data through ``ndarray.__reduce__``, which copies it into a ``bytes`` first.
+class _ArrayStreamingPickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Pickles every numpy array as ``pickle.dump`` pickles its C-ordered copy (the stream is
+    byte-identical), writing the data from the array's memory."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
 
     def reducer_override(self, obj: Any) -> Any:
-        """A non-C-contiguous array reduces as ``np.ascontiguousarray(obj)``; the rest as usual."""
-        if isinstance(obj, np.ndarray) and not obj.flags.c_contiguous:
-            return np.ascontiguousarray(obj).__reduce__()
-        return NotImplemented
+        """A numeric array reduces as ``ndarray.__reduce__`` reduces its C-ordered copy, with the
+        data left in the array; anything else as usual."""
+        if not isinstance(obj, np.ndarray) or type(obj) is not np.ndarray or obj.dtype.hasobject:
+            return NotImplemented
+        array = np.ascontiguousarray(obj)
+        # An empty array's reduction gives numpy's own (fresh, so identically memoized) arguments.
+        function, arguments, (version, _, dtype, _, _) = np.empty(0, array.dtype).__reduce__()
+        return function, arguments, (version, array.shape, dtype, False, _ArrayData(array))
+
+    def _save_array_data(self, obj: _ArrayData) -> None:
+        if obj.array.nbytes < self.framer._FRAME_SIZE_TARGET:
+            # Small data goes through the ``bytes`` that ``__reduce__`` makes: numpy hands out
+            # CPython's shared empty and one-byte ``bytes`` objects, memoized across arrays.
+            self.save(obj.array.tobytes())
+            return
+        data = memoryview(obj.array.reshape(-1).view(np.uint8))
+        if data.nbytes > 0xFFFFFFFF:
+            header = pickle.BINBYTES8 + struct.pack("<Q", data.nbytes)
+        else:
+            header = pickle.BINBYTES + struct.pack("<I", data.nbytes)
+        self._write_large_bytes(header, data)
+        self.memoize(obj)
+
+    dispatch[_ArrayData] = _save_array_data
 
 
 def pdparams_bytes(tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None) -> bytes:
