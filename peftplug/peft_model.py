@@ -18,7 +18,9 @@ from typing import Any, Iterator
 from peftplug.adapter_io import read_adapter, write_adapter
 from peftplug.config import AdapterConfig
 from peftplug.convert_load import format_of, state_for_format, state_for_model
+from peftplug.delegation import DelegatesToInner
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, some_names
+from peftplug.forward import ForwardDescriptor
 from peftplug.manager import get_plugin_manager
 from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
@@ -34,14 +36,24 @@ DEFAULT_ADAPTER = "default"
 CLASSIFIER_MODULES = ("classifier", "score")
 
 
-class PeftModel:
+class PeftModel(DelegatesToInner):
     """A base model with adapters injected. Backends subclass it; users get it from
-    :func:`peftplug.get_peft_model` or :meth:`PeftModel.from_pretrained`."""
+    :func:`peftplug.get_peft_model` or :meth:`PeftModel.from_pretrained`.
+
+    Attributes it lacks (``config``, ``device``, ...) are the user's model's. A backend that
+    supports prompt-learning methods sets ``_prompt_learning`` when it attaches a prompt encoder
+    and implements :meth:`_prompt_forward` and :meth:`_prompt_generate`.
+    """
 
     # Set by the backend's __init__ (see _init_peft).
     base_model: Any
     peft_config: dict[str, AdapterConfig]
     active_adapter: str
+
+    forward = ForwardDescriptor()
+    _prompt_learning = False
+    _inner = "base_model"
+    _own = frozenset({"_peft_ops", "_modules", "_parameters", "_buffers", "_sub_layers"})
 
     def _init_peft(self, ops: Any, method: Any) -> None:
         self._peft_ops = ops
@@ -266,6 +278,22 @@ class PeftModel:
     def get_base_model(self) -> Any:
         """The user's model inside this wrapper (with adapter layers in it until unloaded)."""
         return self.base_model.model
+
+    # ---------------------------------------------------------------- running
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """The user's model's ``generate``, with the active adapter applied (for prompt-learning
+        methods: its virtual tokens, which the output never contains)."""
+        if self._prompt_learning and not self._adapters_disabled:
+            return self._prompt_generate(args, kwargs)
+        return self.get_base_model().generate(*args, **kwargs)
+
+    def _prompt_forward(self, args: tuple, kwargs: dict) -> Any:
+        """The user's model's forward with the active prompt-learning adapter's virtual tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not run prompt-learning adapters")
+
+    def _prompt_generate(self, args: tuple, kwargs: dict) -> Any:
+        """The user's model's ``generate`` with the active prompt-learning adapter's virtual tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not run prompt-learning adapters")
 
     # ---------------------------------------------------------------- counting
     def get_nb_trainable_parameters(self) -> tuple[int, int]:

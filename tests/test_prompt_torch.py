@@ -243,6 +243,18 @@ def test_forward_matches_hf_peft_with_labels_masks_and_positions(torch, make_mod
         assert got.logits.shape == (2, expected_length, 128)
 
 
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_forward_seen_on_the_class_adds_the_virtual_tokens_too(torch, make_model, method):
+    """``type(model).forward(model, ...)``, which a subclass's ``super().forward`` or a wrapper
+    that rebinds ``forward`` calls, runs as ``model(...)`` does, labels included."""
+    model = peftplug.get_peft_model(make_model("llama"), config(peftplug, method, "llama")).eval()
+    ids, mask = left_padded(torch)
+    labels = ids.masked_fill(mask == 0, -100)
+    want = model(input_ids=ids, attention_mask=mask, labels=labels)
+    got = type(model).forward(model, input_ids=ids, attention_mask=mask, labels=labels)
+    assert torch.equal(got.logits, want.logits) and torch.equal(got.loss, want.loss)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", MAIN)
 def test_generate_returns_no_virtual_tokens(torch, make_model, family, method):
