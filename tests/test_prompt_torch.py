@@ -115,6 +115,15 @@ def test_parameter_counts_equal_hf_peft(make_model, family, method):
         assert ours_config.encoder_hidden_size == theirs_config.encoder_hidden_size
 
 
+def test_an_mlp_encoder_ignores_encoder_num_layers_as_hf_peft_does_and_says_so(make_model):
+    with pytest.warns(UserWarning, match="encoder_num_layers=3 is ignored; exactly 2 hidden layers"):
+        ours, theirs = both(make_model, "ptuning-mlp", "llama", encoder_num_layers=3)
+    assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
+    assert [n for n, _ in ours.prompt_encoder.named_parameters()] == [
+        n for n, _ in theirs.prompt_encoder.named_parameters()
+    ]
+
+
 def test_print_trainable_parameters_matches_hf_peft(make_model, capsys):
     ours, theirs = both(make_model, "ptuning-lstm", "llama")
     ours.print_trainable_parameters()
