@@ -16,7 +16,8 @@ class AdapterLayerBookkeeping:
     """Active, disabled and merged adapters of one layer wrapping ``self.base_layer``.
 
     A method's layer keeps its per-adapter parameters in containers named in
-    ``adapter_layer_names`` and its per-adapter numbers in dicts named in ``adapter_value_names``.
+    ``adapter_layer_names`` and its per-adapter numbers in dicts named in ``adapter_value_names``,
+    and folds one adapter into the base weights and back out in ``_merge_one`` / ``_unmerge_one``.
     """
 
     adapter_layer_names: tuple[str, ...] = ()
@@ -109,11 +110,25 @@ class AdapterLayerBookkeeping:
         return self.get_base_layer()
 
     def merge(self, names: list[str]) -> None:
-        """Fold ``names`` into the base weights (done by each method's layer)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot merge")
+        """Fold each adapter of ``names`` not merged yet into the base layer, in order."""
+        for name in names:
+            if name not in self.merged_adapters:
+                self._merge_one(name)
+                self.merged_adapters.append(name)
+        self._adapters_changed()
 
     def unmerge(self) -> None:
-        """Undo every merge (done by each method's layer)."""
+        """Take every merged adapter back out of the base layer, last merged first."""
+        while self.merged_adapters:
+            self._unmerge_one(self.merged_adapters.pop())
+        self._adapters_changed()
+
+    def _merge_one(self, name: str) -> None:
+        """Fold adapter ``name`` into the base layer's weights (each method's layer does it)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge")
+
+    def _unmerge_one(self, name: str) -> None:
+        """Take merged adapter ``name`` back out of the base layer's weights."""
         raise NotImplementedError(f"{type(self).__name__} cannot unmerge")
 
     def _active_unmerged(self) -> list[str]:

@@ -16,7 +16,6 @@ stored) and ``[out, 1]`` for the others (the transpose of what is stored).
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -33,11 +32,9 @@ from peftplug.backends.paddle.layer import (
 )
 from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
 from peftplug.plugins.ia3.config import IA3Config
+from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
 
-UNMERGE_EPSILON = 1e-8  # HF PEFT's guard against dividing by zero
-
-
-class IA3Linear(PaddleAdapterLayer):
+class IA3Linear(InexactUnmerge, PaddleAdapterLayer):
     """(IA)³ around ``paddle.nn.Linear``; parameters ``ia3_l.<adapter>``.
 
     Whether a vector scales the input (feed-forward) or the output is decided per adapter, from
@@ -79,38 +76,23 @@ class IA3Linear(PaddleAdapterLayer):
         vector = self.ia3_l[name].astype(self.base_layer.weight.dtype)
         return vector.T if self.is_feedforward[name] else vector
 
-    def merge(self, names: list[str]) -> None:
-        """Scale ``W`` (and, for output scaling, ``b``) by each adapter in ``names`` not merged yet."""
+    def _merge_one(self, name: str) -> None:
+        """Scale ``W`` (and, for output scaling, ``b``) by ``l``."""
         base = self.base_layer
         with paddle.no_grad():
-            for name in names:
-                if name in self.merged_adapters:
-                    continue
-                base.weight.set_value(base.weight * self._weight_scale(name))
-                if not self.is_feedforward[name] and base.bias is not None:
-                    base.bias.set_value(base.bias * self._weight_scale(name).reshape(base.bias.shape))
-                self.merged_adapters.append(name)
-        self._adapters_changed()
+            scale = self._weight_scale(name)
+            base.weight.set_value(base.weight * scale)
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.set_value(base.bias * scale.reshape(base.bias.shape))
 
-    def unmerge(self) -> None:
-        """Divide the merged vectors back out, last merged first; warns that this is inexact."""
-        if not self.merged_adapters:
-            return
-        warnings.warn(
-            "unmerging IA3 is inexact: the base weights are divided by the learned vectors, "
-            "which rounds, and a zero in a vector cannot be undone",
-            UserWarning,
-            stacklevel=2,
-        )
+    def _unmerge_one(self, name: str) -> None:
+        """Divide ``l`` back out of ``W`` (and ``b``)."""
         base = self.base_layer
         with paddle.no_grad():
-            while self.merged_adapters:
-                name = self.merged_adapters.pop()
-                scale = self._weight_scale(name) + UNMERGE_EPSILON
-                base.weight.set_value(base.weight / scale)
-                if not self.is_feedforward[name] and base.bias is not None:
-                    base.bias.set_value(base.bias / scale.reshape(base.bias.shape))
-        self._adapters_changed()
+            scale = self._weight_scale(name) + UNMERGE_EPSILON
+            base.weight.set_value(base.weight / scale)
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.set_value(base.bias / scale.reshape(base.bias.shape))
 
     def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
         """``(x * l) W + b`` for feed-forward adapters, ``(x W + b) * l`` for the others

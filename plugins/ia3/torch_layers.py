@@ -22,7 +22,6 @@ layer takes the base layer's parallel hooks, so forward runs on DTensors in betw
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
@@ -32,17 +31,15 @@ from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
 from peftplug.plugins.ia3.config import IA3Config
+from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-UNMERGE_EPSILON = 1e-8  # HF PEFT's guard against dividing by zero
-
-
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
     """Adapters of half-precision models train in float32, as HF PEFT's autocast does."""
     return torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype
 
 
-class IA3Linear(TorchAdapterLayer):
+class IA3Linear(InexactUnmerge, TorchAdapterLayer):
     """(IA)³ around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``).
 
     Whether a vector scales the input (feed-forward) or the output is decided per adapter,
@@ -81,35 +78,21 @@ class IA3Linear(TorchAdapterLayer):
         vector = self.ia3_l[adapter_name]
         return vector.T if self.fan_in_fan_out else vector
 
-    def merge(self, names: list[str]) -> None:
-        """Scale ``W`` (and, for output scaling, ``b``) by each adapter in ``names`` not merged yet."""
+    def _merge_one(self, name: str) -> None:
+        """Scale ``W`` (and, for output scaling, ``b``) by ``l``."""
         base = self.base_layer
         with torch.no_grad():
-            for name in names:
-                if name in self.merged_adapters:
-                    continue
-                base.weight.mul_(self._weight_scale(name))
-                if not self.is_feedforward[name] and base.bias is not None:
-                    base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
-                self.merged_adapters.append(name)
+            base.weight.mul_(self._weight_scale(name))
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
 
-    def unmerge(self) -> None:
-        """Divide the merged vectors back out, last merged first; warns that this is inexact."""
-        if not self.merged_adapters:
-            return
-        warnings.warn(
-            "unmerging IA3 is inexact: the base weights are divided by the learned vectors, "
-            "which rounds, and a zero in a vector cannot be undone",
-            UserWarning,
-            stacklevel=2,
-        )
+    def _unmerge_one(self, name: str) -> None:
+        """Divide ``l`` back out of ``W`` (and ``b``)."""
         base = self.base_layer
         with torch.no_grad():
-            while self.merged_adapters:
-                name = self.merged_adapters.pop()
-                base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
-                if not self.is_feedforward[name] and base.bias is not None:
-                    base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
+            base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``base(l * x)`` for feed-forward adapters, ``l * base(x)`` for the others

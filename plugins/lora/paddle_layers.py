@@ -100,23 +100,17 @@ class LoraLinear(PaddleAdapterLayer):
         delta = (a @ b) * self.scaling[adapter_name]
         return delta.astype(self.base_layer.weight.dtype)
 
-    def merge(self, names: list[str]) -> None:
-        """``W += s * A B`` for each adapter in ``names`` not merged yet."""
+    def _merge_one(self, name: str) -> None:
+        """``W += s * A B``."""
         weight = self.base_layer.weight
         with paddle.no_grad():
-            for name in names:
-                if name not in self.merged_adapters:
-                    weight.set_value(weight + self.delta_weight(name))
-                    self.merged_adapters.append(name)
-        self._adapters_changed()
+            weight.set_value(weight + self.delta_weight(name))
 
-    def unmerge(self) -> None:
-        """``W -= s * A B`` for every merged adapter, last merged first."""
+    def _unmerge_one(self, name: str) -> None:
+        """``W -= s * A B``."""
         weight = self.base_layer.weight
         with paddle.no_grad():
-            while self.merged_adapters:
-                weight.set_value(weight - self.delta_weight(self.merged_adapters.pop()))
-        self._adapters_changed()
+            weight.set_value(weight - self.delta_weight(name))
 
     def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
         """``x W + b + s * (dropout(x) A) B`` for each active, unmerged adapter."""

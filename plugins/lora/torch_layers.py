@@ -79,21 +79,15 @@ class LoraLayer(TorchAdapterLayer):
         """``s * B A`` in the base weight's layout and dtype."""
         raise NotImplementedError
 
-    def merge(self, names: list[str]) -> None:
-        """``W += s * B A`` for each adapter in ``names`` not merged yet."""
-        weight = self.base_layer.weight
+    def _merge_one(self, name: str) -> None:
+        """``W += s * B A``."""
         with torch.no_grad():
-            for name in names:
-                if name not in self.merged_adapters:
-                    weight.add_(self.delta_weight(name))
-                    self.merged_adapters.append(name)
+            self.base_layer.weight.add_(self.delta_weight(name))
 
-    def unmerge(self) -> None:
-        """``W -= s * B A`` for every merged adapter, last merged first."""
-        weight = self.base_layer.weight
+    def _unmerge_one(self, name: str) -> None:
+        """``W -= s * B A``."""
         with torch.no_grad():
-            while self.merged_adapters:
-                weight.sub_(self.delta_weight(self.merged_adapters.pop()))
+            self.base_layer.weight.sub_(self.delta_weight(name))
 
 
 class LoraLinear(LoraLayer):
