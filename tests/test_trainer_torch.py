@@ -42,3 +42,16 @@ def test_trainer_checkpoints_load_with_from_pretrained(torch, make_model, tmp_pa
     assert (logits_of(torch, reloaded, inputs) - trained).abs().max().item() <= 1e-5
     after = dict(model.named_parameters())
     assert any(not torch.equal(after[n], value) for n, value in before.items()), "training changed nothing"
+
+
+def test_the_callback_refuses_a_model_that_is_not_peftplugs_and_writes_nothing(make_model, tmp_path):
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from peftplug.backends.torch.trainer import AdapterCheckpointCallback
+
+    state = SimpleNamespace(is_world_process_zero=True, global_step=3)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="needs a peftplug model, got LlamaForCausalLM"):
+        AdapterCheckpointCallback().on_save(args, state, None, model=make_model("llama"))
+    assert list(tmp_path.iterdir()) == []

@@ -1,40 +1,21 @@
-"""Adapter files in ``transformers.Trainer`` checkpoints.
-
-``Trainer`` saves HF PEFT models with their own ``save_pretrained`` because it recognises
-``peft.PeftModel`` by class; any other model gets a bare ``model.safetensors`` of its whole
-state dict. :class:`AdapterCheckpointCallback` writes the adapter next to it, so a
-``checkpoint-500`` directory loads with :meth:`peftplug.PeftModel.from_pretrained`, as HF PEFT
-tutorials load theirs.
-"""
+"""Adapter files in ``transformers.Trainer`` checkpoints (see :mod:`peftplug.checkpoint_callback`)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from transformers import TrainerCallback
 
-from peftplug.peft_model import PeftModel
+from peftplug.checkpoint_callback import SavesAdaptersIntoCheckpoints
 
 
-class AdapterCheckpointCallback(TrainerCallback):
+class AdapterCheckpointCallback(SavesAdaptersIntoCheckpoints, TrainerCallback):
     """Save every adapter of the peftplug model into each checkpoint ``Trainer`` writes.
 
     Pass it to ``Trainer(..., callbacks=[AdapterCheckpointCallback()])``. ``format`` is any
     registered format name (``"peft"`` by default).
     """
 
-    def __init__(self, format: str = "peft"):
-        self.format = format
-
-    def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        """Write the adapter files into ``<output_dir>/checkpoint-<step>`` on the main process."""
-        if not state.is_world_process_zero:
-            return
-        peft_model = getattr(model, "module", model)
-        if not isinstance(peft_model, PeftModel):
-            raise TypeError(
-                f"AdapterCheckpointCallback needs a peftplug model, got {type(peft_model).__name__}"
-            )
-        checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        peft_model.save_pretrained(checkpoint, format=self.format)
+    @staticmethod
+    def _unwrap(model: Any) -> Any:
+        return getattr(model, "module", model)
