@@ -133,22 +133,15 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
     model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
     if initial is not None:
         model.load_adapter_state(initial, model.active_adapter)
-    trainable, total = model.get_nb_trainable_parameters()
     shape = recipe.model.path or f"random PaddleNLP Llama (hidden {recipe.model.config['hidden_size']}, " \
                                  f"{recipe.model.config['num_hidden_layers']} layers)"
     log(f"model: {shape}, {recipe.method} ({type(recipe.method_config).__name__}) on Paddle")
-    log(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
-
     pad = data.tokenizer.pad_token_id
-    loss_before = evaluate(model, data.held_out, pad)
-    log(f"held-out loss before training: {loss_before:.4f}")
-
     schedule = paddle.optimizer.lr.LambdaDecay(learning_rate=training.lr, lr_lambda=lr_schedule(data.steps))
     optimizer = paddle.optimizer.AdamW(
         learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
         weight_decay=0.0, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
     )
-    model.train()
 
     def step(examples: list[EncodedExample]) -> tuple[float, int]:
         batch = collate(examples, pad)
@@ -161,7 +154,7 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         return float(loss), int(batch["attention_mask"].sum())
 
     return train_and_save(
-        model, recipe, data, step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
-        summary=("paddle", loss_before, trainable, total),
-        notes=(f"format {recipe.output.format}", "loads with paddlenlp alone"), log=log, progress=progress,
+        model, recipe, data, backend="paddle", step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
+        adapter_note=f"format {recipe.output.format}", merged_note="loads with paddlenlp alone",
+        log=log, progress=progress,
     )

@@ -102,21 +102,28 @@ def train_and_save(
     recipe: Recipe,
     data: PreparedData,
     *,
+    backend: str,
     step: Callable[[list[EncodedExample]], tuple[float, int]],
     evaluate: Callable[[], float],
-    summary: tuple[str, float, int, int],
-    notes: tuple[str, str],
+    adapter_note: str,
+    merged_note: str,
     log: Callable[[str], None],
     progress: bool,
 ) -> RunResult:
-    """The framework-free part of a runner: ``data.steps`` calls of ``step`` (one optimizer step
-    on a batch of examples, returning its loss and its non-padding tokens) under a tqdm bar with
-    loss and tokens/s, the held-out loss after, the adapter saved in the recipe's format (and the
-    merged model when ``output.merge``). ``summary`` is (backend, held-out loss before, trainable
-    and all parameters); ``notes`` the log's hints on loading the adapter and the merged model."""
+    """The framework-free part of a runner, for ``model`` of ``backend``: the parameter counts
+    and the held-out loss (``evaluate()``) logged, then, in training mode, ``data.steps`` calls of
+    ``step`` (one optimizer step on a batch of examples, returning its loss and its non-padding
+    tokens) under a tqdm bar with loss and tokens/s, the held-out loss after, the adapter saved
+    in the recipe's format (and the merged model when ``output.merge``). ``adapter_note`` and
+    ``merged_note`` tell the log's reader what loads each."""
     from tqdm.auto import tqdm
 
-    backend, loss_before, trainable, total = summary
+    trainable, total = model.get_nb_trainable_parameters()
+    log(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+    loss_before = evaluate()
+    log(f"held-out loss before training: {loss_before:.4f}")
+    model.train()
+
     batches = batch_order(data.train, recipe.training.batch_size, recipe.training.seed)
     losses: list[float] = []
     tokens, started = 0, time.perf_counter()
@@ -134,11 +141,11 @@ def train_and_save(
     log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
     output = Path(recipe.output.dir)
     model.save_pretrained(output, format=recipe.output.format)
-    log(f"saved adapter to {output} ({notes[0]})")
+    log(f"saved adapter to {output} ({adapter_note})")
     if recipe.output.merge:
         merged_dir = output / "merged"
         model.merge_and_unload().save_pretrained(str(merged_dir))
-        log(f"saved the merged model to {merged_dir} ({notes[1]})")
+        log(f"saved the merged model to {merged_dir} ({merged_note})")
     return RunResult(
         backend=backend, losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
         trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,

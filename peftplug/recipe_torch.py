@@ -105,17 +105,10 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
     torch.set_num_threads(os.cpu_count() or 2)  # paddle may have left OMP_NUM_THREADS=1
     training = recipe.training
     model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
-    trainable, total = model.get_nb_trainable_parameters()
     log(f"model: {describe_model(recipe.model)}, {_describe_method(recipe)}")
-    log(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
-
     pad = data.tokenizer.pad_token_id
-    loss_before = evaluate(model, data.held_out, pad)
-    log(f"held-out loss before training: {loss_before:.4f}")
-
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(data.steps))
-    model.train()
 
     def step(examples: list[EncodedExample]) -> tuple[float, int]:
         batch = collate(examples, pad)
@@ -129,11 +122,9 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         return loss.item(), int(batch["attention_mask"].sum())
 
     return train_and_save(
-        model, recipe, data, step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
-        summary=("torch", loss_before, trainable, total),
-        notes=("load it with peftplug.PeftModel.from_pretrained or peft.PeftModel.from_pretrained",
-               "loads with transformers alone"),
-        log=log, progress=progress,
+        model, recipe, data, backend="torch", step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
+        adapter_note="load it with peftplug.PeftModel.from_pretrained or peft.PeftModel.from_pretrained",
+        merged_note="loads with transformers alone", log=log, progress=progress,
     )
 
 
