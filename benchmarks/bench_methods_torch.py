@@ -100,11 +100,10 @@ def share_frozen_weights(source, destination) -> None:
             module._parameters[key] = theirs._parameters[key]
 
 
-def step_units(label: str, build, sizes, input_ids: torch.Tensor) -> tuple[Unit, Unit, Unit, float]:
-    """The peftplug and peft training-step units of one method, a second peft unit (the A/A
-    control: its ratio to the first is the noise floor of the judged ratio), and the loss
-    difference between peftplug and peft. All three share the frozen weights, and hold equal
-    trainable ones."""
+def paired_models(build, sizes):
+    """peftplug's, peft's and a second peft model (the A/A control) of one method, from the
+    (peftplug config, peft config) ``build()`` returns, in training mode: all three share the
+    frozen weights, and hold equal trainable ones."""
     import peft
 
     import peftplug
@@ -120,6 +119,14 @@ def step_units(label: str, build, sizes, input_ids: torch.Tensor) -> tuple[Unit,
     gc.collect()  # the replaced frozen weights
     for model in (ours, theirs, control):
         model.train()
+    return ours, theirs, control
+
+
+def step_units(label: str, build, sizes, input_ids: torch.Tensor) -> tuple[Unit, Unit, Unit, float]:
+    """The peftplug and peft training-step units of one method, a second peft unit (the A/A
+    control: its ratio to the first is the noise floor of the judged ratio), and the loss
+    difference between peftplug and peft (see :func:`paired_models`)."""
+    ours, theirs, control = paired_models(build, sizes)
     with torch.no_grad():
         difference = abs(
             ours(input_ids=input_ids, labels=input_ids).loss.item() - theirs(input_ids=input_ids, labels=input_ids).loss.item()
