@@ -44,9 +44,9 @@ def test_unknown_fields_are_ignored_with_a_warning():
 
 
 def test_a_feature_peftplug_lacks_is_refused_not_ignored():
-    with pytest.raises(ConfigError, match="use_dora"):
-        peftplug.LoraConfig.from_dict({"peft_type": "LORA", "use_dora": True})
-    assert peftplug.LoraConfig.from_dict({"peft_type": "LORA", "use_dora": False}).r == 8
+    with pytest.raises(ConfigError, match="lora_bias"):
+        peftplug.LoraConfig.from_dict({"peft_type": "LORA", "lora_bias": True})
+    assert peftplug.LoraConfig.from_dict({"peft_type": "LORA", "lora_bias": False}).r == 8
 
 
 @pytest.mark.parametrize(

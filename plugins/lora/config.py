@@ -16,12 +16,12 @@ class LoraConfig(AdapterConfig):
 
     Field names and defaults are HF PEFT's (``r=8``, ``lora_alpha=8``, ``lora_dropout=0.0``,
     ``bias="none"``, ...). ``target_modules`` is a list (exact name or dotted suffix), a regex
-    string, ``"all-linear"``, or None for the model family's default.
+    string, ``"all-linear"``, or None for the model family's default. ``use_dora`` (DoRA: a
+    learned magnitude per output row) runs on PyTorch Linear and Conv1D layers.
     """
 
     peft_type: ClassVar[str] = "LORA"
     hf_fields_at_default: ClassVar[dict] = {
-        "use_dora": False,
         "lora_bias": False,
         "megatron_config": None,
         "megatron_core": "megatron.core",
@@ -52,6 +52,7 @@ class LoraConfig(AdapterConfig):
     fan_in_fan_out: bool = False
     bias: Literal["none", "all", "lora_only"] = "none"
     use_rslora: bool = False
+    use_dora: bool = False
     modules_to_save: Optional[list[str]] = None
     init_lora_weights: Union[bool, Literal["gaussian"]] = True
     layers_to_transform: Optional[Union[list[int], int]] = None

@@ -6,6 +6,9 @@ Math, for a base weight ``W`` (``[out, in]``), rank ``r``, and ``s = alpha / r``
     y = W x + b + s * B (A dropout(x))        A: [r, in], kaiming-uniform;  B: [out, r], zeros
     merge:  W <- W + s * B A                  (transposed for Conv1D, whose W is [in, out])
 
+With ``use_dora`` a Linear (or Conv1D) adapter also learns a magnitude per output row
+(``lora_magnitude_vector``; the math is in :mod:`peftplug.plugins.lora.torch_dora`).
+
 Parameter names and shapes are HF PEFT's (``lora_A.<adapter>.weight`` ...), so state dicts
 and saved files are interchangeable with it.
 
@@ -29,7 +32,9 @@ from torch import nn
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
+from peftplug.errors import PeftplugError
 from peftplug.plugins.lora.config import LoraConfig
+from peftplug.plugins.lora.torch_dora import DoraMagnitude, dora_output, row_norms
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -91,9 +96,10 @@ class LoraLayer(TorchAdapterLayer):
 
 
 class LoraLinear(LoraLayer):
-    """LoRA around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``)."""
+    """LoRA around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``); DoRA adapters
+    hold their magnitude in ``lora_magnitude_vector``."""
 
-    adapter_layer_names = ("lora_A", "lora_B")
+    adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
     adapter_value_names = LoraLayer.adapter_value_names + ("lora_dropout",)
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
@@ -104,6 +110,8 @@ class LoraLinear(LoraLayer):
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
         self.lora_dropout = nn.ModuleDict()
+        self.lora_magnitude_vector = nn.ModuleDict()
+        self._dora_norms: dict[str, torch.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         adopt_parallel_hooks(self, base_layer)
 
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
@@ -123,23 +131,68 @@ class LoraLinear(LoraLayer):
                     nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
                 nn.init.zeros_(self.lora_B[adapter_name].weight)
         if is_dtensor(weight):
+            if config.use_dora:
+                raise PeftplugError(
+                    f"DoRA (use_dora=True) on {module_name}: a tensor-parallel (DTensor) layer is not supported, "
+                    "as its row norms would need the whole weight"
+                )
             a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
             a.weight = dtensor_parameter(a.weight.data, weight, {1: 1})
             b.weight = dtensor_parameter(b.weight.data, weight, {0: 0})
+        if config.use_dora:
+            with torch.no_grad():
+                delta = self.delta_weight(adapter_name, factory["dtype"], layout=False)
+                magnitude = row_norms(self._weight_out_in().to(factory["dtype"]), delta)
+            self.lora_magnitude_vector[adapter_name] = DoraMagnitude(magnitude)
+
+    def _weight_out_in(self) -> torch.Tensor:
+        """The base weight as ``[out, in]`` (a view: transposed for Conv1D)."""
+        weight = self.base_layer.weight
+        return weight.T if self.fan_in_fan_out else weight
 
     def adapter_tensors(self, name: str) -> dict[str, torch.Tensor]:
         """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]`` (DTensors when sharded)."""
         return {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
 
-    def delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """``s * B A``, transposed for Conv1D, computed in float32 for half-precision bases."""
+    def delta_weight(self, adapter_name: str, dtype: torch.dtype | None = None, layout: bool = True) -> torch.Tensor:
+        """``s * B A`` in ``dtype`` (the base weight's by default), transposed for Conv1D unless
+        ``layout`` is False (then ``[out, in]``); computed in float32 for half-precision bases."""
         a = self.lora_A[adapter_name].weight
         b = self.lora_B[adapter_name].weight
         delta = (b.float() @ a.float() if a.dtype in LOW_PRECISION else b @ a) * self.scaling[adapter_name]
         weight = self.base_layer.weight
         if is_dtensor(delta) and delta.placements != weight.placements:
             delta = delta.redistribute(weight.device_mesh, weight.placements)
-        return (delta.T if self.fan_in_fan_out else delta).to(weight.dtype)
+        return (delta.T if self.fan_in_fan_out and layout else delta).to(dtype or weight.dtype)
+
+    def _merge_one(self, name: str) -> None:
+        """``W += s * B A``; for DoRA ``W <- (m / n) (W + s * B A)``, keeping ``n`` for unmerge."""
+        if name not in self.lora_magnitude_vector:
+            return super()._merge_one(name)
+        if self.merged_adapters:
+            raise PeftplugError(
+                f"cannot merge DoRA adapter {name!r} while {self.merged_adapters} is merged into the same layer: its "
+                "norms are of the unmerged weight; unmerge first, or merge the DoRA adapter alone"
+            )
+        weight = self.base_layer.weight
+        with torch.no_grad():
+            delta = self.delta_weight(name)
+            norm = row_norms(self._weight_out_in(), delta.T if self.fan_in_fan_out else delta)
+            self._dora_norms[name] = norm
+            weight.copy_(self._dora_factor(name, norm) * (weight + delta))
+
+    def _unmerge_one(self, name: str) -> None:
+        """``W -= s * B A``; for DoRA ``W <- W n / m - s * B A``."""
+        if name not in self.lora_magnitude_vector:
+            return super()._unmerge_one(name)
+        weight = self.base_layer.weight
+        with torch.no_grad():
+            weight.copy_(weight / self._dora_factor(name, self._dora_norms.pop(name)) - self.delta_weight(name))
+
+    def _dora_factor(self, name: str, norm: torch.Tensor) -> torch.Tensor:
+        """``m / n`` shaped to scale the base weight's output rows (columns for Conv1D)."""
+        factor = (self.lora_magnitude_vector[name].weight / norm).view(-1, 1)
+        return factor.T if self.fan_in_fan_out else factor
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``base(x) + s * B(A(dropout(x)))`` for each active, unmerged adapter."""
@@ -156,12 +209,29 @@ class LoraLinear(LoraLayer):
         result = self.base_layer(rows, *args, **kwargs)
         for name in active:
             a, b = self.lora_A[name].weight, self.lora_B[name].weight
+            if name in self.lora_magnitude_vector:
+                result = (result + self._dora_output(name, rows.to(a.dtype), result)).to(result.dtype)
+                continue
             hidden = F.linear(self.lora_dropout[name](rows.to(a.dtype)), a)
             if result.dtype == b.dtype:
                 result.addmm_(hidden, b.t(), alpha=self.scaling[name])
             else:
                 result = (result + F.linear(hidden, b) * self.scaling[name]).to(result.dtype)
         return result.reshape(*x.shape[:-1], result.shape[-1])
+
+    def _dora_output(self, name: str, rows: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """What DoRA adapter ``name`` adds to ``result``, the output so far (HF PEFT's order: with
+        dropout off, ``W x`` is taken from ``result`` less the bias; with it on, recomputed)."""
+        dropout = self.lora_dropout[name]
+        base_result = None
+        if isinstance(dropout, nn.Identity) or not self.training:
+            bias = self.base_layer.bias
+            base_result = result if bias is None else result - bias
+        else:
+            rows = dropout(rows)
+        a, b = self.lora_A[name].weight, self.lora_B[name].weight
+        magnitude = self.lora_magnitude_vector[name].weight
+        return dora_output(rows, base_result, self._weight_out_in(), a, b, magnitude, self.scaling[name])
 
     def _forward_dtensor(self, x: torch.Tensor, active: list[str], *args, **kwargs) -> torch.Tensor:
         """The tensor-parallel forward, between the adopted input and output hooks: base output
@@ -176,16 +246,20 @@ class LoraLinear(LoraLayer):
             result = result + delta.to(result.dtype)
         return result
 
+    def _holders(self, name: str) -> dict[str, torch.Tensor]:
+        holders = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
+        if name in self.lora_magnitude_vector:
+            holders["lora_magnitude_vector"] = self.lora_magnitude_vector[name].weight
+        return holders
+
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
-        """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]``."""
-        return {
-            "lora_A.weight": to_numpy(self.lora_A[name].weight),
-            "lora_B.weight": to_numpy(self.lora_B[name].weight),
-        }
+        """``lora_A.weight`` ``[r, in]``, ``lora_B.weight`` ``[out, r]`` and, for DoRA,
+        ``lora_magnitude_vector`` ``[out]``."""
+        return {suffix: to_numpy(tensor) for suffix, tensor in self._holders(name).items()}
 
     def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
-        """Copy ``lora_A.weight`` / ``lora_B.weight`` in, checking shapes."""
-        holders = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
+        """Copy ``lora_A.weight`` / ``lora_B.weight`` (and DoRA's magnitude) in, checking shapes."""
+        holders = self._holders(name)
         taken = set(holders) & set(tensors)
         for suffix in sorted(taken):
             copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
@@ -205,6 +279,11 @@ class LoraEmbedding(LoraLayer):
 
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name``; LoRA dropout does not apply to token ids."""
+        if config.use_dora:
+            raise PeftplugError(
+                f"DoRA (use_dora=True) on {module_name}: peftplug's DoRA wraps nn.Linear and Conv1D layers, not "
+                f"{type(self.base_layer).__name__}; leave this module out of target_modules"
+            )
         r = self._record(adapter_name, config, module_name)
         weight = self.base_layer.weight
         factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
