@@ -7,7 +7,7 @@ import pytest
 from conftest import logits_of, model_inputs, train_steps
 
 import peftplug
-from peftplug.errors import ConfigError, PeftplugError
+from peftplug.errors import PeftplugError
 
 peft = pytest.importorskip("peft")
 
@@ -120,16 +120,3 @@ def test_what_dora_does_not_cover_is_refused_naming_it(make_model, tmp_path):
         model.save_pretrained(tmp_path / "pd", format="paddlenlp")
     assert not (tmp_path / "pd").exists() or not any((tmp_path / "pd").iterdir())
 
-
-def test_dora_is_refused_on_the_paddle_backend_before_anything_changes():
-    paddle = pytest.importorskip("paddle")
-
-    class Tiny(paddle.nn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.q_proj = paddle.nn.Linear(8, 8)
-
-    model = Tiny()
-    with pytest.raises(ConfigError, match="use_dora=True is invalid: False on the paddle backend"):
-        peftplug.get_peft_model(model, peftplug.LoraConfig(r=2, use_dora=True, target_modules=["q_proj"]))
-    assert type(model.q_proj) is paddle.nn.Linear

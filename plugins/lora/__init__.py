@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftplug.config import AdapterConfig
-from peftplug.errors import ConfigError
 from peftplug.markers import hookimpl
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.registration import Method
@@ -15,16 +13,6 @@ from peftplug.registration import Method
 def peftplug_register_methods() -> Method:
     """LoRA, configured by :class:`LoraConfig` (``peft_type`` ``LORA``)."""
     return Method(name="lora", config_class=LoraConfig, description="Low-rank adaptation (Hu et al., 2021)")
-
-
-@hookimpl
-def peftplug_validate_config(config: AdapterConfig, model: Any, backend: str) -> None:
-    """Refuse DoRA off PyTorch, before any layer is touched."""
-    if isinstance(config, LoraConfig) and config.use_dora and backend != "torch":
-        raise ConfigError(
-            type(config).__name__, "use_dora", True,
-            f"False on the {backend} backend: peftplug's DoRA runs on PyTorch (PaddleNLP's LoRA has no DoRA to match)",
-        )
 
 
 @hookimpl

@@ -17,7 +17,7 @@ class LoraConfig(AdapterConfig):
     Field names and defaults are HF PEFT's (``r=8``, ``lora_alpha=8``, ``lora_dropout=0.0``,
     ``bias="none"``, ...). ``target_modules`` is a list (exact name or dotted suffix), a regex
     string, ``"all-linear"``, or None for the model family's default. ``use_dora`` (DoRA: a
-    learned magnitude per output row) runs on PyTorch Linear and Conv1D layers.
+    learned magnitude per output row) runs on Linear layers (and GPT-2's Conv1D) on both backends.
     """
 
     peft_type: ClassVar[str] = "LORA"

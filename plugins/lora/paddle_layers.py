@@ -8,7 +8,9 @@ kept the same way, as PaddleNLP's ``LoRALinear`` keeps them, so the forward is i
     merge:  W <- W + s * A B                  s = alpha / r  (alpha / sqrt(r) with rsLoRA)
 
 At the edge (``export_adapter`` / ``import_adapter``) they are HF PEFT's tensors:
-``lora_A.weight`` ``[r, in]`` = A^T and ``lora_B.weight`` ``[out, r]`` = B^T.
+``lora_A.weight`` ``[r, in]`` = A^T and ``lora_B.weight`` ``[out, r]`` = B^T. With ``use_dora``
+an adapter also learns a magnitude per output (``lora_magnitude_vector`` ``[out]``, the same in
+both layouts; the math is in :mod:`peftplug.plugins.lora.paddle_dora`).
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ from paddle import nn
 from peftplug.backends.paddle.layer import (
     PaddleAdapterLayer,
     adapter_dtype,
+    copy_into,
     copy_transposed_into,
     to_numpy,
 )
 from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
+from peftplug.errors import PeftplugError
 from peftplug.plugins.lora.config import LoraConfig
+from peftplug.plugins.lora.paddle_dora import column_norms, dora_output
 
 
 class LoraLinear(PaddleAdapterLayer):
     """LoRA around ``paddle.nn.Linear``; parameters ``lora_A.<adapter>`` ``[in, r]`` and
-    ``lora_B.<adapter>`` ``[r, out]`` (Paddle's layout)."""
+    ``lora_B.<adapter>`` ``[r, out]`` (Paddle's layout), and ``lora_magnitude_vector.<adapter>``
+    ``[out]`` for DoRA adapters."""
 
-    adapter_layer_names = ("lora_A", "lora_B")
+    adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
     adapter_value_names = ("r", "lora_alpha", "scaling")
 
     def __init__(self, base_layer: nn.Linear):
@@ -48,10 +54,14 @@ class LoraLinear(PaddleAdapterLayer):
         self.lora_alpha: dict[str, float] = {}
         self.scaling: dict[str, float] = {}
         self.lora_dropout = nn.LayerDict()
+        self.lora_magnitude_vector = nn.ParameterDict()
+        self._dora_norms: dict[str, paddle.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         # What forward applies, precomputed by _adapters_changed: (A, B, scaling, dropout) when
-        # the adapters share the base weight's dtype; _cast_plan otherwise (half-precision bases).
+        # the adapters share the base weight's dtype; _cast_plan otherwise (half-precision bases);
+        # with a DoRA adapter active, _ordered: every active adapter's name, in order.
         self._plan: tuple[tuple[Any, Any, float, Any], ...] = ()
         self._cast_plan: tuple[tuple[Any, Any, float, Any], ...] = ()
+        self._ordered: tuple[str, ...] = ()
         # A plain nn.Linear is run as F.linear on its parameters (one layer call less).
         self._plain_base = type(base_layer) is nn.Linear
 
@@ -78,6 +88,12 @@ class LoraLinear(PaddleAdapterLayer):
         dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
         dropout.training = self.base_layer.training
         self.lora_dropout[adapter_name] = dropout
+        if config.use_dora:
+            with paddle.no_grad():
+                magnitude = column_norms(self.base_layer.weight.astype(dtype), self.delta_weight(adapter_name, dtype))
+            self.lora_magnitude_vector[adapter_name] = self.create_parameter(
+                magnitude.shape, dtype=dtype, is_bias=False, default_initializer=nn.initializer.Assign(magnitude)
+            )
         self._adapters_changed()
 
     def delete_adapter(self, name: str) -> None:
@@ -86,31 +102,49 @@ class LoraLinear(PaddleAdapterLayer):
         self.lora_dropout._sub_layers.pop(name, None)
 
     def _adapters_changed(self) -> None:
+        active = self._active_unmerged()
+        self._ordered = tuple(active) if any(n in self.lora_magnitude_vector for n in active) else ()
         plan = tuple(
-            (self.lora_A[n], self.lora_B[n], self.scaling[n], _dropout_or_none(self.lora_dropout[n]))
-            for n in self._active_unmerged()
+            (self.lora_A[n], self.lora_B[n], self.scaling[n], _dropout_or_none(self.lora_dropout[n])) for n in active
         )
         dtype = self.base_layer.weight.dtype
         self._plan = tuple(step for step in plan if step[0].dtype == dtype)
         self._cast_plan = tuple(step for step in plan if step[0].dtype != dtype)
 
-    def delta_weight(self, adapter_name: str) -> paddle.Tensor:
-        """``s * A B`` in the base weight's layout ``[in, out]`` and dtype."""
+    def delta_weight(self, adapter_name: str, dtype: Any = None) -> paddle.Tensor:
+        """``s * A B`` in the base weight's layout ``[in, out]`` and ``dtype`` (the weight's by default)."""
         a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
         delta = (a @ b) * self.scaling[adapter_name]
-        return delta.astype(self.base_layer.weight.dtype)
+        return delta.astype(dtype or self.base_layer.weight.dtype)
 
     def _merge_one(self, name: str) -> None:
-        """``W += s * A B``."""
+        """``W += s * A B``; for DoRA ``W <- (W + s * A B) m / n``, keeping ``n`` for unmerge."""
         weight = self.base_layer.weight
         with paddle.no_grad():
-            weight.set_value(weight + self.delta_weight(name))
+            delta = self.delta_weight(name)
+            if name not in self.lora_magnitude_vector:
+                weight.set_value(weight + delta)
+                return
+            if self.merged_adapters:
+                raise PeftplugError(
+                    f"cannot merge DoRA adapter {name!r} while {self.merged_adapters} is merged into the same layer: "
+                    "its norms are of the unmerged weight; unmerge first, or merge the DoRA adapter alone"
+                )
+            norm = column_norms(weight, delta)
+            self._dora_norms[name] = norm
+            weight.set_value((weight + delta) * self._dora_factor(name, norm))
 
     def _unmerge_one(self, name: str) -> None:
-        """``W -= s * A B``."""
+        """``W -= s * A B``; for DoRA ``W <- W n / m - s * A B``."""
         weight = self.base_layer.weight
         with paddle.no_grad():
+            if name in self.lora_magnitude_vector:
+                weight.set_value(weight / self._dora_factor(name, self._dora_norms.pop(name)))
             weight.set_value(weight - self.delta_weight(name))
+
+    def _dora_factor(self, name: str, norm: paddle.Tensor) -> paddle.Tensor:
+        """``m / n`` in the base weight's dtype, one per output column."""
+        return (self.lora_magnitude_vector[name] / norm).astype(self.base_layer.weight.dtype)
 
     def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
         """``x W + b + s * (dropout(x) A) B`` for each active, unmerged adapter."""
@@ -119,6 +153,8 @@ class LoraLinear(PaddleAdapterLayer):
             result = F.linear(x, base.weight, base.bias)
         else:
             result = base(x, *args, **kwargs)
+        if self._ordered:
+            return self._forward_in_order(x, result)
         for a, b, scaling, dropout in self._plan:
             result += ((x if dropout is None else dropout(x)) @ a @ b) * scaling
         for a, b, scaling, dropout in self._cast_plan:
@@ -127,19 +163,49 @@ class LoraLinear(PaddleAdapterLayer):
             result = result + ((hidden @ a @ b) * scaling).astype(result.dtype)
         return result
 
+    def _forward_in_order(self, x: paddle.Tensor, result: paddle.Tensor) -> paddle.Tensor:
+        """The adapters one by one in HF PEFT's order, for a DoRA adapter takes ``x W`` from the
+        output so far (less the bias) when its dropout is off, and recomputes it when on."""
+        for name in self._ordered:
+            a, b, scaling = self.lora_A[name], self.lora_B[name], self.scaling[name]
+            dropout = _dropout_or_none(self.lora_dropout[name])
+            hidden = x.astype(a.dtype)
+            if name not in self.lora_magnitude_vector:
+                hidden = hidden if dropout is None else dropout(hidden)
+                result = result + ((hidden @ a @ b) * scaling).astype(result.dtype)
+                continue
+            base_result = None
+            if dropout is None or not self.training:
+                bias = self.base_layer.bias
+                base_result = result if bias is None else result - bias
+            else:
+                hidden = dropout(hidden)
+            magnitude = self.lora_magnitude_vector[name]
+            delta = dora_output(hidden, base_result, self.base_layer.weight, a, b, magnitude, scaling)
+            result = result + delta.astype(result.dtype)
+        return result
+
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
-        """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]`` (HF PEFT's layout)."""
-        return {
+        """``lora_A.weight`` ``[r, in]`` and ``lora_B.weight`` ``[out, r]`` (HF PEFT's layout),
+        and for DoRA ``lora_magnitude_vector`` ``[out]``."""
+        tensors = {
             "lora_A.weight": np.ascontiguousarray(to_numpy(self.lora_A[name]).T),
             "lora_B.weight": np.ascontiguousarray(to_numpy(self.lora_B[name]).T),
         }
+        if name in self.lora_magnitude_vector:
+            tensors["lora_magnitude_vector"] = to_numpy(self.lora_magnitude_vector[name])
+        return tensors
 
     def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
-        """Copy ``lora_A.weight`` / ``lora_B.weight`` (HF PEFT's layout) in, checking shapes."""
+        """Copy ``lora_A.weight`` / ``lora_B.weight`` (HF PEFT's layout) and DoRA's magnitude
+        in, checking shapes."""
         holders = {"lora_A.weight": self.lora_A[name], "lora_B.weight": self.lora_B[name]}
         taken = set(holders) & set(tensors)
         for suffix in sorted(taken):
             copy_transposed_into(holders[suffix], tensors[suffix], key_prefix + suffix)
+        if name in self.lora_magnitude_vector and "lora_magnitude_vector" in tensors:
+            copy_into(self.lora_magnitude_vector[name], tensors["lora_magnitude_vector"], key_prefix + "lora_magnitude_vector")
+            taken.add("lora_magnitude_vector")
         return taken
 
     def extra_repr(self) -> str:

@@ -29,7 +29,7 @@ from paddle import nn
 
 from peftplug.backends.paddle.layer import copy_transposed_into, to_numpy
 from peftplug.backends.paddle.tensor_parallel import Shards, is_column_parallel
-from peftplug.errors import AdapterShapeError
+from peftplug.errors import AdapterShapeError, PeftplugError
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.plugins.lora.paddle_layers import LoraLinear
 
@@ -53,6 +53,11 @@ class _ParallelLoraLinear(LoraLinear):
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name``: initialised whole (as on one process), made equal on
         every rank, then cut to this rank's piece."""
+        if config.use_dora:
+            raise PeftplugError(
+                f"DoRA (use_dora=True) on {module_name}: a tensor-parallel layer is not supported, as its "
+                "column norms would need the whole weight"
+            )
         super().update_layer(adapter_name, config, module_name)
         for attribute in SUFFIXES:
             holder = getattr(self, attribute)
