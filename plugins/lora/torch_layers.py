@@ -1,4 +1,4 @@
-"""LoRA layers for PyTorch: Linear (and GPT-2's Conv1D) and Embedding.
+"""LoRA layers for PyTorch: Linear (and GPT-2's Conv1D), Conv2d and Embedding.
 
 Math, for a base weight ``W`` (``[out, in]``), rank ``r``, and ``s = alpha / r``
 (``alpha / sqrt(r)`` with rsLoRA)::
@@ -95,22 +95,65 @@ class LoraLayer(TorchAdapterLayer):
             self.base_layer.weight.sub_(self.delta_weight(name))
 
 
-class LoraLinear(LoraLayer):
-    """LoRA around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``); DoRA adapters
-    hold their magnitude in ``lora_magnitude_vector``."""
+class _ModulePairLayer(LoraLayer):
+    """What LoRA's Linear and Conv2d share: per adapter, ``lora_A`` and ``lora_B`` modules of the
+    base layer's kind (HF PEFT's names and shapes), their dropout, their initialisation and their
+    files; and ``lora_magnitude_vector`` for DoRA adapters (Linear only)."""
 
     adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
     adapter_value_names = LoraLayer.adapter_value_names + ("lora_dropout",)
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__(base_layer)
+        self.lora_A = nn.ModuleDict()
+        self.lora_B = nn.ModuleDict()
+        self.lora_dropout = nn.ModuleDict()
+        self.lora_magnitude_vector = nn.ModuleDict()
+
+    def _add_pair(self, adapter_name: str, config: LoraConfig, a: nn.Module, b: nn.Module) -> None:
+        """Make ``a`` and ``b`` adapter ``adapter_name``'s, with the config's dropout, and
+        initialise them as HF PEFT does: A kaiming-uniform (or normal, std 1/r, for
+        ``"gaussian"``), B zeros; ``init_lora_weights=False`` keeps the modules' own init."""
+        self.lora_A[adapter_name] = a
+        self.lora_B[adapter_name] = b
+        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        init = config.init_lora_weights
+        if init is not False and a.weight.device.type != "meta":
+            with torch.no_grad():
+                if init == "gaussian":
+                    nn.init.normal_(a.weight, std=1 / self.r[adapter_name])
+                else:
+                    nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+                nn.init.zeros_(b.weight)
+
+    def _holders(self, name: str) -> dict[str, torch.Tensor]:
+        holders = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
+        if name in self.lora_magnitude_vector:
+            holders["lora_magnitude_vector"] = self.lora_magnitude_vector[name].weight
+        return holders
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``lora_A.weight``, ``lora_B.weight`` and, for DoRA, ``lora_magnitude_vector``."""
+        return {suffix: to_numpy(tensor) for suffix, tensor in self._holders(name).items()}
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``lora_A.weight`` / ``lora_B.weight`` (and DoRA's magnitude) in, checking shapes."""
+        holders = self._holders(name)
+        taken = set(holders) & set(tensors)
+        for suffix in sorted(taken):
+            copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
+        return taken
+
+
+class LoraLinear(_ModulePairLayer):
+    """LoRA around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``): ``lora_A.weight``
+    ``[r, in]``, ``lora_B.weight`` ``[out, r]``; DoRA adapters also ``lora_magnitude_vector`` ``[out]``."""
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
         super().__init__(base_layer)
         self.fan_in_fan_out = fan_in_fan_out
         weight = base_layer.weight
         self.in_features, self.out_features = weight.shape[::-1] if not fan_in_fan_out else weight.shape
-        self.lora_A = nn.ModuleDict()
-        self.lora_B = nn.ModuleDict()
-        self.lora_dropout = nn.ModuleDict()
-        self.lora_magnitude_vector = nn.ModuleDict()
         self._dora_norms: dict[str, torch.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         adopt_parallel_hooks(self, base_layer)
 
@@ -119,17 +162,8 @@ class LoraLinear(LoraLayer):
         r = self._record(adapter_name, config, module_name)
         weight = self.base_layer.weight
         factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
-        self.lora_A[adapter_name] = _new_linear(self.in_features, r, **factory)
-        self.lora_B[adapter_name] = _new_linear(r, self.out_features, **factory)
-        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
-        init = config.init_lora_weights
-        if init is not False and weight.device.type != "meta":
-            with torch.no_grad():
-                if init == "gaussian":
-                    nn.init.normal_(self.lora_A[adapter_name].weight, std=1 / r)
-                else:
-                    nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
-                nn.init.zeros_(self.lora_B[adapter_name].weight)
+        a, b = _new_linear(self.in_features, r, **factory), _new_linear(r, self.out_features, **factory)
+        self._add_pair(adapter_name, config, a, b)
         if is_dtensor(weight):
             if config.use_dora:
                 raise PeftplugError(
@@ -246,24 +280,48 @@ class LoraLinear(LoraLayer):
             result = result + delta.to(result.dtype)
         return result
 
-    def _holders(self, name: str) -> dict[str, torch.Tensor]:
-        holders = {"lora_A.weight": self.lora_A[name].weight, "lora_B.weight": self.lora_B[name].weight}
-        if name in self.lora_magnitude_vector:
-            holders["lora_magnitude_vector"] = self.lora_magnitude_vector[name].weight
-        return holders
+class LoraConv2d(_ModulePairLayer):
+    """LoRA around ``nn.Conv2d`` (HF PEFT's): ``conv(x) + s * B(A(dropout(x)))``, where A is a
+    convolution with the base's kernel, stride and padding from ``in`` to ``r`` channels
+    (``lora_A.weight`` ``[r, in, kh, kw]``) and B a 1x1 convolution to ``out`` channels
+    (``lora_B.weight`` ``[out, r, 1, 1]``). Merged, ``W += s * B o A``: A's kernel with its
+    channels mixed through B."""
 
-    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
-        """``lora_A.weight`` ``[r, in]``, ``lora_B.weight`` ``[out, r]`` and, for DoRA,
-        ``lora_magnitude_vector`` ``[out]``."""
-        return {suffix: to_numpy(tensor) for suffix, tensor in self._holders(name).items()}
+    def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
+        """Add adapter ``adapter_name``; grouped or dilated convolutions and DoRA are refused."""
+        base = self.base_layer
+        if base.groups != 1 or tuple(base.dilation) != (1, 1) or config.use_dora:
+            found = "use_dora=True" if config.use_dora else f"groups={base.groups}, dilation={tuple(base.dilation)}"
+            raise PeftplugError(
+                f"LoRA on {module_name} (Conv2d, {found}): peftplug's Conv2d LoRA takes plain LoRA on ungrouped, "
+                "undilated convolutions; leave this module out of target_modules"
+            )
+        r = self._record(adapter_name, config, module_name)
+        factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight)}
+        a = nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False, **factory)
+        b = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), bias=False, **factory)
+        self._add_pair(adapter_name, config, a, b)
 
-    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
-        """Copy ``lora_A.weight`` / ``lora_B.weight`` (and DoRA's magnitude) in, checking shapes."""
-        holders = self._holders(name)
-        taken = set(holders) & set(tensors)
-        for suffix in sorted(taken):
-            copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
-        return taken
+    def delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``s * B o A`` as a ``[out, in, kh, kw]`` kernel, in the base weight's dtype."""
+        a = self.lora_A[adapter_name].weight
+        b = self.lora_B[adapter_name].weight
+        if a.dtype in LOW_PRECISION:
+            a, b = a.float(), b.float()
+        if a.shape[2:] == (1, 1):
+            delta = (b[:, :, 0, 0] @ a[:, :, 0, 0])[:, :, None, None]
+        else:
+            delta = F.conv2d(a.transpose(0, 1), b).transpose(0, 1)
+        return (delta * self.scaling[adapter_name]).to(self.base_layer.weight.dtype)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``conv(x) + s * B(A(dropout(x)))`` for each active, unmerged adapter."""
+        result = self.base_layer(x, *args, **kwargs)
+        for name in self._active_unmerged():
+            a, b = self.lora_A[name], self.lora_B[name]
+            path = b(a(self.lora_dropout[name](x.to(a.weight.dtype))))
+            result = result + (path * self.scaling[name]).to(result.dtype)
+        return result
 
 
 class LoraEmbedding(LoraLayer):
@@ -342,6 +400,8 @@ def wrap(layer: nn.Module, name: str, config: LoraConfig, adapter_name: str) -> 
         lora = LoraLinear(layer, fan_in_fan_out=True)
     elif isinstance(layer, nn.Embedding):
         lora = LoraEmbedding(layer)
+    elif isinstance(layer, nn.Conv2d):
+        lora = LoraConv2d(layer)
     else:
         return None
     lora.update_layer(adapter_name, config, name)
