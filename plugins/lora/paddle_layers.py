@@ -1,5 +1,5 @@
 """LoRA layers for PaddlePaddle: ``paddle.nn.Linear`` (fleet's tensor-parallel linears:
-:mod:`~peftplug.plugins.lora.paddle_parallel_layers`).
+:mod:`~peftplug.plugins.lora.paddle_parallel_layers`) and ``paddle.nn.Conv2D``.
 
 Paddle stores a Linear weight ``W`` as ``[in, out]`` (``y = x W + b``), and LoRA's matrices are
 kept the same way, as PaddleNLP's ``LoRALinear`` keeps them, so the forward is its forward::
@@ -36,24 +36,64 @@ from peftplug.plugins.lora.config import LoraConfig
 from peftplug.plugins.lora.paddle_dora import column_norms, dora_output
 
 
-class LoraLinear(PaddleAdapterLayer):
-    """LoRA around ``paddle.nn.Linear``; parameters ``lora_A.<adapter>`` ``[in, r]`` and
-    ``lora_B.<adapter>`` ``[r, out]`` (Paddle's layout), and ``lora_magnitude_vector.<adapter>``
-    ``[out]`` for DoRA adapters."""
+class _PaddleLoraLayer(PaddleAdapterLayer):
+    """What Paddle's LoRA layers share: ``lora_A`` / ``lora_B`` parameters per adapter, ranks,
+    scalings and dropout layers."""
 
-    adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
+    adapter_layer_names = ("lora_A", "lora_B")
     adapter_value_names = ("r", "lora_alpha", "scaling")
 
-    def __init__(self, base_layer: nn.Linear):
+    def __init__(self, base_layer: nn.Layer):
         super().__init__()
         self.base_layer = base_layer
-        self.in_features, self.out_features = base_layer.weight.shape
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
         self.r: dict[str, int] = {}
         self.lora_alpha: dict[str, float] = {}
         self.scaling: dict[str, float] = {}
         self.lora_dropout = nn.LayerDict()
+
+    def _record(self, adapter_name: str, config: LoraConfig, module_name: str) -> int:
+        """Record adapter ``adapter_name``'s rank, alpha and scaling, and make its dropout layer;
+        returns the rank."""
+        r, alpha = config.rank_and_alpha(module_name)
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = alpha
+        self.scaling[adapter_name] = config.scaling(r, alpha)
+        dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        dropout.training = self.base_layer.training
+        self.lora_dropout[adapter_name] = dropout
+        return r
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove adapter ``name``, its dropout layer included."""
+        super().delete_adapter(name)
+        self.lora_dropout._sub_layers.pop(name, None)
+
+
+def _a_initializer(config: LoraConfig, r: int) -> Any:
+    """A's initialiser: PaddleNLP's and HF PEFT's kaiming-uniform (a = sqrt(5), on fan_in), or
+    normal with std 1/r for ``"gaussian"``."""
+    if config.init_lora_weights == "gaussian":
+        return nn.initializer.Normal(std=1 / r)
+    return nn.initializer.KaimingUniform(negative_slope=math.sqrt(5), nonlinearity="leaky_relu")
+
+
+def _b_initializer(config: LoraConfig, r: int) -> Any:
+    """B's initialiser: zeros, or A's with ``init_lora_weights=False``."""
+    return nn.initializer.Constant(0.0) if config.init_lora_weights is not False else _a_initializer(config, r)
+
+
+class LoraLinear(_PaddleLoraLayer):
+    """LoRA around ``paddle.nn.Linear``; parameters ``lora_A.<adapter>`` ``[in, r]`` and
+    ``lora_B.<adapter>`` ``[r, out]`` (Paddle's layout), and ``lora_magnitude_vector.<adapter>``
+    ``[out]`` for DoRA adapters."""
+
+    adapter_layer_names = ("lora_A", "lora_B", "lora_magnitude_vector")
+
+    def __init__(self, base_layer: nn.Linear):
+        super().__init__(base_layer)
+        self.in_features, self.out_features = base_layer.weight.shape
         self.lora_magnitude_vector = nn.ParameterDict()
         self._dora_norms: dict[str, paddle.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         # What forward applies, precomputed by _adapters_changed: (A, B, scaling, dropout) when
@@ -67,27 +107,14 @@ class LoraLinear(PaddleAdapterLayer):
 
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name`` with its rank, scaling, dropout and initial weights."""
-        r, alpha = config.rank_and_alpha(module_name)
-        self.r[adapter_name] = r
-        self.lora_alpha[adapter_name] = alpha
-        self.scaling[adapter_name] = config.scaling(r, alpha)
+        r = self._record(adapter_name, config, module_name)
         dtype = adapter_dtype(self.base_layer.weight)
-        init = config.init_lora_weights
-        if init == "gaussian":
-            a_init = nn.initializer.Normal(std=1 / r)
-        else:
-            # PaddleNLP's and HF PEFT's init: kaiming-uniform (a = sqrt(5)) on fan_in = in.
-            a_init = nn.initializer.KaimingUniform(negative_slope=math.sqrt(5), nonlinearity="leaky_relu")
-        b_init = nn.initializer.Constant(0.0) if init is not False else a_init
         self.lora_A[adapter_name] = self.create_parameter(
-            [self.in_features, r], dtype=dtype, is_bias=False, default_initializer=a_init
+            [self.in_features, r], dtype=dtype, is_bias=False, default_initializer=_a_initializer(config, r)
         )
         self.lora_B[adapter_name] = self.create_parameter(
-            [r, self.out_features], dtype=dtype, is_bias=False, default_initializer=b_init
+            [r, self.out_features], dtype=dtype, is_bias=False, default_initializer=_b_initializer(config, r)
         )
-        dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
-        dropout.training = self.base_layer.training
-        self.lora_dropout[adapter_name] = dropout
         if config.use_dora:
             with paddle.no_grad():
                 magnitude = column_norms(self.base_layer.weight.astype(dtype), self.delta_weight(adapter_name, dtype))
@@ -95,11 +122,6 @@ class LoraLinear(PaddleAdapterLayer):
                 magnitude.shape, dtype=dtype, is_bias=False, default_initializer=nn.initializer.Assign(magnitude)
             )
         self._adapters_changed()
-
-    def delete_adapter(self, name: str) -> None:
-        """Remove adapter ``name``, its dropout layer included."""
-        super().delete_adapter(name)
-        self.lora_dropout._sub_layers.pop(name, None)
 
     def _adapters_changed(self) -> None:
         active = self._active_unmerged()
@@ -213,6 +235,82 @@ class LoraLinear(PaddleAdapterLayer):
         return f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}"
 
 
+class LoraConv2D(_PaddleLoraLayer):
+    """LoRA around ``paddle.nn.Conv2D``, as HF PEFT's around ``nn.Conv2d``: ``conv(x) + s *
+    B(A(dropout(x)))``, A a convolution with the base's kernel, stride and padding into ``r``
+    channels (``lora_A.<adapter>`` ``[r, in, kh, kw]``), B a 1x1 convolution out
+    (``lora_B.<adapter>`` ``[out, r, 1, 1]``). Paddle's kernels have torch's layout, so the files
+    hold these tensors as they are."""
+
+    def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
+        """Add adapter ``adapter_name``; grouped or dilated convolutions, NHWC and DoRA are refused."""
+        base = self.base_layer
+        plain = base._groups == 1 and list(base._dilation) == [1, 1] and base._data_format == "NCHW"
+        if not plain or config.use_dora:
+            found = "use_dora=True" if config.use_dora else (
+                f"groups={base._groups}, dilation={list(base._dilation)}, data_format={base._data_format}"
+            )
+            raise PeftplugError(
+                f"LoRA on {module_name} (Conv2D, {found}): peftplug's Conv2D LoRA takes plain LoRA on ungrouped, "
+                "undilated NCHW convolutions; leave this module out of target_modules"
+            )
+        r = self._record(adapter_name, config, module_name)
+        dtype = adapter_dtype(base.weight)
+        out_channels, in_channels, *kernel = base.weight.shape
+        self.lora_A[adapter_name] = self.create_parameter(
+            [r, in_channels, *kernel], dtype=dtype, is_bias=False, default_initializer=_a_initializer(config, r)
+        )
+        self.lora_B[adapter_name] = self.create_parameter(
+            [out_channels, r, 1, 1], dtype=dtype, is_bias=False, default_initializer=_b_initializer(config, r)
+        )
+
+    def delta_weight(self, adapter_name: str) -> paddle.Tensor:
+        """``s * B o A`` as an ``[out, in, kh, kw]`` kernel, in the base weight's dtype."""
+        a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
+        if tuple(a.shape[2:]) == (1, 1):
+            delta = (b[:, :, 0, 0] @ a[:, :, 0, 0]).unsqueeze([2, 3])
+        else:
+            delta = F.conv2d(a.transpose([1, 0, 2, 3]), b).transpose([1, 0, 2, 3])
+        return (delta * self.scaling[adapter_name]).astype(self.base_layer.weight.dtype)
+
+    def _merge_one(self, name: str) -> None:
+        """``W += s * B o A``."""
+        weight = self.base_layer.weight
+        with paddle.no_grad():
+            weight.set_value(weight + self.delta_weight(name))
+
+    def _unmerge_one(self, name: str) -> None:
+        """``W -= s * B o A``."""
+        weight = self.base_layer.weight
+        with paddle.no_grad():
+            weight.set_value(weight - self.delta_weight(name))
+
+    def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
+        """``conv(x) + s * B(A(dropout(x)))`` for each active, unmerged adapter."""
+        base = self.base_layer
+        result = base(x, *args, **kwargs)
+        for name in self._active_unmerged():
+            a, b = self.lora_A[name], self.lora_B[name]
+            dropout = _dropout_or_none(self.lora_dropout[name])
+            hidden = x.astype(a.dtype)
+            hidden = hidden if dropout is None else dropout(hidden)
+            path = F.conv2d(F.conv2d(hidden, a, stride=base._stride, padding=base._padding), b)
+            result = result + (path * self.scaling[name]).astype(result.dtype)
+        return result
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``lora_A.weight`` ``[r, in, kh, kw]`` and ``lora_B.weight`` ``[out, r, 1, 1]``."""
+        return {"lora_A.weight": to_numpy(self.lora_A[name]), "lora_B.weight": to_numpy(self.lora_B[name])}
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``lora_A.weight`` / ``lora_B.weight`` in, checking shapes."""
+        holders = {"lora_A.weight": self.lora_A[name], "lora_B.weight": self.lora_B[name]}
+        taken = set(holders) & set(tensors)
+        for suffix in sorted(taken):
+            copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
+        return taken
+
+
 def _dropout_or_none(layer: nn.Layer) -> nn.Layer | None:
     """The dropout layer forward calls, or None for an identity (dropout 0: no call at all)."""
     return None if isinstance(layer, nn.Identity) else layer
@@ -220,10 +318,12 @@ def _dropout_or_none(layer: nn.Layer) -> nn.Layer | None:
 
 def wrap(layer: nn.Layer, name: str, config: LoraConfig, adapter_name: str) -> nn.Layer | None:
     """The LoRA layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
-    if isinstance(layer, LoraLinear):
+    if isinstance(layer, _PaddleLoraLayer):
         lora = layer
     elif isinstance(layer, nn.Linear):
         lora = LoraLinear(layer)
+    elif isinstance(layer, nn.Conv2D):
+        lora = LoraConv2D(layer)
     elif is_parallel_linear(layer):
         from peftplug.plugins.lora.paddle_parallel_layers import wrap_parallel
 
