@@ -14,7 +14,8 @@ class DelegatesToInner:
     instead of recursing."""
 
     _inner: ClassVar[str]
-    _own: ClassVar[frozenset[str]] = frozenset()
+    # torch's and Paddle's containers of submodules, parameters and buffers
+    _own: ClassVar[frozenset[str]] = frozenset({"_modules", "_parameters", "_buffers", "_sub_layers"})
 
     def __getattr__(self, name: str) -> Any:
         try:

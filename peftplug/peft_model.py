@@ -53,7 +53,7 @@ class PeftModel(DelegatesToInner):
     forward = ForwardDescriptor()
     _prompt_learning = False
     _inner = "base_model"
-    _own = frozenset({"_peft_ops", "_modules", "_parameters", "_buffers", "_sub_layers"})
+    _own = DelegatesToInner._own | {"_peft_ops"}
 
     def _init_peft(self, ops: Any, method: Any) -> None:
         self._peft_ops = ops

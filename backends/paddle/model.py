@@ -18,8 +18,6 @@ from peftplug.peft_model import PeftModel
 class TunerModel(TunerModelBase, nn.Layer):
     """Holds the user's model as ``.model`` (HF PEFT's ``LoraModel`` position in the tree)."""
 
-    _own = frozenset({"_sub_layers", "_parameters", "_buffers"})
-
 
 class PaddlePeftModel(PeftModel, nn.Layer):
     """A Paddle model with adapters: a ``paddle.nn.Layer`` (so PaddleNLP's ``Trainer`` takes it)
