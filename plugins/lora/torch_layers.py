@@ -159,18 +159,17 @@ class LoraLinear(_ModulePairLayer):
 
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name`` with its rank, scaling, dropout and initial weights."""
-        r = self._record(adapter_name, config, module_name)
         weight = self.base_layer.weight
+        if config.use_dora and is_dtensor(weight):
+            raise PeftplugError(
+                f"DoRA (use_dora=True) on {module_name}: a tensor-parallel (DTensor) layer is not supported, "
+                "as its row norms would need the whole weight"
+            )
+        r = self._record(adapter_name, config, module_name)
         factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
         a, b = _new_linear(self.in_features, r, **factory), _new_linear(r, self.out_features, **factory)
         self._add_pair(adapter_name, config, a, b)
         if is_dtensor(weight):
-            if config.use_dora:
-                raise PeftplugError(
-                    f"DoRA (use_dora=True) on {module_name}: a tensor-parallel (DTensor) layer is not supported, "
-                    "as its row norms would need the whole weight"
-                )
-            a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
             a.weight = dtensor_parameter(a.weight.data, weight, {1: 1})
             b.weight = dtensor_parameter(b.weight.data, weight, {0: 0})
         if config.use_dora:
