@@ -38,7 +38,7 @@ from peftplug.plugins.lora.paddle_dora import column_norms, dora_output
 
 class _PaddleLoraLayer(PaddleAdapterLayer):
     """What Paddle's LoRA layers share: ``lora_A`` / ``lora_B`` parameters per adapter, ranks,
-    scalings and dropout layers."""
+    scalings, dropout layers, and merging ``delta_weight`` in and out."""
 
     adapter_layer_names = ("lora_A", "lora_B")
     adapter_value_names = ("r", "lora_alpha", "scaling")
@@ -69,6 +69,22 @@ class _PaddleLoraLayer(PaddleAdapterLayer):
         """Remove adapter ``name``, its dropout layer included."""
         super().delete_adapter(name)
         self.lora_dropout._sub_layers.pop(name, None)
+
+    def delta_weight(self, adapter_name: str) -> paddle.Tensor:
+        """The adapter's update of the base weight, in its layout and dtype."""
+        raise NotImplementedError
+
+    def _merge_one(self, name: str) -> None:
+        """``W += delta``."""
+        weight = self.base_layer.weight
+        with paddle.no_grad():
+            weight.set_value(weight + self.delta_weight(name))
+
+    def _unmerge_one(self, name: str) -> None:
+        """``W -= delta``."""
+        weight = self.base_layer.weight
+        with paddle.no_grad():
+            weight.set_value(weight - self.delta_weight(name))
 
 
 def _a_initializer(config: LoraConfig, r: int) -> Any:
@@ -141,28 +157,27 @@ class LoraLinear(_PaddleLoraLayer):
 
     def _merge_one(self, name: str) -> None:
         """``W += s * A B``; for DoRA ``W <- (W + s * A B) m / n``, keeping ``n`` for unmerge."""
+        if name not in self.lora_magnitude_vector:
+            return super()._merge_one(name)
+        if self.merged_adapters:
+            raise PeftplugError(
+                f"cannot merge DoRA adapter {name!r} while {self.merged_adapters} is merged into the same layer: "
+                "its norms are of the unmerged weight; unmerge first, or merge the DoRA adapter alone"
+            )
         weight = self.base_layer.weight
         with paddle.no_grad():
             delta = self.delta_weight(name)
-            if name not in self.lora_magnitude_vector:
-                weight.set_value(weight + delta)
-                return
-            if self.merged_adapters:
-                raise PeftplugError(
-                    f"cannot merge DoRA adapter {name!r} while {self.merged_adapters} is merged into the same layer: "
-                    "its norms are of the unmerged weight; unmerge first, or merge the DoRA adapter alone"
-                )
             norm = column_norms(weight, delta)
             self._dora_norms[name] = norm
             weight.set_value((weight + delta) * self._dora_factor(name, norm))
 
     def _unmerge_one(self, name: str) -> None:
         """``W -= s * A B``; for DoRA ``W <- W n / m - s * A B``."""
-        weight = self.base_layer.weight
-        with paddle.no_grad():
-            if name in self.lora_magnitude_vector:
+        if name in self.lora_magnitude_vector:
+            weight = self.base_layer.weight
+            with paddle.no_grad():
                 weight.set_value(weight / self._dora_factor(name, self._dora_norms.pop(name)))
-            weight.set_value(weight - self.delta_weight(name))
+        super()._unmerge_one(name)
 
     def _dora_factor(self, name: str, norm: paddle.Tensor) -> paddle.Tensor:
         """``m / n`` in the base weight's dtype, one per output column."""
@@ -272,18 +287,6 @@ class LoraConv2D(_PaddleLoraLayer):
         else:
             delta = F.conv2d(a.transpose([1, 0, 2, 3]), b).transpose([1, 0, 2, 3])
         return (delta * self.scaling[adapter_name]).astype(self.base_layer.weight.dtype)
-
-    def _merge_one(self, name: str) -> None:
-        """``W += s * B o A``."""
-        weight = self.base_layer.weight
-        with paddle.no_grad():
-            weight.set_value(weight + self.delta_weight(name))
-
-    def _unmerge_one(self, name: str) -> None:
-        """``W -= s * B o A``."""
-        weight = self.base_layer.weight
-        with paddle.no_grad():
-            weight.set_value(weight - self.delta_weight(name))
 
     def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
         """``conv(x) + s * B(A(dropout(x)))`` for each active, unmerged adapter."""
