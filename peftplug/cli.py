@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 from typing import Any, NoReturn, Sequence
@@ -295,14 +296,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_convert(args: argparse.Namespace) -> int:
     """``peftplug convert``: :func:`peftplug.convert`, then one line naming what was written."""
-    from peftplug.convert import convert
+    from peftplug.convert import ConversionError, convert
 
-    written = convert(
-        args.src, args.dst, to=args.to, architecture=args.architecture, base_config=args.base_config,
-        fuse_attention_qkv=args.fuse_attention_qkv, fuse_attention_ffn=args.fuse_attention_ffn,
-    )
+    try:
+        written = convert(
+            args.src, args.dst, to=args.to, architecture=args.architecture, base_config=args.base_config,
+            fuse_attention_qkv=args.fuse_attention_qkv, fuse_attention_ffn=args.fuse_attention_ffn,
+        )
+    except ConversionError as error:
+        raise ConversionError(_as_options(str(error))) from error
     print(f"converted {args.src} -> {args.dst} ({args.to}): {', '.join(sorted(p.name for p in written))}")
     return 0
+
+
+def _as_options(message: str) -> str:
+    """A library message that names keyword arguments, naming the command's options instead."""
+    def option(match: re.Match) -> str:
+        return "--" + match.group(1).replace("_", "-") + (" " if match.group(2) else "")
+
+    return re.sub(r"""\b(architecture|base_config)=(?=([\w'"<])?)""", option, message)
 
 
 def _one_line(error: BaseException) -> str:

@@ -17,8 +17,10 @@ What converts (exact up to float rounding; bit-identical tensors on a round trip
   key/value order is the format plugin's business (the canonical state is always HF's).
 
 The family comes from ``architecture=``, else the base config's ``model_type`` (``base_config=``,
-or a ``config.json`` beside the adapter), else the adapter's module names; when none tells (HF
-Llama and Qwen2 share names; prefix adapters have none), a clear error lists the known families.
+a ``config.json`` beside the adapter, or that of the local model its ``base_model_name_or_path``
+names), else the adapter's module names (where several families share them, as HF Llama and
+Qwen2 do, the one the base model's name mentions); when none tells (prefix adapters name no
+module), a clear error lists the known families.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from peftplug.convert_tree import (
     LIBRARY, ConversionError, Routed, map_module_names, module_keys, prefix_for, representatives, route, tree_side,
 )
 from peftplug.manager import PluginManager, get_plugin_manager
-from peftplug.plugins.architectures.name_maps import NameMapError, Side, architecture_for, map_name_candidates
+from peftplug.plugins.architectures.name_maps import (
+    NameMapError, Side, architecture_for, fitting_architectures, map_name_candidates,
+)
 from peftplug.registration import Architecture, ModuleMap
 from peftplug.state import AdapterState
 
@@ -108,9 +112,12 @@ def convert_state(
         raise ValueError(f"to must be 'hf' or 'paddle', got {to!r}")
     config = state.config
     values = base_config_values(base_config)
+    named_base = getattr(config, "base_model_name_or_path", None)
+    if not values.get("model_type"):
+        values = {**_local_base_config(named_base), **values}
     prefix = prefix_for(config.is_prompt_learning)
     names = module_keys(state.tensors, prefix)
-    family = _family(architecture, values, names, config.peft_type, manager)
+    family = _family(architecture, values, names, named_base, manager)
     if names and family is not None and _tree_side(state, prefix, names, family, to, lenient) != to:
         _check_lora_shapes(state, prefix)
         state = _move_tree(state, family, to, prefix, values, fused or {})
@@ -148,11 +155,22 @@ def _beside(src: Path) -> Path | None:
     return src / "config.json" if (src / "config.json").is_file() else None
 
 
+def _local_base_config(named_base: str | None) -> dict[str, Any]:
+    """The config of the base model an adapter names (``base_model_name_or_path``) when that is
+    a local directory holding a readable ``config.json``; else nothing."""
+    if not named_base or not (Path(named_base) / "config.json").is_file():
+        return {}
+    try:
+        return base_config_values(Path(named_base))
+    except ConversionError:
+        return {}
+
+
 def _family(
     architecture: str | Architecture | None,
     values: dict[str, Any],
     names: list[str],
-    peft_type: str,
+    named_base: str | None,
     manager: PluginManager | None,
 ) -> Architecture | None:
     if architecture is not None or values.get("model_type"):
@@ -160,12 +178,26 @@ def _family(
             return architecture_for(architecture, model_type=values.get("model_type"), names=names or None, manager=manager)
         except NameMapError as error:
             raise ConversionError(str(error)) from error
-    if names:
-        try:
-            return architecture_for(names=representatives(_module_names(names)), manager=manager)
-        except NameMapError as error:
-            raise ConversionError(f"cannot tell the model family of the adapter's tensors: {error}") from error
-    return None
+    if not names:
+        return None
+    modules = representatives(_module_names(names))
+    named = _named_family(named_base, [family for family, _ in fitting_architectures(modules, manager).values()])
+    if named is not None:
+        return named
+    try:
+        return architecture_for(names=modules, manager=manager)
+    except NameMapError as error:
+        raise ConversionError(f"cannot tell the model family of the adapter's tensors: {error}") from error
+
+
+def _named_family(named_base: str | None, candidates: list[Architecture]) -> Architecture | None:
+    """The one family of several whose module names all fit (HF Llama and Qwen2 share theirs)
+    that the base model's name mentions (``Qwen/Qwen2-7B`` -> qwen2); None when not exactly one."""
+    if not named_base or len(candidates) < 2:
+        return None
+    text = named_base.lower()
+    named = [family for family in candidates if any(t.lower() in text for t in (family.name, *family.model_types))]
+    return named[0] if len(named) == 1 else None
 
 
 def _module_names(names: list[str]) -> list[str]:

@@ -266,7 +266,9 @@ def test_to_paddlenlp_and_back_is_bit_identical(torch, method, tmp_path):
     peftplug.convert(tmp_path / "paddle", tmp_path / "back", to="peft")
     assert_bit_identical(tmp_path / "torch", tmp_path / "back")
     before, after = read_adapter(tmp_path / "torch").config, read_adapter(tmp_path / "back").config
-    for field in ("target_modules", "feedforward_modules", "modules_to_save", "r", "lora_alpha", "num_virtual_tokens"):
+    fields = ("target_modules", "feedforward_modules", "modules_to_save", "r", "lora_alpha", "num_virtual_tokens", "task_type")
+    assert before.task_type == "CAUSAL_LM"
+    for field in fields:
         assert getattr(before, field, None) == getattr(after, field, None), field
 
 
@@ -313,6 +315,27 @@ def test_an_ambiguous_family_asks_for_architecture(torch, tmp_path):
     with pytest.raises(ConversionError, match=r"several architectures: llama \(hf names\).*qwen2.*architecture="):
         peftplug.convert(src, dst, to="paddlenlp")
     assert_untouched(dst)
+
+
+def test_the_family_comes_from_the_local_base_model_the_adapter_names(torch, tmp_path):
+    """The README's own example: no architecture=, the family read from the config.json of the
+    local model that ``base_model_name_or_path`` names."""
+    hf = hf_model(torch, "llama")
+    hf.save_pretrained(tmp_path / "llama-base")
+    config = METHODS["lora"]()
+    config.base_model_name_or_path = str(tmp_path / "llama-base")
+    peftplug.get_peft_model(hf, config).save_pretrained(tmp_path / "src")
+    peftplug.convert(tmp_path / "src", tmp_path / "pd", to="paddlenlp")
+    assert any(key.startswith("base_model.model.llama.layers.0.") for key in read_adapter(tmp_path / "pd").tensors)
+
+
+@pytest.mark.parametrize("named, family", [("Qwen/Qwen2-0.5B", "qwen2"), ("meta-llama/Llama-2-7b-hf", "llama")])
+def test_a_base_model_name_settles_families_that_share_module_names(torch, tmp_path, named, family):
+    model = peftplug.get_peft_model(hf_model(torch, "llama"), METHODS["lora"]())
+    model.peft_config["default"].base_model_name_or_path = named
+    model.save_pretrained(tmp_path / "src")
+    peftplug.convert(tmp_path / "src", tmp_path / "pd", to="paddlenlp")
+    assert any(key.startswith(f"base_model.model.{family}.layers.0.") for key in read_adapter(tmp_path / "pd").tensors)
 
 
 def test_a_wrong_family_names_the_tensor(torch, tmp_path):
@@ -403,6 +426,7 @@ def test_the_convert_command(torch, tmp_path, capsys):
     assert main(["convert", str(src), str(dst), "--to", "paddlenlp"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("peftplug convert: error: cannot tell the model family") and error.count("\n") == 1
+    assert "pass --architecture to choose" in error and "architecture=" not in error, "the command's flag is named"
     assert_untouched(dst)
     assert main(["convert", str(src), str(dst), "--to", "torch"]) == 2
     assert "--to: invalid choice: 'torch'" in capsys.readouterr().err
@@ -410,9 +434,8 @@ def test_the_convert_command(torch, tmp_path, capsys):
     assert "peftplug convert torch-lora paddle-lora --to paddlenlp" in capsys.readouterr().out
 
 
-def test_gpt2_c_attn_lora_splits_into_paddlenlp_q_k_v_and_back(torch, paddle, tmp_path):
-    """GPT-2's fused c_attn (Conv1D) is PaddleNLP GPT's q_proj, k_proj, v_proj: each part keeps
-    lora_A and takes its rows of lora_B; joining them back shares the identical A (rank kept)."""
+def gpt2_twins(torch, paddle):
+    """A tiny HF GPT-2 and the PaddleNLP GPT carrying its weights (no dropout)."""
     import paddlenlp.transformers as pt
     import transformers
 

@@ -108,8 +108,7 @@ def architecture_for(
     names = list(names)
     if not names:
         raise NameMapError(f"cannot tell the model family from no names: pass architecture= (known: {_known(manager)})")
-    fits = {a.name: (a, [s for s in SIDES if _covers(a, s, names)]) for a in manager.architectures if a.modules}
-    fits = {name: fit for name, fit in fits.items() if fit[1]}
+    fits = fitting_architectures(names, manager)
     if len(fits) == 1:
         return next(iter(fits.values()))[0]
     if not fits:
@@ -122,6 +121,16 @@ def architecture_for(
     raise NameMapError(
         f"the names fit several architectures: {candidates}; pass architecture= to choose"
     )
+
+
+def fitting_architectures(
+    names: Iterable[str], manager: PluginManager | None = None
+) -> dict[str, tuple[Architecture, list[Side]]]:
+    """The mapped families whose module map covers every one of ``names`` on one side or both:
+    ``{name: (architecture, sides)}``."""
+    names = list(names)
+    fits = {a.name: (a, [s for s in SIDES if _covers(a, s, names)]) for a in _manager(manager).architectures if a.modules}
+    return {name: fit for name, fit in fits.items() if fit[1]}
 
 
 def side_of(names: Iterable[str], architecture: Architecture) -> Side:

@@ -14,7 +14,8 @@ None/"lora"/"all" <-> ``bias`` "none"/"lora_only"/"all"; ``target_modules`` by
 :mod:`~peftplug.plugins.formats.paddlenlp_targets`; ``trainable_modules`` (regexes on parameter
 names) <-> ``modules_to_save``: on reading, the modules whose parameters the file holds; on
 writing, the escaped names of those parameters. ``dtype`` follows the tensors; ``scaling`` is
-computed as PaddleNLP computes it. PaddleNLP features peftplug lacks (``pissa``,
+computed as PaddleNLP computes it; ``task_type``, which PaddleNLP lacks (and skips), is kept when
+set. PaddleNLP features peftplug lacks (``pissa``,
 ``lora_plus_scale`` != 1, ``do_qat``, ``enable_lora_list``, unknown non-empty fields) are
 refused naming the field; ``merge_weights``, ``use_quick_lora`` and ``head_dim`` change no
 result and are read and dropped (written at PaddleNLP's defaults).
@@ -60,6 +61,9 @@ PADDLENLP_DEFAULTS: dict[str, Any] = {
 }
 # Fields that change no result of a loaded adapter: read and dropped.
 _HARMLESS = {"merge_weights", "use_quick_lora", "head_dim", "dtype", "scaling", "tensor_parallel_degree"}
+# peftplug's own fields, written only when set; PaddleNLP's LoRAConfig.from_pretrained skips
+# fields it lacks, so they carry a round trip through PaddleNLP's format.
+_CARRIED = {"task_type"}
 # Fields whose non-default value is a feature peftplug does not implement.
 _REFUSED = {
     "pissa": "PiSSA (the base weights it saves against are changed by the method)",
@@ -82,7 +86,7 @@ def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) 
         if field in _REFUSED:
             if value != PADDLENLP_DEFAULTS[field] and value is not None:
                 raise _fail(field, value, f"peftplug does not implement {_REFUSED[field]}; only {PADDLENLP_DEFAULTS[field]!r} is accepted")
-        elif field not in PADDLENLP_DEFAULTS and field not in _HARMLESS:
+        elif field not in PADDLENLP_DEFAULTS and field not in _HARMLESS | _CARRIED:
             if value not in (None, False, [], {}, ""):
                 raise _fail(field, value, "a field peftplug does not know; only an empty/false value is accepted")
     targets = data.get("target_modules")
@@ -108,6 +112,7 @@ def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) 
         use_rslora=bool(data.get("rslora", False)),
         modules_to_save=modules_to_save,
         base_model_name_or_path=data.get("base_model_name_or_path"),
+        task_type=data.get("task_type"),
         inference_mode=True,
     )
 
@@ -147,6 +152,7 @@ def config_to_paddlenlp(config: LoraConfig, tensors: dict[str, np.ndarray], padd
         trainable_bias=trainable_bias,
         trainable_modules=trainable or None,
     )
+    data.update({field: getattr(config, field) for field in sorted(_CARRIED) if getattr(config, field, None)})
     # PaddleNLP's LoRAConfig.scaling, exactly.
     data["scaling"] = config.lora_alpha / math.sqrt(config.r) if config.use_rslora else config.lora_alpha / config.r
     return data
