@@ -80,7 +80,7 @@ def convert(
         state,
         TARGET_SIDE[to],
         architecture=architecture,
-        positions=positions_of_format(source_format),
+        positions=positions_of_format(source_format, manager),
         base_config=values,
         fused={"qkv": fuse_attention_qkv, "ffn": fuse_attention_ffn},
         manager=manager,
@@ -88,9 +88,15 @@ def convert(
     return write_adapter(converted, dst, to, manager=manager)
 
 
-def positions_of_format(format_name: str) -> Side:
-    """The prefix-position convention of a format's files: PaddleNLP's for ``paddlenlp``, HF's otherwise."""
-    return "paddle" if format_name == "paddlenlp" else "hf"
+def positions_of_format(format_name: str, manager: PluginManager | None = None) -> Side:
+    """The prefix-position convention of a format's files: its declared ``convention``, HF's
+    when it declares none."""
+    return convention_of(format_name, manager) or "hf"
+
+
+def convention_of(format_name: str, manager: PluginManager | None = None) -> Side | None:
+    """The module tree a registered format's files hold (:attr:`Format.convention`), or None."""
+    return (manager or get_plugin_manager()).formats.get(format_name).convention
 
 
 def convert_state(
@@ -333,4 +339,6 @@ def _check_lora_shapes(state: AdapterState, prefix: str) -> None:
             )
 
 
-__all__ = ["ConversionError", "LIBRARY", "base_config_values", "convert", "convert_state", "positions_of_format"]
+__all__ = [
+    "ConversionError", "LIBRARY", "base_config_values", "convention_of", "convert", "convert_state", "positions_of_format",
+]

@@ -3,9 +3,10 @@
 :func:`state_for_model`: a state read from files is moved to the model's library (its module
 tree; for prefix tuning, its position convention) before it is loaded, so
 ``PeftModel.from_pretrained(paddle_model, dir_saved_from_torch)`` and the reverse just work.
-:func:`state_for_format`: a prefix adapter saved in a format is put in that format's position
-convention (HF PEFT files hold HF positions even when a Paddle model writes them), so the
-format alone tells an adapter's convention (:mod:`peftplug.convert_prefix`).
+:func:`state_for_format`: an adapter saved in a format is put in that format's convention
+(:attr:`~peftplug.registration.Format.convention`): HF PEFT files hold HF's module names and
+prefix positions even when a Paddle model writes them, PaddleNLP files PaddleNLP's even when a
+torch model does, so the format alone tells an adapter's convention.
 
 The model's library is its backend (``torch`` -> HF transformers, ``paddle`` -> PaddleNLP), its
 family its config's ``model_type``; a model of a family without a module map, or another
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.adapter_io import detect_format
-from peftplug.convert import base_config_values, convert_state, positions_of_format
+from peftplug.convert import base_config_values, convention_of, convert_state, positions_of_format
 from peftplug.manager import get_plugin_manager
 from peftplug.plugins.architectures.name_maps import NameMapError, Side, architecture_for
 from peftplug.registration import Architecture
@@ -46,17 +47,15 @@ def state_for_model(state: AdapterState, model: Any, format_name: str) -> Adapte
 
 
 def state_for_format(state: AdapterState, model: Any, format_name: str) -> AdapterState:
-    """A prefix-tuning ``state`` taken from ``model`` in the position convention of ``format_name``."""
-    if state.config.peft_type != "PREFIX_TUNING":
-        return state
+    """``state`` taken from ``model``, in the module tree and prefix positions of ``format_name``'s
+    files (a Paddle model's adapter saved in HF PEFT's format gets HF's module names, a torch
+    model's saved in PaddleNLP's gets PaddleNLP's). A module the family's map does not cover is
+    an error naming its tensor, raised before anything is written."""
+    target = convention_of(format_name)
     found = _model_family(model)
-    if found is None or found[1].prefix_cache is None or found[1].prefix_cache.paddle_order is None:
+    if target is None or found is None or found[0] == target:
         return state
     side, family, values = found
-    target = positions_of_format(format_name)
-    if target == side:
-        return state
-    # The state is in the model's convention; only the positions change (no module names).
     return convert_state(state, target, architecture=family, positions=side, base_config=values)
 
 

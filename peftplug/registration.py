@@ -66,6 +66,9 @@ class Format:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # Whose module names (and prefix-tuning positions) the files hold: "hf" (HF transformers'
+    # tree), "paddle" (PaddleNLP's), or None: the tree of the model that saved them, as it is.
+    convention: ClassVar[str | None] = None
 
     def detect(self, directory: Path) -> bool:
         """Return True when ``directory`` holds an adapter in this format."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
+from peftplug.convert_load import state_for_format
 from peftplug.files import write_files_atomically
 from peftplug.state import AdapterState
 from peftplug.tp_shards import (
@@ -151,7 +152,9 @@ def save_merged(
                     k: join_arrays([rank_tensors[name][k] for rank_tensors in gathered], axes[k], k)
                     for k in state.tensors
                 }
-                whole = AdapterState(state.config, tensors, state.extra_tensors)
+                whole = state_for_format(
+                    AdapterState(state.config, tensors, state.extra_tensors), peft_model.base_model.model, format
+                )
                 for file_name, content in _format_files(peft_model, whole, format, safe_serialization).items():
                     files[_relative(directories[name], root, file_name)] = content
 

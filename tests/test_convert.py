@@ -450,6 +450,13 @@ def gpt2_twins(torch, paddle):
     ))
     pd.eval()
     copy_base_weights(hf, pd)
+    return hf, pd
+
+
+def test_gpt2_c_attn_lora_splits_into_paddlenlp_q_k_v_and_back(torch, paddle, tmp_path):
+    """GPT-2's fused c_attn (Conv1D) is PaddleNLP GPT's q_proj, k_proj, v_proj: each part keeps
+    lora_A and takes its rows of lora_B; joining them back shares the identical A (rank kept)."""
+    hf, pd = gpt2_twins(torch, paddle)
     model = peftplug.get_peft_model(hf, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True))
     train_torch(torch, model)
     expected = torch_logits(torch, model)

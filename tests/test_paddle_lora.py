@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import peftplug
+from peftplug.convert_load import state_for_model
 from peftplug.errors import AdapterShapeError, TargetModulesError
 
 
@@ -192,7 +193,7 @@ def test_save_and_load_round_trip_in_hf_peft_layout(paddle, make_paddle_model, t
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 2
     tensors = load_file(tmp_path / "adapter_model.safetensors")
-    key = "base_model.model.llama.layers.0.self_attn.k_proj"
+    key = "base_model.model.model.layers.0.self_attn.k_proj"  # HF's module tree, for HF PEFT
     assert tensors[f"{key}.lora_A.weight"].shape == (2, 32)  # [r, in]
     assert tensors[f"{key}.lora_B.weight"].shape == (16, 2)  # [out, r]: k_proj maps 32 -> 16 (GQA)
     assert tensors[f"{key}.lora_A.weight"].dtype == np.float32
@@ -206,7 +207,7 @@ def test_save_and_load_round_trip_in_hf_peft_layout(paddle, make_paddle_model, t
 def test_shape_mismatch_on_load_names_key_and_both_shapes(paddle, make_paddle_model, tmp_path):
     ours(make_paddle_model, target_modules=["q_proj"], r=2).save_pretrained(tmp_path)
     model = ours(make_paddle_model, target_modules=["q_proj"], r=4)
-    state = peftplug.adapter_io.read_adapter(tmp_path, None)
+    state = state_for_model(peftplug.adapter_io.read_adapter(tmp_path, None), model.base_model.model, "peft")
     with pytest.raises(AdapterShapeError) as error:
         model.load_adapter_state(state, "default")
     message = str(error.value)

@@ -60,6 +60,7 @@ class PaddleNLPFormat(Format):
 
     name = "paddlenlp"
     description = "PaddleNLP (lora_config.json + lora_model_state.pdparams, prefix_config.json + ...)"
+    convention = "paddle"
 
     def detect(self, directory: Path) -> bool:
         """A ``<method>_config.json`` beside its pdparams (or tensor-parallel shards), or beside

@@ -34,6 +34,7 @@ class PeftFormat(Format):
 
     name = "peft"
     description = "Hugging Face PEFT (adapter_config.json + adapter_model.safetensors)"
+    convention = "hf"
 
     def detect(self, directory: Path) -> bool:
         """An adapter_config.json beside adapter_model.safetensors or .bin."""
