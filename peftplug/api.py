@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from peftplug.adapter_names import check_adapter_name
 from peftplug.config import AdapterConfig
 from peftplug.errors import ConfigError
 from peftplug.manager import get_plugin_manager
@@ -19,6 +20,7 @@ def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = D
     """
     if not isinstance(peft_config, AdapterConfig):
         raise ConfigError("get_peft_model", "peft_config", peft_config, "an AdapterConfig such as peftplug.LoraConfig")
+    check_adapter_name(adapter_name)
     manager = get_plugin_manager()
     backend = manager.backends.get(manager.detect_backend(model)).load()
     method = manager.method_for_config(peft_config)

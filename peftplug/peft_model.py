@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from peftplug.adapter_io import read_adapter, write_adapter
+from peftplug.adapter_names import check_adapter_name
 from peftplug.config import AdapterConfig
 from peftplug.convert_load import format_of, state_for_format, state_for_model
 from peftplug.delegation import DelegatesToInner
@@ -87,6 +88,7 @@ class PeftModel(DelegatesToInner):
         from peftplug.api import get_peft_model
         from peftplug.tp_save import load_shards, read_config_of_shards, shards_to_load
 
+        check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
         shard_set = shards_to_load(directory, format)
         state = read_config_of_shards(shard_set, format) if shard_set else read_adapter(directory, format)
@@ -111,6 +113,7 @@ class PeftModel(DelegatesToInner):
         """Load another saved adapter into this model under ``adapter_name``."""
         from peftplug.tp_save import load_shards, read_config_of_shards, shards_to_load
 
+        check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
         shard_set = shards_to_load(directory, format)
         state = read_config_of_shards(shard_set, format) if shard_set else read_adapter(directory, format)
@@ -178,6 +181,7 @@ class PeftModel(DelegatesToInner):
     # ---------------------------------------------------------------- adapters
     def add_adapter(self, adapter_name: str, peft_config: AdapterConfig) -> None:
         """Inject a new adapter ``adapter_name`` (same method as the existing ones)."""
+        check_adapter_name(adapter_name)
         if adapter_name in self.peft_config:
             raise ConfigError(type(peft_config).__name__, "adapter_name", adapter_name, "an adapter name not in use")
         method = self._peft_manager.method_for_config(peft_config)
