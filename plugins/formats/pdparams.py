@@ -9,7 +9,9 @@ module.
 Reading never runs code from the file: :class:`_ArraysOnlyUnpickler` resolves only the globals
 that pickled numpy arrays and plain containers need (``numpy`` array reconstruction, ``dtype``,
 scalars, ``collections.OrderedDict``, ``_codecs.encode`` for protocol-2 bytes) and refuses every
-other one with an error naming the file and the global, before anything is called.
+other one with an error naming the file and the global, before anything is called. Before
+that, :mod:`~peftplug.plugins.formats.pickle_scan` checks the stream's shape (string keys,
+bounded nesting and size), so no file can make the reader hang or overflow its stack.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from peftplug.errors import AdapterLoadError
+from peftplug.plugins.formats.pickle_scan import check_pickle_shape
 
 NAME_TABLE_KEY = "StructuredToParameterName@@"
 UNPACK_INFO_KEY = "UnpackBigParamInfor@@"  # sic: Paddle's spelling
@@ -110,6 +113,7 @@ def read_pdparams(path: Path) -> dict[str, np.ndarray]:
     except OSError as error:
         raise AdapterLoadError(f"cannot read {path}: {error}") from error
     with handle:
+        check_pickle_shape(handle, path)
         try:
             loaded = _ArraysOnlyUnpickler(handle, path).load()
         except RefusedGlobal:
