@@ -69,22 +69,17 @@ def torch_is_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
 
 
-def torch_initial_adapter(recipe: Recipe, tokenizer: Any) -> Any:
+def torch_initial_adapter(recipe: Recipe, tokenizer: Any, base: Any) -> Any:
     """The adapter state the torch runner starts from for ``recipe`` (same seed, same draws),
-    its keys renamed to PaddleNLP's module paths (``model.`` -> ``llama.``), or None when torch
-    is not installed or the base is a directory."""
+    moved to the PaddleNLP ``base``'s module tree and conventions as a state read from HF PEFT
+    files is, or None when torch is not installed or the base is a directory."""
     if recipe.model.path is not None or not torch_is_installed():
         return None
-    from peftplug.plugins.architectures.name_maps import to_paddle_name
+    from peftplug.convert_load import state_for_model
     from peftplug.recipe_torch import build_model as build_torch_model
 
     state = peftplug.get_peft_model(build_torch_model(recipe.model, tokenizer), recipe.method_config).adapter_state()
-    family = peftplug.get_plugin_manager().architectures.get("llama")
-    prefix = "base_model.model."
-    state.tensors = {
-        prefix + to_paddle_name(key.removeprefix(prefix), family): value for key, value in state.tensors.items()
-    }
-    return state
+    return state_for_model(state, base, "peft")
 
 
 def collate(batch: Sequence[EncodedExample], pad_token_id: int) -> dict[str, paddle.Tensor]:
@@ -129,8 +124,9 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
     """Build, adapt, evaluate, train, evaluate, save: the torch runner's job on Paddle."""
     paddle.base.core.set_num_threads(os.cpu_count() or 2)
     training = recipe.training
-    initial = torch_initial_adapter(recipe, data.tokenizer)
-    model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
+    base = build_model(recipe.model, data.tokenizer)
+    initial = torch_initial_adapter(recipe, data.tokenizer, base)
+    model = peftplug.get_peft_model(base, recipe.method_config)
     if initial is not None:
         model.load_adapter_state(initial, model.active_adapter)
     shape = recipe.model.path or f"random PaddleNLP Llama (hidden {recipe.model.config['hidden_size']}, " \

@@ -362,6 +362,38 @@ def test_default_recipe_trains_on_paddle(tmp_path, paddle_recipe_backend):
     assert "on Paddle" in out
 
 
+PROMPT_METHODS = {
+    "prompt_tuning": "{name: prompt_tuning, num_virtual_tokens: 4}",
+    "p_tuning": "{name: p_tuning, num_virtual_tokens: 4, encoder_hidden_size: 16}",
+    "prefix_tuning": "{name: prefix_tuning, num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 16}",
+}
+
+
+@pytest.mark.parametrize("method", sorted(PROMPT_METHODS))
+def test_prompt_methods_switch_to_paddle_by_the_backend_flag(tmp_path, paddle_recipe_backend, method):
+    """A torch recipe of each prompt-learning method runs with ``--backend paddle`` (the torch
+    runner's initial adapter is moved to PaddleNLP's tree and conventions), and the adapter it
+    saves loads onto the same base with the held-out loss of the report."""
+    import peftplug
+    from peftplug.recipe_paddle import build_model, evaluate
+    from peftplug.recipe_run import prepare_data
+
+    output = tmp_path / "out"
+    recipe = _write(tmp_path, f"backend: torch\nmodel: {{config: {{hidden_size: 32, intermediate_size: 64}}}}\n"
+                              f"method: {PROMPT_METHODS[method]}\ntraining: {{steps: 2, batch_size: 4}}\n"
+                              f"output: {{dir: {output}}}\n")
+    code, _, err = _run_main(["train", str(recipe), "--backend", "paddle", "--no-progress"])
+    assert code == 0, err
+    report = json.loads((output / "train_report.json").read_text())
+    assert (report["backend"], report["method"], report["steps"]) == ("paddle", method, 2)
+    loaded_recipe = load_recipe(recipe, backend="paddle")
+    data = prepare_data(loaded_recipe)
+    loaded = peftplug.PeftModel.from_pretrained(build_model(loaded_recipe.model, data.tokenizer), output)
+    assert type(loaded.peft_config["default"]).__name__ == type(loaded_recipe.method_config).__name__
+    held_out_loss = evaluate(loaded, data.held_out, data.tokenizer.pad_token_id)
+    assert held_out_loss == pytest.approx(report["eval_loss_after"], abs=1e-5)
+
+
 def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     """``tokenizer: DIR``: a local transformers tokenizer (BPE trained here) sets the tiny
     model's vocabulary, encodes the data, and the prompt stays masked."""
