@@ -7,6 +7,8 @@ that fails half-way through streaming must leave the directory as it was.
 
 import io
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,6 +73,28 @@ def test_pdparams_writer_streams_what_pickle_dump_writes_and_read_pdparams_reads
     for key, value in expected.items():
         np.testing.assert_array_equal(loaded[key], value)
         assert loaded[key].dtype == value.dtype
+
+
+DILL_FIRST_SCRIPT = """
+import io, pickle
+import dill  # patches pickle's pure-Python pickler before the writer is imported
+import numpy as np
+from peftplug.plugins.formats.pdparams import pdparams_bytes
+
+tensors = {"w": np.arange(6, dtype="float32").reshape(2, 3).T, "flag": np.asarray(True)}
+reference = io.BytesIO()
+plain = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+pickle.dump({**plain, "StructuredToParameterName@@": {k: k for k in tensors}}, reference, protocol=4)
+assert pdparams_bytes(tensors) == reference.getvalue(), pdparams_bytes(tensors)
+"""
+
+
+def test_pdparams_writer_ignores_what_dill_patched_into_pickle():
+    """dill (imported by paddlenlp through datasets) puts its savers in pickle's pure-Python
+    pickler; imported before the writer, they must not reach the stream (they wrote
+    ``dill._dill._get_attr``, which no plain reader accepts)."""
+    pytest.importorskip("dill")
+    subprocess.run([sys.executable, "-c", DILL_FIRST_SCRIPT], check=True, timeout=120)
 
 
 def test_a_stream_that_fails_half_way_leaves_the_directory_as_it_was(tmp_path):

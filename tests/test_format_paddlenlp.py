@@ -11,6 +11,8 @@ import json
 import os
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -435,6 +437,61 @@ def test_split_big_arrays_and_protocol_2_files_are_read(tmp_path):
     path.write_bytes(pickle.dumps(saved, protocol=2))
     tensors = read_pdparams(path)
     assert sorted(tensors) == ["b", "w"] and np.array_equal(tensors["w"], whole)
+
+
+PURE_PADDLE_SCRIPT = """
+import contextlib, io, sys, tempfile
+import numpy as np
+import paddle
+import paddlenlp
+from paddlenlp import transformers
+import peftplug
+from peftplug.cli import main
+
+paddle.base.core.set_num_threads(1)
+config = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+
+def base():
+    paddle.seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    model.eval()
+    return model
+
+def logits(model, ids):
+    with paddle.no_grad():
+        out = model(input_ids=ids)
+    return (out[0] if isinstance(out, (tuple, list)) else out.logits).numpy()
+
+ids = paddle.to_tensor(np.random.default_rng(1).integers(3, 128, size=(2, 7)), dtype="int64")
+model = peftplug.get_peft_model(base(), peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"]))
+for _, parameter in model.named_parameters():
+    if not parameter.stop_gradient:
+        parameter.set_value(paddle.full(parameter.shape, 0.05, "float32"))
+directory = tempfile.mkdtemp()
+model.save_pretrained(directory, format="paddlenlp")
+reloaded = peftplug.PeftModel.from_pretrained(base(), directory)
+difference = np.abs(logits(reloaded, ids) - logits(model, ids)).max()
+assert difference <= 1e-6 and np.abs(logits(base(), ids) - logits(model, ids)).max() > 1e-3, difference
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["inspect", directory])
+assert code == 0 and "format:          paddlenlp" in out.getvalue(), (code, out.getvalue())
+assert "dill" in sys.modules, "paddlenlp no longer imports dill: the test no longer shows the case"
+assert "torch" not in sys.modules, sorted(name for name in sys.modules if name.startswith("torch"))
+print("ok")
+"""
+
+
+def test_a_pure_paddle_script_rereads_its_own_paddlenlp_save(paddle):
+    """With paddlenlp imported (and with it dill, which patches pickle's pure-Python pickler)
+    and torch never imported, a LoRA adapter saved in PaddleNLP's format loads back with the
+    same logits and ``peftplug inspect`` describes it."""
+    pytest.importorskip("paddlenlp")
+    threads = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {**os.environ, "MKL_DEBUG_CPU_TYPE": "5", **threads}
+    done = subprocess.run([sys.executable, "-c", PURE_PADDLE_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 # ====================================================================== config mapping

@@ -17,11 +17,13 @@ bounded nesting and size), so no file can make the reader hang or overflow its s
 from __future__ import annotations
 
 import collections
+import importlib.util
 import io
 import os
 import pickle
 import struct
 from pathlib import Path
+from types import ModuleType
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
@@ -186,13 +188,28 @@ class _ArrayData:
         self.array = array
 
 
+def _standard_library_pickle() -> ModuleType:
+    """A private copy of the ``pickle`` module, as the standard library defines it.
+
+    The shared module's pure-Python pickler is patched by other libraries: dill (which
+    paddlenlp imports through datasets) puts its own savers in ``pickle._Pickler.dispatch``,
+    and they write globals such as ``dill._dill._get_attr`` that no plain reader accepts."""
+    spec = importlib.util.spec_from_file_location("_peftplug_stdlib_pickle", pickle.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_PICKLE = _standard_library_pickle()
+
+
 # The pure-Python pickler, because only it lets a type choose its own opcodes: the C pickler
 # writes array data through ``ndarray.__reduce__``, which copies it into a ``bytes`` first.
-class _ArrayStreamingPickler(pickle._Pickler):  # type: ignore[name-defined]
+class _ArrayStreamingPickler(_PICKLE._Pickler):  # type: ignore[name-defined]
     """Pickles every numpy array as ``pickle.dump`` pickles its C-ordered copy (the stream is
     byte-identical), writing the data from the array's memory."""
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(_PICKLE._Pickler.dispatch)
 
     def reducer_override(self, obj: Any) -> Any:
         """A numeric array reduces as ``ndarray.__reduce__`` reduces its C-ordered copy, with the
