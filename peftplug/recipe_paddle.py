@@ -151,6 +151,5 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
 
     return train_and_save(
         model, recipe, data, backend="paddle", step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
-        adapter_note=f"format {recipe.output.format}", merged_note="loads with paddlenlp alone",
         log=log, progress=progress,
     )

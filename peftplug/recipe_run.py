@@ -22,6 +22,17 @@ from peftplug.recipe import Recipe
 from peftplug.recipe_data import batch_order, encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
 
 RUNNERS = {"torch": "peftplug.recipe_torch", "paddle": "peftplug.recipe_paddle"}
+# The model library of each backend: it loads a merged model alone.
+MODEL_LIBRARIES = {"torch": "transformers", "paddle": "paddlenlp"}
+# Per built-in format: the library whose own loader reads its files, the backend whose module tree
+# that loader expects, and the loader by method (None: any method).
+FORMAT_LOADERS: dict[str, tuple[str, str, dict[str | None, str]]] = {
+    "peft": ("HF PEFT", "torch", {None: "peft.PeftModel.from_pretrained"}),
+    "paddlenlp": ("PaddleNLP", "paddle", {
+        "lora": "paddlenlp.peft.LoRAModel.from_pretrained",
+        "prefix_tuning": "paddlenlp.peft.PrefixModelForCausalLM.from_pretrained",
+    }),
+}
 
 
 @dataclasses.dataclass
@@ -105,8 +116,6 @@ def train_and_save(
     backend: str,
     step: Callable[[list[EncodedExample]], tuple[float, int]],
     evaluate: Callable[[], float],
-    adapter_note: str,
-    merged_note: str,
     log: Callable[[str], None],
     progress: bool,
 ) -> RunResult:
@@ -114,8 +123,7 @@ def train_and_save(
     and the held-out loss (``evaluate()``) logged, then, in training mode, ``data.steps`` calls of
     ``step`` (one optimizer step on a batch of examples, returning its loss and its non-padding
     tokens) under a tqdm bar with loss and tokens/s, the held-out loss after, the adapter saved
-    in the recipe's format (and the merged model when ``output.merge``). ``adapter_note`` and
-    ``merged_note`` tell the log's reader what loads each."""
+    in the recipe's format (and the merged model when ``output.merge``), each with what loads it."""
     from tqdm.auto import tqdm
 
     trainable, total = model.get_nb_trainable_parameters()
@@ -141,16 +149,38 @@ def train_and_save(
     log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
     output = Path(recipe.output.dir)
     model.save_pretrained(output, format=recipe.output.format)
-    log(f"saved adapter to {output} ({adapter_note})")
+    log(f"saved adapter to {output} ({adapter_note(recipe, backend)})")
     if recipe.output.merge:
         merged_dir = output / "merged"
         model.merge_and_unload().save_pretrained(str(merged_dir))
-        log(f"saved the merged model to {merged_dir} ({merged_note})")
+        log(f"saved the merged model to {merged_dir} (load it with {MODEL_LIBRARIES.get(backend, backend)} alone)")
     return RunResult(
         backend=backend, losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
         trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
         train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
     )
+
+
+def adapter_note(recipe: Recipe, backend: str) -> str:
+    """What loads the adapter a run of ``recipe`` on ``backend`` saves, in the recipe's format:
+    peftplug always; the own loader of the library whose files the format writes where it has
+    one for the method, after ``peftplug convert`` where the files name the other framework's
+    modules (a layer method trained on the other backend)."""
+    fmt, method = recipe.output.format, recipe.method
+    note = f"format {fmt}; load it with peftplug.PeftModel.from_pretrained"
+    if fmt not in FORMAT_LOADERS:
+        return note
+    library, tree, loaders = FORMAT_LOADERS[fmt]
+    loader = loaders.get(method, loaders.get(None))
+    if loader is None:
+        return f"{note} ({library} has no {method})"
+    config = recipe.method_config
+    if tree == backend or (config.is_prompt_learning and not getattr(config, "modules_to_save", None)):
+        return f"{note} or {library}'s {loader}"
+    model = recipe.model
+    base = f"--architecture {model.architecture}" if model.architecture else f"--base-config {model.path}"
+    return (f"{note}, or {library}'s {loader} after `peftplug convert {recipe.output.dir} OUT --to {fmt} {base}` "
+            f"(its files name the {MODEL_LIBRARIES.get(backend, backend)} module tree)")
 
 
 def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:

@@ -123,8 +123,7 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
 
     return train_and_save(
         model, recipe, data, backend="torch", step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
-        adapter_note="load it with peftplug.PeftModel.from_pretrained or peft.PeftModel.from_pretrained",
-        merged_note="loads with transformers alone", log=log, progress=progress,
+        log=log, progress=progress,
     )
 
 

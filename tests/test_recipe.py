@@ -394,6 +394,55 @@ def test_prompt_methods_switch_to_paddle_by_the_backend_flag(tmp_path, paddle_re
     assert held_out_loss == pytest.approx(report["eval_loss_after"], abs=1e-5)
 
 
+TINY_LLAMA = "model: {config: {hidden_size: 32, intermediate_size: 64}}\n"
+TO_PADDLENLP = ("`peftplug convert {dir} OUT --to paddlenlp --architecture llama` "
+                "(its files name the transformers module tree)")
+SAVE_NOTES = [
+    ("torch", "lora", "peft", " or HF PEFT's peft.PeftModel.from_pretrained"),
+    ("paddle", "lora", "paddlenlp", " or PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained"),
+    ("paddle", "{name: prefix_tuning, num_virtual_tokens: 4}", "peft", " or HF PEFT's peft.PeftModel.from_pretrained"),
+    ("torch", "{name: prefix_tuning, num_virtual_tokens: 4}", "paddlenlp",
+     " or PaddleNLP's paddlenlp.peft.PrefixModelForCausalLM.from_pretrained"),
+    ("torch", "ia3", "paddlenlp", " (PaddleNLP has no ia3)"),
+    ("torch", "lora", "paddlenlp", ", or PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained after " + TO_PADDLENLP),
+    ("paddle", "ia3", "peft",
+     ", or HF PEFT's peft.PeftModel.from_pretrained after `peftplug convert {dir} OUT --to peft --architecture llama` "
+     "(its files name the paddlenlp module tree)"),
+]
+
+
+@pytest.mark.parametrize("backend, method, fmt, loaders", SAVE_NOTES)
+def test_the_save_message_names_what_loads_the_format_written(tmp_path, backend, method, fmt, loaders):
+    """Both backends say the same of a save: peftplug loads it, and the format's own library
+    with its loader for the method (after ``peftplug convert`` when the files name the other
+    framework's modules)."""
+    from peftplug.recipe_run import adapter_note
+
+    pytest.importorskip("paddlenlp" if backend == "paddle" else "transformers")
+    output = tmp_path / "out"
+    text = f"backend: {backend}\nmethod: {method}\noutput: {{dir: {output}, format: {fmt}}}\n"
+    recipe = load_recipe(_write(tmp_path, text))
+    expected = f"format {fmt}; load it with peftplug.PeftModel.from_pretrained{loaders.format(dir=output)}"
+    assert adapter_note(recipe, backend) == expected
+
+
+@pytest.mark.parametrize("backend, fmt, loader", [
+    ("torch", "paddlenlp", "PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained after"),
+    ("paddle", "peft", "HF PEFT's peft.PeftModel.from_pretrained after"),
+])
+def test_train_prints_the_save_message_of_the_format_on_either_backend(tmp_path, torch, paddle_recipe_backend,
+                                                                        backend, fmt, loader):
+    output = tmp_path / "out"
+    recipe = _write(tmp_path, f"backend: {backend}\n{TINY_LLAMA}training: {{steps: 1, batch_size: 4}}\n"
+                              f"output: {{dir: {output}, format: {fmt}}}\n")
+    code, out, err = _run_main(["train", str(recipe), "--no-progress"])
+    assert code == 0, err
+    saved = [line for line in out.splitlines() if line.startswith("saved adapter to")]
+    assert saved == [f"saved adapter to {output} (format {fmt}; load it with peftplug.PeftModel.from_pretrained, "
+                     f"or {loader} `peftplug convert {output} OUT --to {fmt} --architecture llama` "
+                     f"(its files name the {'transformers' if backend == 'torch' else 'paddlenlp'} module tree))"], out
+
+
 def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     """``tokenizer: DIR``: a local transformers tokenizer (BPE trained here) sets the tiny
     model's vocabulary, encodes the data, and the prompt stays masked."""
