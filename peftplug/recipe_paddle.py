@@ -21,7 +21,7 @@ import peftplug
 from peftplug.instructions import IGNORE_INDEX, EncodedExample
 from peftplug.recipe import ModelSpec, Recipe
 from peftplug.recipe_data import lr_schedule
-from peftplug.recipe_run import PreparedData, RunResult, train_and_save
+from peftplug.recipe_run import PreparedData, RunResult, describe_method, train_and_save
 
 # The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
 _LLAMA_FIELDS = (
@@ -131,7 +131,7 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         model.load_adapter_state(initial, model.active_adapter)
     shape = recipe.model.path or f"random PaddleNLP Llama (hidden {recipe.model.config['hidden_size']}, " \
                                  f"{recipe.model.config['num_hidden_layers']} layers)"
-    log(f"model: {shape}, {recipe.method} ({type(recipe.method_config).__name__}) on Paddle")
+    log(f"model: {shape} on Paddle, {describe_method(recipe, model)}")
     pad = data.tokenizer.pad_token_id
     schedule = paddle.optimizer.lr.LambdaDecay(learning_rate=training.lr, lr_lambda=lr_schedule(data.steps))
     optimizer = paddle.optimizer.AdamW(

@@ -161,6 +161,19 @@ def train_and_save(
     )
 
 
+def describe_method(recipe: Recipe, model: Any) -> str:
+    """``LoRA r=8 alpha=16 on q_proj, v_proj``: the method and the modules it targets as
+    ``model`` (the PeftModel) resolved them (the architecture's defaults where the recipe names none)."""
+    config = model.peft_config[model.active_adapter]
+    targets = getattr(config, "target_modules", None)
+    if isinstance(targets, (set, frozenset)):
+        targets = sorted(targets)
+    shown = f" on {', '.join(targets) if isinstance(targets, (list, tuple)) else targets}" if targets else ""
+    if recipe.method == "lora":
+        return f"LoRA r={config.r} alpha={config.lora_alpha:g}{shown}"
+    return f"{recipe.method} ({type(config).__name__}){shown}"
+
+
 def adapter_note(recipe: Recipe, backend: str) -> str:
     """What loads the adapter a run of ``recipe`` on ``backend`` saves, in the recipe's format:
     peftplug always; the own loader of the library whose files the format writes where it has

@@ -15,7 +15,7 @@ import peftplug
 from peftplug.instructions import IGNORE_INDEX, EncodedExample
 from peftplug.recipe import TINY_ARCHITECTURES, ModelSpec, Recipe
 from peftplug.recipe_data import lr_schedule
-from peftplug.recipe_run import PreparedData, RunResult, train_and_save
+from peftplug.recipe_run import PreparedData, RunResult, describe_method, train_and_save
 
 _TINY_CLASSES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM"),
@@ -105,7 +105,7 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
     torch.set_num_threads(os.cpu_count() or 2)  # paddle may have left OMP_NUM_THREADS=1
     training = recipe.training
     model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
-    log(f"model: {describe_model(recipe.model)}, {_describe_method(recipe)}")
+    log(f"model: {describe_model(recipe.model)} on PyTorch, {describe_method(recipe, model)}")
     pad = data.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(data.steps))
@@ -126,11 +126,3 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         log=log, progress=progress,
     )
 
-
-def _describe_method(recipe: Recipe) -> str:
-    config = recipe.method_config
-    if recipe.method == "lora":
-        targets = config.target_modules
-        shown = ", ".join(targets) if isinstance(targets, list) else str(targets)
-        return f"LoRA r={config.r} alpha={config.lora_alpha:g} on {shown}"
-    return f"{recipe.method} ({type(config).__name__})"

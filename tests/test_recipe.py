@@ -443,6 +443,19 @@ def test_train_prints_the_save_message_of_the_format_on_either_backend(tmp_path,
                      f"(its files name the {'transformers' if backend == 'torch' else 'paddlenlp'} module tree))"], out
 
 
+@pytest.mark.parametrize("backend", ["torch", "paddle"])
+def test_the_model_line_names_the_default_targets_used(tmp_path, torch, paddle_recipe_backend, backend):
+    """LoRA with no ``target_modules``: the line names the architecture's defaults that were
+    used (it said "on None"), in the same words on both backends."""
+    recipe = _write(tmp_path, f"backend: {backend}\n{TINY_LLAMA}method: {{name: lora, r: 4}}\n"
+                              f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n")
+    code, out, err = _run_main(["train", str(recipe), "--no-progress"])
+    assert code == 0, err
+    framework = {"torch": "random Llama (hidden 32, 2 layers) on PyTorch",
+                 "paddle": "random PaddleNLP Llama (hidden 32, 2 layers) on Paddle"}[backend]
+    assert f"model: {framework}, LoRA r=4 alpha=8 on q_proj, v_proj\n" in out, out
+
+
 def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     """``tokenizer: DIR``: a local transformers tokenizer (BPE trained here) sets the tiny
     model's vocabulary, encodes the data, and the prompt stays masked."""
