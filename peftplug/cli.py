@@ -181,7 +181,8 @@ def build_parser() -> _Parser:
     train.add_argument("recipe", nargs="?", default=None, metavar="RECIPE",
                        help="a recipe file (.yaml, .json or .toml); default: the built-in job")
     train.add_argument("--backend", default=None, help="run on this backend (overrides $PEFTPLUG_BACKEND and the recipe)")
-    train.add_argument("--show-recipe", action="store_true", help="print the recipe (default: the built-in one) and exit")
+    train.add_argument("--show-recipe", action="store_true",
+                       help="print the recipe (default: the built-in one) as the other flags would run it, and exit")
     train.add_argument("--steps", type=_positive_int, default=None,
                        help=f"optimizer steps (default: the recipe's; {defaults['steps']} in the built-in one)")
     train.add_argument("--lr", type=_positive_float, default=None,
@@ -407,22 +408,18 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
-    from peftplug.recipe import DEFAULT_RECIPE, load_recipe
+    from peftplug.recipe import load_recipe, recipe_text
     from peftplug.train_options import apply_options
 
-    if args.show_recipe:
-        if args.recipe is None:
-            print(DEFAULT_RECIPE, end="")
-        else:
-            load_recipe(args.recipe, backend=args.backend)  # refuse a bad one here too
-            print(open(args.recipe, encoding="utf-8").read(), end="")
-        return 0
-    # Everything is checked before a framework is imported or a file written.
-    recipe = load_recipe(args.recipe, backend=args.backend)
-    recipe = apply_options(recipe, {
+    options = {
         "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "output": args.output, "max_length": args.max_length, "data": args.data,
-    })
+    }
+    if args.show_recipe:
+        print(recipe_text(args.recipe, backend=args.backend, options=options), end="")
+        return 0
+    # Everything is checked before a framework is imported or a file written.
+    recipe = apply_options(load_recipe(args.recipe, backend=args.backend), options)
     from peftplug.recipe_run import run_recipe
 
     try:

@@ -29,6 +29,7 @@ framework: it checks that a backend's framework is installed without importing i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
@@ -45,6 +46,7 @@ from peftplug.recipe_source import FieldPath, RecipeError, RecipeSource, parse_r
 
 __all__ = [
     "BACKEND_ENV", "DEFAULT_RECIPE", "Recipe", "RecipeError", "TINY_ARCHITECTURES", "build_recipe", "load_recipe",
+    "recipe_text",
 ]
 
 BACKEND_ENV = "PEFTPLUG_BACKEND"
@@ -57,6 +59,7 @@ BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
 }
 BACKEND_EXTRAS = {"torch": "peftplug[torch]", "paddle": "peftplug[paddle]"}
 DATA_SUFFIXES = (".json", ".jsonl", ".csv")
+SECTIONS = ("backend", "model", "method", "data", "tokenizer", "training", "output")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +189,7 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
     manager = manager or get_plugin_manager()
     check = _Checker(source)
     data = source.data
-    check.known_keys((), data, ["backend", "model", "method", "data", "tokenizer", "training", "output"])
+    check.known_keys((), data, list(SECTIONS))
 
     chosen = _choose_backend(check, data, backend, manager)
     model = _model_spec(check, data.get("model", {}), chosen)
@@ -201,6 +204,42 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
         backend=chosen, model=model, method=method, method_config=method_config, data_path=data_path,
         eval_split=eval_split, tokenizer=tokenizer, training=training, output=output, origin=source.origin,
     )
+
+
+def recipe_text(
+    path: str | Path | None = None, backend: str | None = None, options: Mapping[str, Any] | None = None
+) -> str:
+    """The recipe at ``path`` (None: :data:`DEFAULT_RECIPE`) as ``peftplug train`` runs it with
+    ``backend`` (``--backend``; else ``PEFTPLUG_BACKEND``) and the flag values ``options`` (see
+    :func:`~peftplug.train_options.apply_options`), checked as a run checks them: the file's
+    own text when they change nothing, else YAML with the values they set (comments dropped)."""
+    import yaml
+
+    from peftplug.train_options import apply_options
+
+    source = read_recipe_file(path) if path is not None else parse_recipe_text(DEFAULT_RECIPE, "<default recipe>")
+    given = {name: value for name, value in (options or {}).items() if value is not None}
+    recipe = apply_options(build_recipe(source, backend=backend), given)
+    if not given and recipe.backend == source.data.get("backend", "torch"):
+        return Path(path).read_text(encoding="utf-8") if path is not None else DEFAULT_RECIPE
+    data = copy.deepcopy(source.data)
+    training = recipe.training
+    length = {"steps": training.steps} if training.steps is not None else {"epochs": training.epochs}
+    data["backend"] = recipe.backend
+    data["model"] = {**(data.get("model") or {}), "seed": recipe.model.seed}
+    data["data"] = {**_shorthand(data.get("data"), "path"), "path": recipe.data_path}
+    data["training"] = {
+        **length, "batch_size": training.batch_size, "lr": training.lr, "seed": training.seed,
+        "max_length": training.max_length,
+    }
+    data["output"] = {**_shorthand(data.get("output", {}), "dir"), "dir": recipe.output.dir}
+    header = f"# {source.origin}, as peftplug train runs it with the flags given\n"
+    return header + yaml.safe_dump({key: data[key] for key in SECTIONS if key in data}, sort_keys=False)
+
+
+def _shorthand(section: Any, key: str) -> dict:
+    """A section written as its main value alone (``output: DIR``, ``data: FILE``) as a mapping."""
+    return dict(section) if isinstance(section, dict) else {key: section}
 
 
 # ----------------------------------------------------------------------------- sections

@@ -230,6 +230,27 @@ def test_the_default_recipe_is_the_flags_job(tmp_path):
     assert (changed.training.steps, changed.training.seed, changed.model.seed, changed.output.dir) == (5, 3, 3, "x")
 
 
+def test_show_recipe_shows_the_recipe_the_flags_would_run(tmp_path, monkeypatch):
+    """``--show-recipe`` with ``--backend`` and other flags prints a recipe that, run without
+    them, is the one they would run; a JSON recipe comes back as YAML."""
+    pytest.importorskip("paddle")
+    pytest.importorskip("paddlenlp")
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    json_recipe = _write(tmp_path, json.dumps({"backend": "torch", "output": "o", "method": "ia3"}), "r.json")
+    cases = [
+        (None, [], {}),
+        (None, ["--steps", "5", "--output", "x"], {"steps": 5, "output": "x"}),
+        (json_recipe, ["--seed", "3"], {"seed": 3}),
+    ]
+    for recipe, flags, options in cases:
+        argv = ["train"] + ([str(recipe)] if recipe else []) + ["--show-recipe", "--backend", "paddle"] + flags
+        code, shown, err = _run_main(argv)
+        assert code == 0, err
+        assert shown.startswith("# ") and "backend: paddle\n" in shown, shown
+        expected = apply_options(load_recipe(recipe, backend="paddle"), options)
+        assert load_recipe(_write(tmp_path, shown)).replace(origin="") == expected.replace(origin=""), shown
+
+
 # ----------------------------------------------------------------------------- data
 def test_prompt_completion_and_instruction_records(tmp_path):
     tokenizer = ByteTokenizer()
