@@ -8,23 +8,29 @@ This module stays thin and imports no framework: a framework is imported only by
 that needs it.
 
 Bad input exits with status 2 and one line on stderr; a failing command exits with status 1
-and one line on stderr (``--debug`` shows the traceback instead).
+and one line on stderr (``--debug`` shows the traceback instead). Paddle's and PaddleNLP's own
+warnings and INFO logging are not shown during a command (``--debug`` shows them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
 import warnings
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from peftplug.train_options import TrainOptions
 
 PROG = "peftplug"
+# The packages whose warnings a command hides: Paddle's, PaddleNLP's, and setuptools' distutils
+# shim that importing Paddle trips; nothing in them is the user's to act on.
+FRAMEWORK_PACKAGES = ("paddle", "paddlenlp", "_distutils_hack")
 
 METHODS_EXAMPLES = """\
 examples:
@@ -280,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: name a command: {', '.join(parser.command_parsers)} (see '{PROG} --help')", file=sys.stderr)
         return 2
     try:
-        return args.handler(args)
+        with contextlib.nullcontext() if args.debug else quiet_frameworks():
+            return args.handler(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -293,6 +300,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def quiet_frameworks() -> Iterator[None]:
+    """Within the block, warnings raised in the files of :data:`FRAMEWORK_PACKAGES` are not shown
+    and INFO logging is off (Paddle, PaddleNLP and datasets log at INFO to stderr; peftplug's CLI
+    prints, it does not log). For CLI commands only: library users keep both."""
+    roots = _package_directories(FRAMEWORK_PACKAGES)
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings():
+        # Filters cannot do it: importing Paddle puts an "always" filter in front of them.
+        show = warnings.showwarning
+
+        def show_ours(message: Any, category: Any, filename: str, *args: Any, **kwargs: Any) -> None:
+            if not str(filename).startswith(roots):
+                show(message, category, filename, *args, **kwargs)
+
+        warnings.showwarning = show_ours
+        logging.disable(logging.INFO)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def _package_directories(names: Sequence[str]) -> tuple[str, ...]:
+    """The directories (ending in a separator) of the installed packages ``names``, not imported."""
+    import importlib.util
+
+    directories = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            directories.append(os.path.join(location, ""))
+    return tuple(directories)
 
 
 def _run_convert(args: argparse.Namespace) -> int:

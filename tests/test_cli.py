@@ -167,6 +167,42 @@ def test_console_script_bad_option_exits_nonzero_with_one_line():
     _assert_one_line_error(done.stderr, "peftplug train: error: argument --batch-size")
 
 
+def test_a_paddle_run_prints_nothing_of_paddles_own(tmp_path, paddle):
+    """``peftplug train --backend paddle`` (import, build, train, save): stderr holds none of
+    Paddle's, PaddleNLP's or datasets' warnings and INFO lines (without --no-progress, the bar)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {config: {hidden_size: 32, intermediate_size: 64}}\n"
+                      f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n")
+    env = {**_clean_env(), "MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "peftplug.cli", "train", str(recipe), "--backend", "paddle", "--no-progress"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert "saved adapter to" in done.stdout
+
+
+def test_quiet_frameworks_hides_only_the_frameworks_warnings_and_restores_everything(paddle):
+    """A warning raised in Paddle's files is dropped, one from peftplug's Paddle backend shown;
+    after the block the warning display and logging are as they were (library users keep theirs)."""
+    import logging
+    import warnings
+
+    from peftplug.cli import quiet_frameworks
+
+    paddle_file = os.path.join(os.path.dirname(paddle.__file__), "nn", "layer", "layers.py")
+    ours = os.path.join(str(ROOT), "backends", "paddle", "layer.py")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        show = warnings.showwarning
+        with quiet_frameworks():
+            warnings.warn_explicit("paddle's own", UserWarning, paddle_file, 1)
+            warnings.warn_explicit("peftplug's", UserWarning, ours, 1)
+            assert not logging.getLogger("paddlenlp").isEnabledFor(logging.INFO)
+        assert warnings.showwarning is show
+    assert [str(w.message) for w in seen] == ["peftplug's"]
+    assert logging.root.manager.disable == logging.NOTSET
+
+
 # ----------------------------------------------------------------------------- tokenizer and data
 @pytest.mark.parametrize("text", ["", "hello world", "Grüße, 漢字 and 🙂!", "tab\tnew\nline\x00nul"])
 def test_tokenizer_round_trips_text(text):
