@@ -24,11 +24,11 @@ from peftplug.recipe_data import batch_order, encode_pairs, load_pairs, load_tok
 RUNNERS = {"torch": "peftplug.recipe_torch", "paddle": "peftplug.recipe_paddle"}
 # The model library of each backend: it loads a merged model alone.
 MODEL_LIBRARIES = {"torch": "transformers", "paddle": "paddlenlp"}
-# Per built-in format: the library whose own loader reads its files, the backend whose module tree
-# that loader expects, and the loader by method (None: any method).
-FORMAT_LOADERS: dict[str, tuple[str, str, dict[str | None, str]]] = {
-    "peft": ("HF PEFT", "torch", {None: "peft.PeftModel.from_pretrained"}),
-    "paddlenlp": ("PaddleNLP", "paddle", {
+# Per built-in format: the library whose own loader reads its files (whichever backend saved
+# them: a save is in the format's module tree), and that loader by method (None: any method).
+FORMAT_LOADERS: dict[str, tuple[str, dict[str | None, str]]] = {
+    "peft": ("HF PEFT", {None: "peft.PeftModel.from_pretrained"}),
+    "paddlenlp": ("PaddleNLP", {
         "lora": "paddlenlp.peft.LoRAModel.from_pretrained",
         "prefix_tuning": "paddlenlp.peft.PrefixModelForCausalLM.from_pretrained",
     }),
@@ -175,25 +175,16 @@ def describe_method(recipe: Recipe, model: Any) -> str:
 
 
 def adapter_note(recipe: Recipe, backend: str) -> str:
-    """What loads the adapter a run of ``recipe`` on ``backend`` saves, in the recipe's format:
-    peftplug always; the own loader of the library whose files the format writes where it has
-    one for the method, after ``peftplug convert`` where the files name the other framework's
-    modules (a layer method trained on the other backend)."""
+    """What loads the adapter a run of ``recipe`` saves, in the recipe's format, whichever
+    ``backend`` trained it: peftplug always, and the own loader of the library whose files the
+    format writes, where that library has the method."""
     fmt, method = recipe.output.format, recipe.method
     note = f"format {fmt}; load it with peftplug.PeftModel.from_pretrained"
     if fmt not in FORMAT_LOADERS:
         return note
-    library, tree, loaders = FORMAT_LOADERS[fmt]
+    library, loaders = FORMAT_LOADERS[fmt]
     loader = loaders.get(method, loaders.get(None))
-    if loader is None:
-        return f"{note} ({library} has no {method})"
-    config = recipe.method_config
-    if tree == backend or (config.is_prompt_learning and not getattr(config, "modules_to_save", None)):
-        return f"{note} or {library}'s {loader}"
-    model = recipe.model
-    base = f"--architecture {model.architecture}" if model.architecture else f"--base-config {model.path}"
-    return (f"{note}, or {library}'s {loader} after `peftplug convert {recipe.output.dir} OUT --to {fmt} {base}` "
-            f"(its files name the {MODEL_LIBRARIES.get(backend, backend)} module tree)")
+    return f"{note} ({library} has no {method})" if loader is None else f"{note} or {library}'s {loader}"
 
 
 def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
