@@ -6,6 +6,7 @@ import ctypes
 import functools
 import io
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -38,7 +39,8 @@ def write_files_atomically(
     no temporary file behind. Other files in ``directory`` (a Trainer checkpoint's, say) are
     not touched. ``before_commit``, when given, runs once everything is staged and before the
     first rename (a tensor-parallel save waits there for every rank); if it raises, nothing is
-    renamed. Returns the final paths.
+    renamed. A new file gets the mode ``open()`` would give it (0666 less the umask), a replaced
+    file keeps its own. Returns the final paths.
     """
     directory.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
@@ -48,6 +50,7 @@ def write_files_atomically(
             final.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
             staged.append((Path(tmp_name), final))
+            os.chmod(tmp_name, _mode_for(final))
             with os.fdopen(fd, "wb") as handle:
                 _write_content(handle, content)
                 handle.flush()
@@ -61,6 +64,30 @@ def write_files_atomically(
     for tmp, final in staged:
         os.replace(tmp, final)
     return [final for _, final in staged]
+
+
+def _mode_for(final: Path) -> int:
+    """The permission bits ``open(final, "wb")`` would leave: the file's own when it exists,
+    else 0666 less the umask (``mkstemp`` makes its files 0600)."""
+    try:
+        return stat.S_IMODE(final.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask; read from /proc where it can be, since setting it to read it back
+    is seen by every thread at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_content(handle: BinaryIO, content: FileContent) -> None:

@@ -123,3 +123,22 @@ def test_streamed_content_larger_than_a_writeback_chunk_arrives_whole(tmp_path, 
 
     write_files_atomically(tmp_path, {"data.bin": stream})
     assert (tmp_path / "data.bin").read_bytes() == payload.tobytes()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_new_files_get_the_mode_open_would_give_them(tmp_path, umask):
+    """Adapter files follow the umask as ``open()``'s do, not ``mkstemp``'s 0600; a file that is
+    replaced keeps its own mode."""
+    import os
+    import stat
+
+    (tmp_path / "kept.json").write_bytes(b"{}")
+    os.chmod(tmp_path / "kept.json", 0o640)
+    previous = os.umask(umask)
+    try:
+        write_files_atomically(tmp_path, {"new.json": b"{}", "sub/new.bin": b"x", "kept.json": b"[]"})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "sub" / "new.bin").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "kept.json").stat().st_mode) == 0o640
