@@ -61,6 +61,24 @@ def _names_from_env(variable: str) -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+def _warn_unknown_disabled(disabled: set[str], builtins: Iterable[str]) -> None:
+    """Warn about names in ``PEFTPLUG_DISABLE_PLUGINS`` that are no built-in plugin (by module or
+    short name) and no installed entry point: a misspelt name would disable nothing, silently.
+    Not an error: the variable may name a plugin that is installed elsewhere only."""
+    builtins = list(builtins)
+    short = [name.rsplit(".", 1)[-1] for name in builtins]
+    entry_points = [entry_point.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    unknown = sorted(disabled - set(builtins) - set(short) - set(entry_points))
+    if unknown:
+        known = ", ".join(sorted(set(short) | set(entry_points)))
+        warnings.warn(
+            f"peftplug: {DISABLE_ENV} names unknown plugin(s) {', '.join(map(repr, unknown))}, which disable "
+            f"nothing; known plugins: {known}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 def _check_backend(item: Any) -> str | None:
     if not isinstance(item, Backend):
         return f"expected peftplug.registration.Backend, got {type(item).__name__}"
@@ -106,6 +124,7 @@ class PluginManager:
         self.distributions: dict[str, str] = {}
         self.failures: list[PluginLoadFailure] = []
         disabled = _names_from_env(DISABLE_ENV) or set()
+        _warn_unknown_disabled(disabled, builtins)
         for module_name in builtins:
             if module_name in disabled or module_name.rsplit(".", 1)[-1] in disabled:
                 continue

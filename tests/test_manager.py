@@ -143,3 +143,24 @@ def test_a_method_registered_in_code_works_end_to_end(torch, make_model):
 def test_a_model_no_backend_knows_is_a_clear_error():
     with pytest.raises(BackendError, match="no peftplug backend recognises a model of type builtins.object; registered backends: paddle, torch"):
         peftplug.get_peft_model(object(), peftplug.LoraConfig())
+
+
+def test_disable_env_warns_about_a_name_that_is_no_plugin(monkeypatch):
+    """A misspelt name in PEFTPLUG_DISABLE_PLUGINS would disable nothing: the warning names it
+    and lists the plugins that can be disabled."""
+    monkeypatch.setenv("PEFTPLUG_DISABLE_PLUGINS", "lora, bogus")
+    with pytest.warns(RuntimeWarning, match=r"PEFTPLUG_DISABLE_PLUGINS names unknown plugin\(s\) 'bogus'") as caught:
+        manager = PluginManager(load_entry_points=False)
+    assert "lora" not in manager.methods
+    message = str(caught[0].message)
+    assert "known plugins: " in message and "lora" in message and "torch" in message and "ia3" in message
+
+
+def test_disable_env_with_known_names_does_not_warn(monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("PEFTPLUG_DISABLE_PLUGINS", "ia3,peftplug.plugins.prompt_tuning")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manager = PluginManager(load_entry_points=False)
+    assert "ia3" not in manager.methods and "prompt_tuning" not in manager.methods
