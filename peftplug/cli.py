@@ -200,7 +200,8 @@ def build_parser() -> _Parser:
     train.add_argument("--output", default=None,
                        help=f"directory to save the adapter in (default: the recipe's; ./{defaults['output']})")
     train.add_argument("--max-length", type=_positive_int, default=None,
-                       help=f"longest sequence in tokens; longer examples are cut (default: {defaults['max_length']})")
+                       help="longest sequence in tokens; longer examples are cut, those whose prompt fills it are "
+                            f"dropped, with a warning (default: {defaults['max_length']})")
     train.add_argument("--data", default=None, metavar="FILE.jsonl",
                        help="instruction file to train on instead of the recipe's")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -37,13 +37,28 @@ FORMAT_LOADERS: dict[str, tuple[str, dict[str | None, str]]] = {
 
 @dataclasses.dataclass
 class PreparedData:
-    """The encoded splits, the tokenizer, and the number of optimizer steps to run."""
+    """The encoded splits, the tokenizer, the number of optimizer steps to run, and how many
+    examples were dropped because nothing of their response fits in ``max_length``."""
 
     tokenizer: Any
     train: list[EncodedExample]
     held_out: list[EncodedExample]
     steps: int
     source: str
+    max_length: int = 0
+    dropped: int = 0
+
+    def summary(self) -> list[str]:
+        """The log lines about the data: the split's sizes, then the dropped examples if any."""
+        lines = [f"data: {len(self.train)} training / {len(self.held_out)} held-out examples from {self.source}"]
+        if self.dropped:
+            total = len(self.train) + len(self.held_out) + self.dropped
+            lines.append(
+                f"warning: dropped {self.dropped} of {total} examples: their prompt takes all of max_length="
+                f"{self.max_length} tokens, leaving none for the response (longer responses are cut to fit); "
+                "raise training.max_length (--max-length) to keep them"
+            )
+        return lines
 
 
 @dataclasses.dataclass
@@ -105,7 +120,8 @@ def prepare_data(recipe: Recipe) -> PreparedData:
     training = recipe.training
     steps = training.steps or steps_for_epochs(training.epochs, len(train), training.batch_size)
     source = recipe.data_path or "the dataset shipped with peftplug"
-    return PreparedData(tokenizer, train, held_out, steps, source)
+    dropped = len(train_pairs) + len(held_out_pairs) - len(train) - len(held_out)
+    return PreparedData(tokenizer, train, held_out, steps, source, recipe.training.max_length, dropped)
 
 
 def train_and_save(
@@ -194,7 +210,8 @@ def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: boo
     runner = importlib.import_module(RUNNERS[recipe.backend]) if recipe.backend in RUNNERS else None
     if runner is None:
         raise NotImplementedError(f"backend {recipe.backend!r} is registered but peftplug has no training runner for it")
-    log(f"data: {len(data.train)} training / {len(data.held_out)} held-out examples from {data.source}")
+    for line in data.summary():
+        log(line)
     result = runner.run(recipe, data, log=log, progress=progress)
     if recipe.output.report:
         path = Path(recipe.output.dir) / recipe.output.report

@@ -615,3 +615,22 @@ def test_merge_without_base_joins_real_shard_files(hf_base_and_adapter, tmp_path
     assert joined.keys() == tensors.keys()
     for key, value in tensors.items():
         np.testing.assert_array_equal(joined[key], value)
+
+
+def test_train_says_how_many_examples_max_length_dropped(tmp_path):
+    """Examples whose prompt fills max_length have no response token left to learn from: they
+    are dropped, and the train output says how many and why (the others are cut to fit)."""
+    pytest.importorskip("torch")
+    data = tmp_path / "data.jsonl"
+    lines = [{"instruction": f"Say {i}.", "output": f"{i}"} for i in range(24)]
+    lines += [{"instruction": "Repeat this long sentence back " * 3 + str(i), "output": "ok"} for i in range(16)]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(TINY_RECIPE.format(output=tmp_path / "adapter"))
+    code, out, err = _run_main(["train", str(recipe), "--data", str(data), "--max-length", "32", "--steps", "1",
+                                "--no-progress"])
+    assert code == 0, err
+    assert "warning: dropped 16 of 40 examples: their prompt takes all of max_length=32 tokens" in out
+    assert "raise training.max_length (--max-length)" in out
+    train, held_out = map(int, re.search(r"data: (\d+) training / (\d+) held-out", out).groups())
+    assert train + held_out == 24
