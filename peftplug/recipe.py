@@ -418,6 +418,9 @@ def _output(check: _Checker, section: Any, manager: Any) -> OutputSpec:
     check.type(path + ("dir",), directory, str, "a directory path")
     if Path(directory).exists() and not Path(directory).is_dir():
         check.fail(path + ("dir",), directory, "exists and is not a directory; allowed: a directory path")
+    problem = output_dir_problem(directory, manager)
+    if problem:
+        check.fail(path + ("dir",), directory, f"{problem}; allowed: {OUTPUT_DIRS_ALLOWED}")
     fmt = section.get("format", "peft")
     check.type(path + ("format",), fmt, str, "a registered format name")
     formats = manager.formats.names()
@@ -429,6 +432,31 @@ def _output(check: _Checker, section: Any, manager: Any) -> OutputSpec:
     if report is not None and (not report or Path(report).name != report):
         check.fail(path + ("report",), report, "is not a plain file name; allowed: a name such as train_report.json, or null")
     return OutputSpec(directory, fmt, merge, report)
+
+
+OUTPUT_DIRS_ALLOWED = "a new or empty directory, or one that holds an adapter (a previous run's output)"
+
+
+def output_dir_problem(directory: str | Path, manager: Any = None) -> str | None:
+    """Why ``directory`` must not receive a training run's adapter, or None when it may: it is
+    new, empty, or holds an adapter of a registered format (a previous run's output). A model's
+    folder is refused (its config.json beside adapter files breaks ``from_pretrained`` of the
+    model), and so is any other folder of files that no format recognises."""
+    from peftplug.errors import some_names
+    from peftplug.manager import get_plugin_manager
+
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    names = sorted(p.name for p in root.iterdir())
+    if not names:
+        return None
+    if "config.json" in names:
+        return f"holds a model ({some_names(names)}); saving an adapter into it would break loading that model"
+    manager = manager or get_plugin_manager()
+    if any(fmt.detect(root) for fmt in manager.formats):
+        return None
+    return f"holds files that are not a peftplug output ({some_names(names)})"
 
 
 # ----------------------------------------------------------------------------- checking

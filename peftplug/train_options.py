@@ -48,6 +48,11 @@ class TrainOptions:
             raise TrainOptionError(f"--max-length must be between 8 and {MAX_POSITIONS}, got {self.max_length}")
         if Path(self.output).exists() and not Path(self.output).is_dir():
             raise TrainOptionError(f"--output {self.output} exists and is not a directory")
+        from peftplug.recipe import OUTPUT_DIRS_ALLOWED, output_dir_problem
+
+        problem = output_dir_problem(self.output)
+        if problem:
+            raise TrainOptionError(f"--output {self.output} {problem}; choose {OUTPUT_DIRS_ALLOWED}")
         if self.data is not None and not Path(self.data).is_file():
             raise TrainOptionError(f"--data {self.data} is not a file")
 
@@ -57,7 +62,7 @@ def apply_options(recipe: "Recipe", options: dict) -> "Recipe":
     names as in :class:`TrainOptions`; ``seed`` seeds both the base model and the batch order)
     put over its values. Each value is checked as the flag it came from."""
     given = {name: value for name, value in options.items() if value is not None}
-    check = dataclasses.replace(TrainOptions(), **given)
+    check = dataclasses.replace(TrainOptions(output=recipe.output.dir), **given)
     check.validate()
     training = dataclasses.replace(
         recipe.training,

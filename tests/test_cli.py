@@ -634,3 +634,42 @@ def test_train_says_how_many_examples_max_length_dropped(tmp_path):
     assert "raise training.max_length (--max-length)" in out
     train, held_out = map(int, re.search(r"data: (\d+) training / (\d+) held-out", out).groups())
     assert train + held_out == 24
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("how", ["flag", "recipe"])
+def test_train_refuses_an_output_that_holds_a_model(tmp_path, make_model, how):
+    """Saving the adapter into a model's folder breaks from_pretrained of that model: refused,
+    naming the folder and what it holds, before anything is written (as merge --out does)."""
+    model_dir = tmp_path / "llama"
+    make_model("llama").save_pretrained(model_dir)
+    before = _snapshot(model_dir)
+    recipe = tmp_path / "recipe.yaml"
+    output = model_dir if how == "recipe" else tmp_path / "unused"
+    recipe.write_text(TINY_RECIPE.format(output=output))
+    argv = ["train", str(recipe), "--no-progress"] + (["--output", str(model_dir)] if how == "flag" else [])
+    code, out, err = _run_main(argv)
+    assert code == 1 and out == ""
+    _assert_one_line_error(err, "peftplug train: error: ")
+    assert str(model_dir) in err and "holds a model (config.json" in err and "model.safetensors" in err
+    assert _snapshot(model_dir) == before
+    assert not (tmp_path / "unused").exists()
+
+
+def test_train_refuses_an_output_of_unrelated_files_but_reuses_its_own(tiny_run, tmp_path):
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("x")
+    recipe, previous = tiny_run
+    adapter = tmp_path / "previous"
+    shutil.copytree(previous, adapter)
+    code, _, err = _run_main(["train", str(recipe), "--output", str(other), "--no-progress"])
+    assert code == 1
+    _assert_one_line_error(err, f"peftplug train: error: --output {other} holds files that are not a peftplug output")
+    assert "todo.txt" in err
+    code, out, err = _run_main(["train", str(recipe), "--output", str(adapter), "--steps", "1", "--no-progress"])
+    assert code == 0, err
+    assert f"saved adapter to {adapter}" in out
