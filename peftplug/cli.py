@@ -624,9 +624,10 @@ def _run_merge(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace) -> int:
     from peftplug.adapter_io import read_adapter
     from peftplug.instructions import Example, format_prompt
-    from peftplug.recipe_models import base_backend, check_base
+    from peftplug.recipe_models import base_backend, check_base, check_tokenizer
 
     check_base(args.base)
+    check_tokenizer(args.base)
     config = read_adapter(args.directory).config
     text = args.prompt if args.raw else format_prompt(Example(args.prompt, "", ""))
     generate = _generate_paddle if base_backend(args.base) == "paddle" else _generate_torch

@@ -52,6 +52,27 @@ def check_base(base: str) -> None:
         )
 
 
+def check_tokenizer(base: str) -> None:
+    """Refuse a model directory ``base`` without tokenizer files unless peftplug's ByteTokenizer
+    (the fallback) fits its model: the vocabulary in its config.json must be the byte
+    tokenizer's, as in a model trained by a recipe without a tokenizer and merged. Otherwise
+    token ids would not match the model's embeddings."""
+    from peftplug.tokenizer import ByteTokenizer
+
+    if is_recipe_file(base) or (Path(base) / "tokenizer_config.json").is_file():
+        return
+    try:
+        vocab_size = json.loads((Path(base) / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        vocab_size = None
+    if vocab_size != ByteTokenizer.vocab_size:
+        raise BaseModelError(
+            f"--base {base}: has no tokenizer (no tokenizer_config.json), and peftplug's byte tokenizer "
+            f"({ByteTokenizer.vocab_size} tokens) does not fit its model (vocab_size {vocab_size}); save the "
+            "model's tokenizer into it, or give the recipe that trained the adapter as --base"
+        )
+
+
 def base_backend(base: str) -> str:
     """The framework a ``--base`` belongs to: its recipe's backend, or ``paddle`` for a
     directory that PaddleNLP wrote (``*.pdparams`` weights, or ``paddlenlp_version`` in its

@@ -673,3 +673,32 @@ def test_train_refuses_an_output_of_unrelated_files_but_reuses_its_own(tiny_run,
     code, out, err = _run_main(["train", str(recipe), "--output", str(adapter), "--steps", "1", "--no-progress"])
     assert code == 0, err
     assert f"saved adapter to {adapter}" in out
+
+
+def test_generate_refuses_a_base_without_a_tokenizer_that_bytes_do_not_fit(hf_base_and_adapter):
+    """A model folder without tokenizer files, whose vocabulary is not the byte tokenizer's: an
+    error naming the folder and what is missing, not a failure on token ids."""
+    base, adapter, _, _ = hf_base_and_adapter
+    code, out, err = _run_main(["generate", str(adapter), "--base", str(base), "--prompt", "Hi"])
+    assert code == 1 and out == ""
+    _assert_one_line_error(err, f"peftplug generate: error: --base {base}: has no tokenizer (no tokenizer_config.json)")
+    assert "vocab_size 128" in err
+
+
+def test_generate_falls_back_to_bytes_for_a_model_of_the_byte_vocabulary(tmp_path, torch):
+    """A model folder without tokenizer files whose vocabulary is the byte tokenizer's (what a
+    recipe without a tokenizer trains, then merge saves): the byte tokenizer is used."""
+    import transformers
+
+    import peftplug
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=ByteTokenizer.vocab_size, hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
+    base = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "base")
+    peftplug.get_peft_model(base, peftplug.LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])) \
+        .save_pretrained(tmp_path / "adapter")
+    code, out, err = _run_main(["generate", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
+                                "--prompt", "Hi", "--max-new-tokens", "3", "--raw"])
+    assert code == 0, err
