@@ -67,6 +67,8 @@ examples:
   peftplug merge peftplug-out --base recipe.yaml --out merged
                                          the base rebuilt from the recipe that trained it
   peftplug merge shards/ --out joined    join tensor-parallel shard files into one adapter
+  peftplug merge shards/ --out joined --format paddlenlp
+                                         ... written in PaddleNLP's files
 """
 
 GENERATE_EXAMPLES = """\
@@ -493,11 +495,16 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
 
     from peftplug.adapter_io import detect_format
     from peftplug.manager import get_plugin_manager
+    from peftplug.tp_save import shards_to_load
 
     manager = get_plugin_manager()
     root = Path(directory)
-    fmt = detect_format(root, manager)
-    state = fmt.read(root)
+    shard_set = shards_to_load(root, None) if root.is_dir() else None
+    if shard_set is not None:
+        fmt, state = _joined_shards(shard_set, manager)
+    else:
+        fmt = detect_format(root, manager)
+        state = fmt.read(root)
     config = state.config
     method = manager.method_for_config(config)
     tensors = [
@@ -524,7 +531,21 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
         "tensors": tensors,
         "extra_tensors": sorted(state.extra_tensors),
         "config": config.to_dict(),
+        "tensor_parallel_degree": shard_set.degree if shard_set is not None else None,
     }
+
+
+def _joined_shards(shard_set: Any, manager: Any) -> tuple[Any, Any]:
+    """(format, joined AdapterState) of a folder of tensor-parallel shard files."""
+    from peftplug.adapter_io import detect_format
+    from peftplug.tp_shards import join_shards
+
+    if shard_set.format is not None:
+        fmt = manager.formats.get(shard_set.format)
+    else:
+        with shard_set.rank_view(0) as view:
+            fmt = detect_format(view, manager)
+    return fmt, join_shards(shard_set, fmt.name)
 
 
 def _layout_of(format_name: str) -> str:
@@ -541,6 +562,7 @@ def format_inspect_report(report: dict[str, Any]) -> str:
         f"format:          {report['format']}: {report['format_description']}",
         f"on-disk layout:  {report['framework_layout']}",
         "files:           " + ", ".join(f"{f['name']} ({_size(f['bytes'])})" for f in report["files"]),
+        *_shard_lines(report),
         f"base model:      {report['base_model'] or '(not recorded)'}",
         f"task type:       {report['task_type'] or '(none)'}",
         f"target modules:  {_targets(report['target_modules'])}",
@@ -554,6 +576,14 @@ def format_inspect_report(report: dict[str, Any]) -> str:
     if report["extra_tensors"]:
         lines.append(f"encoder tensors kept beside HF PEFT's file: {', '.join(report['extra_tensors'])}")
     return "\n".join(lines)
+
+
+def _shard_lines(report: dict[str, Any]) -> list[str]:
+    degree = report.get("tensor_parallel_degree")
+    if not degree:
+        return []
+    return [f"tensor parallel: shard files of {degree} ranks, joined for this report "
+            f"(peftplug merge {report['directory']} --out DIR writes them joined)"]
 
 
 def _targets(targets: Any) -> str:
@@ -588,7 +618,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     if args.base is None:
         from peftplug.tp_shards import join_shard_directory
 
-        written = join_shard_directory(args.directory, out, format=args.format)
+        written = join_shard_directory(args.directory, out, to=args.format)
         print(f"joined the shards of {args.directory} into {out}: {', '.join(p.name for p in written)}")
         return 0
     if args.format is not None:

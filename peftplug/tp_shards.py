@@ -138,14 +138,23 @@ class ShardSet:
     @contextmanager
     def rank_view(self, rank: int) -> Iterator[Path]:
         """A temporary directory holding rank ``rank``'s files under their usual names, next to
-        the shared ones: what the format's reader expects to find."""
+        the shared ones: what the format's reader expects to find. A peftplug error raised while
+        it is open names the shard directory and the files on disk, never the temporary one."""
         with tempfile.TemporaryDirectory(prefix=f"peftplug-tp{rank:02d}-") as tmp:
             view = Path(tmp)
             for name in self.shared:
                 _link_or_copy(self.directory / name, view / name, as_unsharded=True)
             for on_disk, usual in self.files[rank].items():
                 _link_or_copy(self.directory / on_disk, view / usual)
-            yield view
+            try:
+                yield view
+            except PeftplugError as error:
+                message = str(error).replace(str(view), str(self.directory))
+                on_disk = ", ".join(sorted([*self.shared, *self.files[rank]]))
+                raise TensorParallelError(
+                    f"the tensor-parallel shards in {str(self.directory)!r}, read as rank {rank}'s files "
+                    f"({on_disk}) under their usual names: {message}"
+                ) from error
 
 
 def shard_files(directory: str | Path) -> list[Path]:
@@ -293,7 +302,8 @@ def join_shard_directory(
     """Join the per-rank shard files in ``src`` into one ordinary adapter written to ``dst``.
 
     ``format`` names the shards' format (the index's, else detected from the files); ``to`` the
-    format to write (default: the same). No distributed runtime and no framework is needed.
+    format to write (default: the same; the module tree stays, as with ``save_pretrained(format=)``:
+    ``peftplug convert`` moves it). No distributed runtime and no framework is needed.
     Returns the files written (atomically).
     """
     from peftplug.adapter_io import detect_format, write_adapter

@@ -702,3 +702,62 @@ def test_generate_falls_back_to_bytes_for_a_model_of_the_byte_vocabulary(tmp_pat
     code, out, err = _run_main(["generate", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
                                 "--prompt", "Hi", "--max-new-tokens", "3", "--raw"])
     assert code == 0, err
+
+
+@pytest.fixture
+def peft_shards(hf_base_and_adapter, tmp_path):
+    """The hf_base_and_adapter LoRA split for two ranks (column-parallel: lora_B cut on axis 0)
+    in shard files with their index: (shard directory, the unsharded adapter directory)."""
+    from peftplug.adapter_io import read_adapter
+    from peftplug.tp_shards import write_shard_directory
+
+    _, adapter, _, _ = hf_base_and_adapter
+    shards = tmp_path / "shards"
+    write_shard_directory(read_adapter(adapter), shards, 2, lambda key: 0 if "lora_B" in key else None)
+    return shards, adapter
+
+
+def test_merge_shards_with_format_writes_the_joined_adapter_in_that_format(peft_shards, tmp_path):
+    """--format is the joined adapter's format (as --help says), not the shards': peft shards
+    joined into PaddleNLP's files, as save_pretrained(format="paddlenlp") writes them; no message
+    names a temporary folder."""
+    import numpy as np
+
+    from peftplug.adapter_io import read_adapter
+
+    shards, adapter = peft_shards
+    code, out, err = _run_main(["merge", str(shards), "--out", str(tmp_path / "joined"), "--format", "paddlenlp"])
+    assert code == 0, err
+    assert "peftplug-tp" not in out + err
+    assert sorted(p.name for p in (tmp_path / "joined").iterdir()) == ["lora_config.json", "lora_model_state.pdparams"]
+    joined, expected = read_adapter(tmp_path / "joined"), read_adapter(adapter)
+    assert joined.tensors.keys() == expected.tensors.keys()
+    for key, value in expected.tensors.items():
+        np.testing.assert_array_equal(joined.tensors[key], value)
+
+
+def test_an_unreadable_shard_is_reported_in_the_shard_folder(peft_shards, tmp_path):
+    shards, _ = peft_shards
+    config = json.loads((shards / "adapter_config.json").read_text())
+    (shards / "adapter_config.json").write_text(json.dumps({**config, "r": -1}))
+    code, _, err = _run_main(["merge", str(shards), "--out", str(tmp_path / "joined")])
+    assert code == 1
+    _assert_one_line_error(err, f"peftplug merge: error: the tensor-parallel shards in {str(shards)!r}")
+    assert "adapter_model.tp00-of-02.safetensors" in err and "peftplug-tp" not in err
+    assert not (tmp_path / "joined").exists()
+
+
+def test_inspect_a_shard_folder_shows_the_joined_adapter(peft_shards):
+    shards, adapter = peft_shards
+    code, whole, err = _run_main(["inspect", str(adapter), "--json"])
+    assert code == 0, err
+    code, out, err = _run_main(["inspect", str(shards), "--json"])
+    assert code == 0, err
+    report, expected = json.loads(out), json.loads(whole)
+    assert report["tensor_parallel_degree"] == 2 and expected["tensor_parallel_degree"] is None
+    assert report["format"] == "peft" and report["method"] == "lora"
+    assert report["tensors"] == expected["tensors"]
+    assert "adapter_model.tp01-of-02.safetensors" in [f["name"] for f in report["files"]]
+    code, text, err = _run_main(["inspect", str(shards)])
+    assert code == 0, err
+    assert "tensor parallel: shard files of 2 ranks, joined for this report" in text
