@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peftplug.errors import AdapterLoadError
-from peftplug.files import write_files_atomically
+from peftplug.files import FileContent, write_files_atomically
 from peftplug.manager import PluginManager, get_plugin_manager
 from peftplug.registration import Format
 from peftplug.state import AdapterState
@@ -36,6 +36,16 @@ def read_adapter(directory: str | Path, format: str | None = None, manager: Plug
     return state
 
 
+def adapter_files(
+    state: AdapterState, format: str = "peft", *, safe_serialization: bool = True, manager: PluginManager | None = None
+) -> dict[str, FileContent]:
+    """The files of ``state`` in ``format`` (``{name: content}``), after the before-save hooks."""
+    manager = manager or get_plugin_manager()
+    fmt = manager.formats.get(format)
+    manager.hook.peftplug_before_save(state=state, format=fmt.name)
+    return fmt.write(state, safe_serialization=safe_serialization)
+
+
 def write_adapter(
     state: AdapterState,
     directory: str | Path,
@@ -45,7 +55,5 @@ def write_adapter(
     manager: PluginManager | None = None,
 ) -> list[Path]:
     """Write ``state`` into ``directory`` in ``format``, atomically; returns the files written."""
-    manager = manager or get_plugin_manager()
-    fmt = manager.formats.get(format)
-    manager.hook.peftplug_before_save(state=state, format=fmt.name)
-    return write_files_atomically(Path(directory), fmt.write(state, safe_serialization=safe_serialization))
+    files = adapter_files(state, format, safe_serialization=safe_serialization, manager=manager)
+    return write_files_atomically(Path(directory), files)

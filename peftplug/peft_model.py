@@ -15,8 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from peftplug.adapter_io import read_adapter, write_adapter
+from peftplug.adapter_io import adapter_files, read_adapter
 from peftplug.adapter_names import check_adapter_name
+from peftplug.files import FileContent, write_files_atomically
+from peftplug.model_card import CARD_NAME
 from peftplug.config import AdapterConfig
 from peftplug.convert_load import format_of, state_for_format, state_for_model
 from peftplug.delegation import DelegatesToInner
@@ -347,7 +349,8 @@ class PeftModel(DelegatesToInner):
         merge_tensor_parallel: bool | None = None,
     ) -> None:
         """Save each adapter (default: all) as HF PEFT does: ``default`` in ``save_directory``,
-        the others in subfolders named after them. Each adapter's files are written atomically.
+        the others in subfolders named after them, and in HF PEFT's format its model card
+        (``README.md``, an existing one updated). All the files are written atomically.
 
         On a tensor-parallel model every rank must call it. ``merge_tensor_parallel`` (None:
         True when the model is sharded) gathers the shards to rank 0, which writes one ordinary
@@ -368,15 +371,25 @@ class PeftModel(DelegatesToInner):
             save = save_shards if merge_tensor_parallel is False else save_merged
             save(self, group, directories, format, safe_serialization)
             return
+        files: dict[str, FileContent] = {}
         for name in names:
-            directory = Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name
-            write_adapter(
-                state_for_format(self.adapter_state(name), self.base_model.model, format),
-                directory,
-                format,
-                safe_serialization=safe_serialization,
-                manager=self._peft_manager,
-            )
+            state = state_for_format(self.adapter_state(name), self.base_model.model, format)
+            written = adapter_files(state, format, safe_serialization=safe_serialization, manager=self._peft_manager)
+            files.update({(f"{name}/" if name != DEFAULT_ADAPTER else "") + file: c for file, c in written.items()})
+        if format == "peft":
+            files[CARD_NAME] = self._model_card(Path(save_directory), names)
+        write_files_atomically(Path(save_directory), files)
+
+    def _model_card(self, directory: Path, names: list[str]) -> bytes:
+        """HF PEFT's README.md for this save: the card in ``directory`` updated, or a new one."""
+        from peftplug import __version__
+        from peftplug.model_card import card_tags, model_card
+
+        path = directory / CARD_NAME
+        existing = path.read_text(encoding="utf-8") if path.is_file() else None
+        config = self.peft_config[self.active_adapter if self.active_adapter in names else names[0]]
+        tags = card_tags(config, self.base_model.model)
+        return model_card(existing, config, tags, __version__, str(path))
 
     # ---------------------------------------------------------------- injection
     def _inject(self, adapter_name: str, config: AdapterConfig) -> None:

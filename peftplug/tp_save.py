@@ -267,10 +267,9 @@ def _stage_and_commit(
 
 
 def _format_files(peft_model: PeftModel, state: AdapterState, format: str, safe_serialization: bool) -> dict[str, bytes]:
-    manager = peft_model._peft_manager
-    fmt = manager.formats.get(format)
-    manager.hook.peftplug_before_save(state=state, format=fmt.name)
-    return fmt.write(state, safe_serialization=safe_serialization)
+    from peftplug.adapter_io import adapter_files
+
+    return adapter_files(state, format, safe_serialization=safe_serialization, manager=peft_model._peft_manager)
 
 
 def _common_root(directories: dict[str, Path]) -> Path:

@@ -300,7 +300,9 @@ def trained(tmp_path_factory):
 
 def test_train_saves_an_hf_peft_adapter(trained):
     output, _, _ = trained
-    assert sorted(p.name for p in output.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "train_report.json"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "train_report.json",
+    ]
     config = json.loads((output / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 8, 16)
     assert sorted(config["target_modules"]) == sorted(
@@ -415,7 +417,9 @@ def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
     shapes = {t["name"]: t["shape"] for t in report["tensors"]}
     assert shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] == [4, 32]
     assert shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"] == [32, 4]
-    assert report["config"]["r"] == 4 and {f["name"] for f in report["files"]} == {"adapter_config.json", "adapter_model.safetensors"}
+    assert report["config"]["r"] == 4 and {f["name"] for f in report["files"]} == {
+        "README.md", "adapter_config.json", "adapter_model.safetensors",
+    }
 
 
 def test_inspect_a_paddlenlp_adapter(tmp_path, paddle, make_paddle_model):

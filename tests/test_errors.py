@@ -123,7 +123,7 @@ def test_saving_keeps_other_files_in_the_directory(make_model, tmp_path):
     (tmp_path / "trainer_state.json").write_text("{}")
     peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig()).save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "trainer_state.json",
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "trainer_state.json",
     ]
 
 
