@@ -39,6 +39,17 @@ DEFAULT_ADAPTER = "default"
 CLASSIFIER_MODULES = ("classifier", "score")
 
 
+def _huggingface_hub() -> Any:
+    try:
+        import huggingface_hub
+    except ImportError as error:
+        raise PeftplugError(
+            f"push_to_hub needs the huggingface_hub package, which is not installed ({error}); "
+            "install it with: pip install huggingface_hub"
+        ) from None
+    return huggingface_hub
+
+
 class PeftModel(DelegatesToInner):
     """A base model with adapters injected. Backends subclass it; users get it from
     :func:`peftplug.get_peft_model` or :meth:`PeftModel.from_pretrained`.
@@ -379,6 +390,53 @@ class PeftModel(DelegatesToInner):
         if format == "peft":
             files[CARD_NAME] = self._model_card(Path(save_directory), names)
         write_files_atomically(Path(save_directory), files)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        selected_adapters: list[str] | None = None,
+        format: str = "peft",
+    ) -> Any:
+        """Upload the adapter (not the base model) to the Hugging Face Hub, as HF PEFT does:
+        :meth:`save_pretrained` into a temporary folder (same adapters, format and model card),
+        then one commit of that folder to ``repo_id``, created if missing. Keywords are those of
+        transformers' ``push_to_hub``; returns huggingface_hub's ``CommitInfo``. Needs the
+        ``huggingface_hub`` package; a tensor-parallel model is refused (save it on every rank
+        with :meth:`save_pretrained`, then upload the folder from one)."""
+        import tempfile
+
+        from peftplug.tp_save import group_of
+
+        hub = _huggingface_hub()
+        if group_of(self) is not None:
+            raise PeftplugError(
+                "push_to_hub on a tensor-parallel model: call save_pretrained(DIR) on every rank, then upload "
+                "DIR from one rank (huggingface_hub.upload_folder)"
+            )
+        names = selected_adapters or list(self.peft_config)
+        for name in names:
+            self._check_adapter(name)
+        api = hub.HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory(prefix="peftplug-push-") as work_dir:
+            self.save_pretrained(work_dir, names, safe_serialization=safe_serialization, format=format)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=work_dir,
+                commit_message=commit_message or "Upload model",
+                commit_description=commit_description,
+                token=token,
+                revision=revision,
+                create_pr=create_pr,
+            )
 
     def _model_card(self, directory: Path, names: list[str]) -> bytes:
         """HF PEFT's README.md for this save: the card in ``directory`` updated, or a new one."""

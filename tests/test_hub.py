@@ -1,6 +1,10 @@
-"""save_pretrained writes HF PEFT's model card."""
+"""push_to_hub uploads the adapter (not the base model), and save_pretrained writes HF PEFT's
+model card. No network: huggingface_hub's repo and upload calls are intercepted."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +12,71 @@ import peftplug
 from peftplug.errors import PeftplugError
 
 LORA = dict(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """HfApi's create_repo and upload_folder, recorded instead of sent: each call's keywords,
+    and for an upload the files of the folder (read while it exists) as {path: bytes}."""
+    hub = pytest.importorskip("huggingface_hub")
+    calls: dict[str, list] = {"create_repo": [], "upload_folder": []}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"].append({"repo_id": repo_id, **kwargs})
+        return hub.RepoUrl(f"https://huggingface.co/someone/{repo_id.split('/')[-1]}")
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        calls["upload_folder"].append({**kwargs, "files": files})
+        return "commit-info"
+
+    monkeypatch.setattr(hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_hub_uploads_the_adapter_files_and_no_base_weights(make_model, hub_calls, tmp_path):
+    model = peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(**LORA))
+    result = model.push_to_hub(
+        "my-lora", commit_message="first adapter", private=True, token="hf_x", revision="dev", create_pr=True
+    )
+    assert result == "commit-info"
+    assert [call["repo_id"] for call in hub_calls["create_repo"]] == ["my-lora"]
+    assert hub_calls["create_repo"][0]["private"] is True and hub_calls["create_repo"][0]["token"] == "hf_x"
+    (upload,) = hub_calls["upload_folder"]
+    assert upload["repo_id"] == "someone/my-lora"
+    assert (upload["commit_message"], upload["token"], upload["revision"], upload["create_pr"]) == (
+        "first adapter", "hf_x", "dev", True,
+    )
+    assert sorted(upload["files"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    model.save_pretrained(tmp_path)  # the same files save_pretrained writes
+    for name, content in upload["files"].items():
+        assert content == (tmp_path / name).read_bytes(), name
+
+
+def test_push_to_hub_follows_save_pretrained_s_adapter_and_format_rules(make_model, hub_calls):
+    model = peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(**LORA))
+    model.add_adapter("other", peftplug.LoraConfig(**LORA))
+    model.push_to_hub("org/two")
+    model.push_to_hub("org/only-other", selected_adapters=["other"], format="paddlenlp")
+    first, second = hub_calls["upload_folder"]
+    assert first["commit_message"] == "Upload model"
+    assert sorted(first["files"]) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors",
+        "other/adapter_config.json", "other/adapter_model.safetensors",
+    ]
+    assert sorted(second["files"]) == ["other/lora_config.json", "other/lora_model_state.pdparams"]
+    with pytest.raises(PeftplugError, match="no adapter named 'missing'"):
+        model.push_to_hub("org/x", selected_adapters=["missing"])
+    assert len(hub_calls["create_repo"]) == 2
+
+
+def test_push_to_hub_without_huggingface_hub_names_the_package(make_model, monkeypatch):
+    model = peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(**LORA))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(PeftplugError, match=r"needs the huggingface_hub package.*pip install huggingface_hub"):
+        model.push_to_hub("my-lora")
 
 
 def test_the_model_card_is_hf_peft_s(make_model, tmp_path):
