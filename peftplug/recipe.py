@@ -191,15 +191,16 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
     data = source.data
     check.known_keys((), data, list(SECTIONS))
 
-    chosen = _choose_backend(check, data, backend, manager)
-    model = _model_spec(check, data.get("model", {}), chosen)
-    method, method_config = _method(check, data.get("method", "lora"), manager)
+    # Each section (and, within one, each field) is checked even when another failed, so that
+    # one run reports every error of the recipe.
+    chosen = check.collect(lambda: _choose_backend(check, data, backend, manager), None)
+    model = check.collect(lambda: _model_spec(check, data.get("model", {}), chosen), None) if chosen else None
+    method, method_config = check.collect(lambda: _method(check, data.get("method", "lora"), manager), (None, None))
     data_path, eval_split = _data(check, data.get("data", {}))
-    tokenizer = check.optional(("tokenizer",), data.get("tokenizer"), str, "a local tokenizer directory, or null")
-    if tokenizer is not None and not Path(tokenizer).is_dir():
-        check.fail(("tokenizer",), tokenizer, "is not a directory; allowed: a local tokenizer directory, or null")
+    tokenizer = check.collect(lambda: _tokenizer(check, data.get("tokenizer")), None)
     training = _training(check, data.get("training", {}), model)
     output = _output(check, data.get("output", {}), manager)
+    check.finish()
     return Recipe(
         backend=chosen, model=model, method=method, method_config=method_config, data_path=data_path,
         eval_split=eval_split, tokenizer=tokenizer, training=training, output=output, origin=source.origin,
@@ -243,6 +244,13 @@ def _shorthand(section: Any, key: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- sections
+def _tokenizer(check: _Checker, value: Any) -> str | None:
+    tokenizer = check.optional(("tokenizer",), value, str, "a local tokenizer directory, or null")
+    if tokenizer is not None and not Path(tokenizer).is_dir():
+        check.fail(("tokenizer",), tokenizer, "is not a directory; allowed: a local tokenizer directory, or null")
+    return tokenizer
+
+
 def _choose_backend(check: _Checker, data: dict, override: str | None, manager: Any) -> str:
     if override is not None:
         value, where = override, "--backend"
@@ -368,24 +376,49 @@ def _data(check: _Checker, section: Any) -> tuple[str | None, float]:
     path = ("data",)
     if isinstance(section, str) or section is None:
         section = {"path": section}
-    section = check.mapping(path, section)
+    section = check.collect(lambda: check.mapping(path, section), {})
     check.known_keys(path, section, ["path", "eval_split"])
-    data_path = check.optional(path + ("path",), section.get("path"), str, "a JSON, JSONL or CSV file, or null")
+    return (
+        check.collect(lambda: _data_path(check, path + ("path",), section.get("path"))),
+        check.collect(lambda: _eval_split(check, path + ("eval_split",), section.get("eval_split", 0.125)), 0.125),
+    )
+
+
+def _data_path(check: _Checker, field: FieldPath, value: Any) -> str | None:
+    data_path = check.optional(field, value, str, "a JSON, JSONL or CSV file, or null")
     if data_path is not None:
         if not Path(data_path).is_file():
-            check.fail(path + ("path",), data_path, "is not a file; allowed: a JSON, JSONL or CSV file, or null for the shipped dataset")
+            check.fail(field, data_path,
+                       "is not a file; allowed: a JSON, JSONL or CSV file, or null for the shipped dataset")
         if Path(data_path).suffix.lower() not in DATA_SUFFIXES:
-            check.fail(path + ("path",), data_path, f"has an unknown suffix; allowed: {', '.join(DATA_SUFFIXES)}")
-    eval_split = check.number(path + ("eval_split",), section.get("eval_split", 0.125))
+            check.fail(field, data_path, f"has an unknown suffix; allowed: {', '.join(DATA_SUFFIXES)}")
+    return data_path
+
+
+def _eval_split(check: _Checker, field: FieldPath, value: Any) -> float:
+    eval_split = check.number(field, value)
     if not 0 < eval_split < 1:
-        check.fail(path + ("eval_split",), eval_split, "is out of range; allowed: a fraction between 0 and 1 (exclusive)")
-    return data_path, eval_split
+        check.fail(field, eval_split, "is out of range; allowed: a fraction between 0 and 1 (exclusive)")
+    return eval_split
 
 
-def _training(check: _Checker, section: Any, model: ModelSpec) -> TrainingSpec:
+def _training(check: _Checker, section: Any, model: ModelSpec | None) -> TrainingSpec:
+    """The training section; ``model`` (None when its section failed) bounds ``max_length``."""
     path = ("training",)
-    section = check.mapping(path, section)
+    section = check.collect(lambda: check.mapping(path, section), {})
     check.known_keys(path, section, ["steps", "epochs", "batch_size", "lr", "seed", "max_length"])
+    steps, epochs = check.collect(lambda: _steps_or_epochs(check, path, section), (100, None))
+    return TrainingSpec(
+        steps=steps,
+        epochs=epochs,
+        batch_size=check.collect(lambda: check.integer(path + ("batch_size",), section.get("batch_size", 8), 1), 8),
+        lr=check.collect(lambda: check.number(path + ("lr",), section.get("lr", 1e-2), positive=True), 1e-2),
+        seed=check.collect(lambda: check.integer(path + ("seed",), section.get("seed", 0), minimum=0), 0),
+        max_length=check.collect(lambda: _max_length(check, path + ("max_length",), section, model), 128),
+    )
+
+
+def _steps_or_epochs(check: _Checker, path: FieldPath, section: dict) -> tuple[int | None, float | None]:
     steps = section.get("steps")
     epochs = section.get("epochs")
     if steps is not None and epochs is not None:
@@ -394,44 +427,61 @@ def _training(check: _Checker, section: Any, model: ModelSpec) -> TrainingSpec:
     epochs = check.number(path + ("epochs",), epochs, positive=True) if epochs is not None else None
     if steps is None and epochs is None:
         steps = 100
-    limit = model.config.get("max_position_embeddings", model.config.get("n_positions", MAX_POSITIONS))
-    max_length = check.integer(path + ("max_length",), section.get("max_length", 128), minimum=8)
-    if model.architecture is not None and max_length > limit:
-        check.fail(path + ("max_length",), max_length, f"exceeds the model's {limit} positions; allowed: 8 to {limit}")
-    return TrainingSpec(
-        steps=steps,
-        epochs=epochs,
-        batch_size=check.integer(path + ("batch_size",), section.get("batch_size", 8), minimum=1),
-        lr=check.number(path + ("lr",), section.get("lr", 1e-2), positive=True),
-        seed=check.integer(path + ("seed",), section.get("seed", 0), minimum=0),
-        max_length=max_length,
-    )
+    return steps, epochs
+
+
+def _max_length(check: _Checker, field: FieldPath, section: dict, model: ModelSpec | None) -> int:
+    max_length = check.integer(field, section.get("max_length", 128), minimum=8)
+    if model is not None and model.architecture is not None:
+        limit = model.config.get("max_position_embeddings", model.config.get("n_positions", MAX_POSITIONS))
+        if max_length > limit:
+            check.fail(field, max_length, f"exceeds the model's {limit} positions; allowed: 8 to {limit}")
+    return max_length
 
 
 def _output(check: _Checker, section: Any, manager: Any) -> OutputSpec:
     path = ("output",)
     if isinstance(section, str):
         section = {"dir": section}
-    section = check.mapping(path, section)
+    section = check.collect(lambda: check.mapping(path, section), {})
     check.known_keys(path, section, ["dir", "format", "merge", "report"])
-    directory = section.get("dir", "peftplug-out")
-    check.type(path + ("dir",), directory, str, "a directory path")
+    return OutputSpec(
+        check.collect(lambda: _output_dir(check, path + ("dir",), section.get("dir", "peftplug-out"), manager)),
+        check.collect(lambda: _output_format(check, path + ("format",), section.get("format", "peft"), manager)),
+        check.collect(lambda: _checked(check, path + ("merge",), section.get("merge", False), bool, "true or false")),
+        check.collect(lambda: _report_name(check, path + ("report",), section.get("report", "train_report.json"))),
+    )
+
+
+def _checked(check: _Checker, field: FieldPath, value: Any, expected: type, allowed: str) -> Any:
+    check.type(field, value, expected, allowed)
+    return value
+
+
+def _output_dir(check: _Checker, field: FieldPath, directory: Any, manager: Any) -> str:
+    check.type(field, directory, str, "a directory path")
     if Path(directory).exists() and not Path(directory).is_dir():
-        check.fail(path + ("dir",), directory, "exists and is not a directory; allowed: a directory path")
+        check.fail(field, directory, "exists and is not a directory; allowed: a directory path")
     problem = output_dir_problem(directory, manager)
     if problem:
-        check.fail(path + ("dir",), directory, f"{problem}; allowed: {OUTPUT_DIRS_ALLOWED}")
-    fmt = section.get("format", "peft")
-    check.type(path + ("format",), fmt, str, "a registered format name")
+        check.fail(field, directory, f"{problem}; allowed: {OUTPUT_DIRS_ALLOWED}")
+    return directory
+
+
+def _output_format(check: _Checker, field: FieldPath, fmt: Any, manager: Any) -> str:
+    check.type(field, fmt, str, "a registered format name")
     formats = manager.formats.names()
     if fmt not in formats:
-        check.fail(path + ("format",), fmt, f"is not a registered format; allowed: {', '.join(formats)}{_did_you_mean(fmt, formats)}")
-    merge = section.get("merge", False)
-    check.type(path + ("merge",), merge, bool, "true or false")
-    report = check.optional(path + ("report",), section.get("report", "train_report.json"), str, "a file name, or null")
+        check.fail(field, fmt,
+                   f"is not a registered format; allowed: {', '.join(formats)}{_did_you_mean(fmt, formats)}")
+    return fmt
+
+
+def _report_name(check: _Checker, field: FieldPath, value: Any) -> str | None:
+    report = check.optional(field, value, str, "a file name, or null")
     if report is not None and (not report or Path(report).name != report):
-        check.fail(path + ("report",), report, "is not a plain file name; allowed: a name such as train_report.json, or null")
-    return OutputSpec(directory, fmt, merge, report)
+        check.fail(field, report, "is not a plain file name; allowed: a name such as train_report.json, or null")
+    return report
 
 
 OUTPUT_DIRS_ALLOWED = "a new or empty directory, or one that holds an adapter (a previous run's output)"
@@ -480,6 +530,23 @@ class _Checker:
 
     def __init__(self, source: RecipeSource):
         self.source = source
+        self.errors: list[str] = []
+
+    def collect(self, work: typing.Callable[[], Any], fallback: Any = None) -> Any:
+        """``work()``; when it raises :class:`RecipeError`, the error is kept for :meth:`finish`
+        and ``fallback`` stands in for the value, so that the other fields are still checked."""
+        try:
+            return work()
+        except RecipeError as error:
+            self.errors.append(str(error))
+            return fallback
+
+    def finish(self) -> None:
+        """Raise one :class:`RecipeError` holding every error collected (one line each, joined)."""
+        if len(self.errors) == 1:
+            raise RecipeError(self.errors[0])
+        if self.errors:
+            raise RecipeError(f"{len(self.errors)} errors in the recipe: " + " | ".join(self.errors))
 
     def fail(self, path: FieldPath, value: Any, problem: str) -> typing.NoReturn:
         """Raise the one-line :class:`RecipeError` for ``path``."""
@@ -487,12 +554,14 @@ class _Checker:
         raise RecipeError(f"{self.source.where(path)}: {dotted}={value!r} {problem}")
 
     def known_keys(self, path: FieldPath, section: dict, allowed: list[str]) -> None:
-        """Refuse keys of ``section`` not in ``allowed``."""
+        """Refuse keys of ``section`` not in ``allowed`` (each one an error of its own)."""
         for key, value in section.items():
             if key not in allowed:
                 section_name = f" of section {path[-1]!r}" if path else ""
-                self.fail(path + (key,), value,
-                          f"is not a recipe field{section_name}; allowed: {', '.join(allowed)}{_did_you_mean(key, allowed)}")
+                self.collect(lambda: self.fail(
+                    path + (key,), value,
+                    f"is not a recipe field{section_name}; allowed: {', '.join(allowed)}{_did_you_mean(key, allowed)}",
+                ))
 
     def mapping(self, path: FieldPath, value: Any) -> dict:
         """``value`` when it is a mapping (None counts as empty)."""

@@ -513,3 +513,25 @@ def test_recipe_with_a_local_tokenizer(tmp_path, torch):
 def test_missing_tokenizer_directory(tmp_path):
     with pytest.raises(RecipeError, match=r"line 1: tokenizer='.*nope' is not a directory"):
         load_recipe(_write(tmp_path, f"tokenizer: {tmp_path / 'nope'}\n"))
+
+
+def test_every_field_error_of_a_recipe_is_reported_at_once(tmp_path):
+    """A recipe with errors in several sections and fields: one run names all of them (file,
+    line, field, value), in one line, and writes nothing."""
+    output = tmp_path / "out"
+    recipe = _write(tmp_path, (
+        "method:\n  name: lora\n  r: 0\n"
+        "data:\n  eval_split: 2\n"
+        f"training:\n  lr: -1\n  batch_size: 0\n  stesp: 3\n"
+        f"output:\n  dir: {output}\n  format: pef\n"
+    ))
+    code, out, err = _run_main(["train", str(recipe), "--no-progress"])
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("peftplug train: error: 6 errors in the recipe: "), err
+    for fragment in ["line 3", "method.r=0", "line 5", "data.eval_split=2", "line 7", "training.lr=-1",
+                     "line 8", "training.batch_size=0", "line 9", "training.stesp=3", "did you mean 'steps'",
+                     "line 12", "output.format='pef'"]:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not output.exists()
