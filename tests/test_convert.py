@@ -117,20 +117,43 @@ def assert_changed(adapted: np.ndarray, base: np.ndarray) -> None:
     assert np.abs(adapted - base).max() > 1e-3, "the trained adapter must change the logits, or the test proves nothing"
 
 
-# ---------------------------------------------------------------- torch -> paddle, paddle -> torch
-@pytest.mark.parametrize("family, method", CASES)
-def test_torch_trained_adapter_converts_and_loads_on_paddlenlp(torch, paddle, family, method, tmp_path):
+def method_config(family: str, method: str):
+    """A fresh config of ``method`` for ``family``'s test model."""
+    return (METHODS if family == "llama" else BLOOM_METHODS)[method]()
+
+
+def trained_on_torch(torch, family: str, method: str):
+    """``(peft_model, its logits)``: ``method`` trained on the tiny HF model (checked to change
+    the logits). The model wraps its base in place: build twins from a fresh ``hf_model``."""
     hf = hf_model(torch, family)
     base_logits = torch_logits(torch, hf)
-    pd_base, pd_base2 = paddle_model(paddle, family, hf), paddle_model(paddle, family, hf)
-    config = (METHODS if family == "llama" else BLOOM_METHODS)[method]()
-    model = peftplug.get_peft_model(hf, config)
+    model = peftplug.get_peft_model(hf, method_config(family, method))
     train_torch(torch, model)
     expected = torch_logits(torch, model)
     assert_changed(expected, base_logits)
+    return model, expected
+
+
+def trained_on_paddle(torch, paddle, family: str, method: str):
+    """``(paddle_base, peft_model, its logits)``: ``method`` trained on the PaddleNLP twin of the
+    tiny HF model (checked to change the logits)."""
+    pd = paddle_model(paddle, family, hf_model(torch, family))
+    base_logits = paddle_logits(paddle, pd)
+    model = peftplug.get_peft_model(pd, method_config(family, method))
+    train_paddle(paddle, model)
+    expected = paddle_logits(paddle, model)
+    assert_changed(expected, base_logits)
+    return pd, model, expected
+
+
+# ---------------------------------------------------------------- torch -> paddle, paddle -> torch
+@pytest.mark.parametrize("family, method", CASES)
+def test_torch_trained_adapter_converts_and_loads_on_paddlenlp(torch, paddle, family, method, tmp_path):
+    model, expected = trained_on_torch(torch, family, method)
+    pd_base, pd_base2 = (paddle_model(paddle, family, hf_model(torch, family)) for _ in range(2))
     model.save_pretrained(tmp_path / "torch")
 
-    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture=family, base_config=hf.config)
+    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture=family, base_config=model.config)
     converted = peftplug.PeftModel.from_pretrained(pd_base, tmp_path / "paddle")
     assert_close(paddle_logits(paddle, converted), expected, "converted")
 
@@ -140,14 +163,7 @@ def test_torch_trained_adapter_converts_and_loads_on_paddlenlp(torch, paddle, fa
 
 @pytest.mark.parametrize("family, method", CASES)
 def test_paddle_trained_adapter_converts_and_loads_on_torch(torch, paddle, family, method, tmp_path):
-    hf = hf_model(torch, family)
-    pd = paddle_model(paddle, family, hf)
-    base_logits = paddle_logits(paddle, pd)
-    config = (METHODS if family == "llama" else BLOOM_METHODS)[method]()
-    model = peftplug.get_peft_model(pd, config)
-    train_paddle(paddle, model)
-    expected = paddle_logits(paddle, model)
-    assert_changed(expected, base_logits)
+    pd, model, expected = trained_on_paddle(torch, paddle, family, method)
     model.save_pretrained(tmp_path / "paddle_hf_format")
     model.save_pretrained(tmp_path / "paddle", format="paddlenlp")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from test_convert import (
     BLOOM_METHODS, IDS, METHODS, assert_changed, assert_close, gpt2_twins, hf_model, paddle_logits, paddle_model,
-    torch_logits, train_paddle, train_torch,
+    torch_logits, train_paddle, train_torch, trained_on_paddle, trained_on_torch,
 )
 
 import peftplug
@@ -36,14 +36,7 @@ def peft():
 
 @pytest.mark.parametrize("family, method", PADDLE_CASES)
 def test_a_paddle_trained_adapter_loads_in_hf_peft(torch, paddle, peft, family, method, tmp_path):
-    hf = hf_model(torch, family)
-    pd = paddle_model(paddle, family, hf)
-    base_logits = paddle_logits(paddle, pd)
-    config = (METHODS if family == "llama" else BLOOM_METHODS)[method]()
-    model = peftplug.get_peft_model(pd, config)
-    train_paddle(paddle, model)
-    expected = paddle_logits(paddle, model)
-    assert_changed(expected, base_logits)
+    _, model, expected = trained_on_paddle(torch, paddle, family, method)
     model.save_pretrained(tmp_path)
 
     with warnings.catch_warnings():
@@ -66,14 +59,8 @@ TORCH_CASES = [("llama", "lora"), ("llama", "prefix"), ("llama", "prefix_project
 def test_a_torch_trained_adapter_loads_in_paddlenlp(torch, paddle, family, method, tmp_path):
     from paddlenlp.peft import LoRAModel, PrefixModelForCausalLM
 
-    hf = hf_model(torch, family)
-    pd_base = paddle_model(paddle, family, hf)
-    config = (METHODS if family == "llama" else BLOOM_METHODS)[method]()
-    model = peftplug.get_peft_model(hf, config)
-    base_logits = torch_logits(torch, hf_model(torch, family))
-    train_torch(torch, model)
-    expected = torch_logits(torch, model)
-    assert_changed(expected, base_logits)
+    model, expected = trained_on_torch(torch, family, method)
+    pd_base = paddle_model(paddle, family, hf_model(torch, family))
     model.save_pretrained(tmp_path, format="paddlenlp")
 
     if method == "lora":
