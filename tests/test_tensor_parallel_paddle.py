@@ -174,6 +174,8 @@ def test_unmerged_saves_are_per_rank_files_like_paddlenlp_writes(job):
     our_config = json.loads((ours / "lora_config.json").read_text())
     their_config = json.loads((theirs / "lora_config.json").read_text())
     assert our_config["tensor_parallel_degree"] == their_config["tensor_parallel_degree"] == 2
+    # task_type: peftplug's own field, which PaddleNLP's LoRAConfig.from_pretrained skips
+    assert our_config.pop("task_type") == "CAUSAL_LM"
     assert {k: v for k, v in our_config.items() if k != "target_modules"} == {
         k: v for k, v in their_config.items() if k != "target_modules"
     }
