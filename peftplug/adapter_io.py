@@ -14,6 +14,11 @@ from peftplug.state import AdapterState
 def detect_format(directory: Path, manager: PluginManager | None = None) -> Format:
     """The registered format whose files are in ``directory``; a clear error when none is."""
     manager = manager or get_plugin_manager()
+    if directory.exists() and not directory.is_dir():
+        raise AdapterLoadError(
+            f"adapter path {str(directory)!r} is a file, not a directory: pass the folder that holds the adapter's "
+            f"files ({str(directory.parent)!r}?)"
+        )
     if not directory.is_dir():
         raise AdapterLoadError(f"adapter directory {str(directory)!r} does not exist")
     for fmt in manager.formats:

@@ -47,7 +47,7 @@ class PeftFormat(Format):
         ``.bin`` is read with torch's weights-only unpickler."""
         if not (directory / CONFIG_NAME).is_file():
             raise AdapterLoadError(f"no {CONFIG_NAME} in {directory}")
-        config = config_from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        config = config_from_dict(_config_json(directory / CONFIG_NAME))
         if (directory / SAFETENSORS_NAME).is_file():
             tensors = read_safetensors(directory / SAFETENSORS_NAME)
         elif (directory / BIN_NAME).is_file():
@@ -76,6 +76,19 @@ class PeftFormat(Format):
             if state.extra_tensors:
                 files[ENCODER_BIN_NAME] = _torch_bin_bytes(state.extra_tensors)
         return files
+
+
+def _config_json(path: Path) -> dict:
+    """The JSON object in ``path``; an error naming the file, line and column when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise AdapterLoadError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise AdapterLoadError(f"cannot read {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise AdapterLoadError(f"{path} holds a JSON {type(data).__name__}, not the object of an adapter config")
+    return data
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:

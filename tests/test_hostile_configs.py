@@ -1,0 +1,38 @@
+"""Careless adapter configs and paths: each is one error naming the file (and the line and
+column of bad JSON), raised before the model changes."""
+
+from __future__ import annotations
+
+import pytest
+
+import peftplug
+from peftplug.errors import AdapterLoadError
+
+
+@pytest.fixture
+def saved(make_model, tmp_path):
+    """A saved LoRA adapter of the tiny Llama."""
+    model = peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(tmp_path / "adapter")
+    return tmp_path / "adapter"
+
+
+@pytest.mark.parametrize("text, said", [
+    ("{not json", "is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 2"),
+    ('{"r": 2,\n  "peft_type": "LORA",\n}', "is not valid JSON: Expecting property name enclosed in double quotes at line 3, column 1"),
+    ("[1, 2]", "holds a JSON list, not the object of an adapter config"),
+    (b"\xff\xfe{}", "cannot read"),
+])
+def test_a_broken_adapter_config_names_the_file(make_model, saved, text, said):
+    config = saved / "adapter_config.json"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    base = make_model("llama")
+    with pytest.raises(AdapterLoadError) as error:
+        peftplug.PeftModel.from_pretrained(base, saved)
+    assert str(config) in str(error.value) and said in str(error.value), str(error.value)
+    assert not any("lora" in name for name, _ in base.named_modules()), "the model is as it was"
+
+
+def test_a_file_given_for_the_adapter_directory_is_named_as_a_file(make_model, saved):
+    with pytest.raises(AdapterLoadError, match=r"is a file, not a directory: pass the folder .*adapter'"):
+        peftplug.PeftModel.from_pretrained(make_model("llama"), saved / "adapter_config.json")
