@@ -65,6 +65,8 @@ def _warn_unknown_disabled(disabled: set[str], builtins: Iterable[str]) -> None:
     """Warn about names in ``PEFTPLUG_DISABLE_PLUGINS`` that are no built-in plugin (by module or
     short name) and no installed entry point: a misspelt name would disable nothing, silently.
     Not an error: the variable may name a plugin that is installed elsewhere only."""
+    if not disabled:
+        return
     builtins = list(builtins)
     short = [name.rsplit(".", 1)[-1] for name in builtins]
     entry_points = [entry_point.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
