@@ -537,14 +537,9 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
 
 def _joined_shards(shard_set: Any, manager: Any) -> tuple[Any, Any]:
     """(format, joined AdapterState) of a folder of tensor-parallel shard files."""
-    from peftplug.adapter_io import detect_format
-    from peftplug.tp_shards import join_shards
+    from peftplug.tp_shards import join_shards, shards_format
 
-    if shard_set.format is not None:
-        fmt = manager.formats.get(shard_set.format)
-    else:
-        with shard_set.rank_view(0) as view:
-            fmt = detect_format(view, manager)
+    fmt = manager.formats.get(shards_format(shard_set, manager=manager))
     return fmt, join_shards(shard_set, fmt.name)
 
 

@@ -30,7 +30,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 import numpy as np
 
@@ -217,6 +217,17 @@ def find_shard_set(directory: str | Path) -> ShardSet | None:
     )
 
 
+def shards_format(shard_set: ShardSet, format: str | None = None, manager: Any = None) -> str:
+    """The format of ``shard_set``'s files: ``format`` when given, else the index's, else the one
+    that recognises rank 0's files under their usual names."""
+    from peftplug.adapter_io import detect_format
+
+    if format is not None or shard_set.format is not None:
+        return format or shard_set.format
+    with shard_set.rank_view(0) as view:
+        return detect_format(view, manager).name
+
+
 def read_rank(shard_set: ShardSet, rank: int, format: str | None = None) -> AdapterState:
     """Rank ``rank``'s pieces as an :class:`AdapterState`, read by the registered format."""
     from peftplug.adapter_io import read_adapter
@@ -302,19 +313,16 @@ def join_shard_directory(
     """Join the per-rank shard files in ``src`` into one ordinary adapter written to ``dst``.
 
     ``format`` names the shards' format (the index's, else detected from the files); ``to`` the
-    format to write (default: the same; the module tree stays, as with ``save_pretrained(format=)``:
-    ``peftplug convert`` moves it). No distributed runtime and no framework is needed.
-    Returns the files written (atomically).
+    format to write (default: the same). The module tree stays the shards' own, the tree of the
+    model that wrote them (``peftplug convert`` moves it). No distributed runtime and no
+    framework is needed. Returns the files written (atomically).
     """
-    from peftplug.adapter_io import detect_format, write_adapter
+    from peftplug.adapter_io import write_adapter
 
     shard_set = find_shard_set(src)
     if shard_set is None:
         raise AdapterLoadError(f"{str(src)!r} holds no tensor-parallel shard files (named *.tpNN.* or *.tpNN-of-DD.*)")
-    if format is None and shard_set.format is None:
-        with shard_set.rank_view(0) as view:
-            format = detect_format(view).name
-    format = format or shard_set.format
+    format = shards_format(shard_set, format)
     state = join_shards(shard_set, format, split_axes)
     return write_adapter(state, dst, to or format)
 
