@@ -387,7 +387,7 @@ class PeftModel(DelegatesToInner):
             state = state_for_format(self.adapter_state(name), self.base_model.model, format)
             written = adapter_files(state, format, safe_serialization=safe_serialization, manager=self._peft_manager)
             files.update({(f"{name}/" if name != DEFAULT_ADAPTER else "") + file: c for file, c in written.items()})
-        if format == "peft":
+        if self._peft_manager.formats.get(format).model_card:
             files[CARD_NAME] = self._model_card(Path(save_directory), names)
         write_files_atomically(Path(save_directory), files)
 

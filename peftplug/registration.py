@@ -69,6 +69,8 @@ class Format:
     # Whose module names (and prefix-tuning positions) the files hold: "hf" (HF transformers'
     # tree), "paddle" (PaddleNLP's), or None: the tree of the model that saved them, as it is.
     convention: ClassVar[str | None] = None
+    # Whether a save in this format also writes HF PEFT's model card (README.md) beside it.
+    model_card: ClassVar[bool] = False
 
     def detect(self, directory: Path) -> bool:
         """Return True when ``directory`` holds an adapter in this format."""

@@ -35,6 +35,7 @@ class PeftFormat(Format):
     name = "peft"
     description = "Hugging Face PEFT (adapter_config.json + adapter_model.safetensors)"
     convention = "hf"
+    model_card = True
 
     def detect(self, directory: Path) -> bool:
         """An adapter_config.json beside adapter_model.safetensors or .bin."""
