@@ -4,12 +4,12 @@
 it is first used.
 """
 
-from peftplug.api import get_peft_model
+from peftplug.model.api import get_peft_model
 from peftplug.config import AdapterConfig, PromptLearningConfig, config_from_dict
-from peftplug.convert import convert
+from peftplug.interop.convert import convert
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl, hookspec
-from peftplug.peft_model import PeftModel
+from peftplug.model.peft_model import PeftModel
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.plugins.p_tuning.config import PromptEncoderConfig, PromptEncoderReparameterizationType

@@ -187,5 +187,5 @@ class BackendOps(Protocol):
         the input axis and B whole for a row-parallel one), ``export_adapter`` gathers,
         ``import_adapter`` of whole tensors keeps each rank's piece, and ``export_adapter_shard``
         gives the local pieces; ``save_pretrained`` then merges or writes per-rank files
-        (:mod:`peftplug.tp_save`, :mod:`peftplug.tp_shards`).
+        (:mod:`peftplug.distributed.tp_save`, :mod:`peftplug.distributed.tp_shards`).
         """

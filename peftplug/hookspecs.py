@@ -61,8 +61,8 @@ def peftplug_register_architectures() -> Architecture | list[Architecture] | Non
     transformers and PaddleNLP (:class:`~peftplug.registration.ModuleMap`: renames, which
     weights transpose, fused modules one side splits), PaddleNLP's default targets and the
     prefix-tuning cache layout (:class:`~peftplug.registration.PrefixCacheLayout`); conversion
-    and :func:`peftplug.weights.copy_base_weights` read them through
-    :mod:`peftplug.plugins.architectures.name_maps`. A third party adds a family this way.
+    and :func:`peftplug.interop.weights.copy_base_weights` read them through
+    :mod:`peftplug.interop.name_maps`. A third party adds a family this way.
     """
 
 

@@ -151,7 +151,7 @@ class Architecture:
     PaddleNLP (:class:`ModuleMap`; empty when no map is known); ``paddle_default_targets`` are
     PaddleNLP's defaults (regexes, as its ``target_modules`` take them); ``prefix_cache`` is the
     prefix-tuning cache layout (:class:`PrefixCacheLayout`), None when unknown. The functions
-    that use them live in :mod:`peftplug.plugins.architectures.name_maps`.
+    that use them live in :mod:`peftplug.interop.name_maps`.
     """
 
     name: str

@@ -8,7 +8,7 @@ import pytest
 
 import peftplug
 from peftplug.manager import PluginManager
-from peftplug.plugins.architectures.name_maps import (
+from peftplug.interop.name_maps import (
     NameMapError,
     architecture_for,
     fused_output_order,
@@ -24,7 +24,7 @@ from peftplug.plugins.architectures.name_maps import (
     transposes,
 )
 from peftplug.registration import Architecture, ModuleMap
-from peftplug.weights import WeightCopyError, copy_base_weights
+from peftplug.interop.weights import WeightCopyError, copy_base_weights
 
 # Measured: HF -> PaddleNLP logits differ by at most 1.2e-7 (float32) for Llama, Bloom and GPT-2.
 TOLERANCE = 1e-5

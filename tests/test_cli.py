@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from peftplug.cli import main
-from peftplug.instructions import (
+from peftplug.app.cli import main
+from peftplug.app.instructions import (
     IGNORE_INDEX,
     DataError,
     Example,
@@ -26,7 +26,7 @@ from peftplug.instructions import (
     load_instructions,
     split_examples,
 )
-from peftplug.tokenizer import ByteTokenizer
+from peftplug.app.tokenizer import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSS_LINE = re.compile(r"held-out loss (before|after) training:\s+([0-9.]+)")
@@ -57,7 +57,7 @@ def _assert_one_line_error(err: str, prefix: str) -> None:
 def test_methods_lists_builtins_and_imports_no_framework():
     script = (
         "import sys\n"
-        "from peftplug.cli import main\n"
+        "from peftplug.app.cli import main\n"
         "code = main(['methods'])\n"
         "print('FRAMEWORKS=' + ','.join(m for m in ('torch', 'paddle') if m in sys.modules))\n"
         "sys.exit(code)\n"
@@ -174,7 +174,7 @@ def test_a_paddle_run_prints_nothing_of_paddles_own(tmp_path, paddle):
     recipe.write_text("model: {config: {hidden_size: 32, intermediate_size: 64}}\n"
                       f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n")
     env = {**_clean_env(), "MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "peftplug.cli", "train", str(recipe), "--backend", "paddle", "--no-progress"]
+    argv = [sys.executable, "-m", "peftplug.app.cli", "train", str(recipe), "--backend", "paddle", "--no-progress"]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", done.stderr
@@ -187,7 +187,7 @@ def test_quiet_frameworks_hides_only_the_frameworks_warnings_and_restores_everyt
     import logging
     import warnings
 
-    from peftplug.cli import quiet_frameworks
+    from peftplug.app.cli import quiet_frameworks
 
     paddle_file = os.path.join(os.path.dirname(paddle.__file__), "nn", "layer", "layers.py")
     ours = os.path.join(str(ROOT), "backends", "paddle", "layer.py")
@@ -226,7 +226,7 @@ def test_tokenizer_vocabulary():
 
 
 def test_shipped_dataset():
-    resource = resources.files("peftplug").joinpath("data/instructions.jsonl")
+    resource = resources.files("peftplug.app").joinpath("data/instructions.jsonl")
     assert resource.is_file()
     examples = load_instructions()
     assert 150 <= len(examples) <= 300
@@ -265,7 +265,7 @@ def test_truncation_keeps_the_prompt_masked():
 
 
 def test_collate_and_loss_count_only_response_tokens(torch):
-    from peftplug.train import build_base_model, causal_lm_loss_sum, collate
+    from peftplug.app.train import build_base_model, causal_lm_loss_sum, collate
 
     tokenizer = ByteTokenizer()
     examples = encode_all(tokenizer, load_instructions()[:5], max_length=128)
@@ -322,7 +322,7 @@ def test_train_lowers_the_held_out_loss(trained):
 def test_saved_adapter_loads_in_hf_peft_with_the_same_logits(trained, torch):
     peft = pytest.importorskip("peft")
     import peftplug
-    from peftplug.train import build_base_model, collate
+    from peftplug.app.train import build_base_model, collate
 
     output, _, _ = trained
     tokenizer = ByteTokenizer()
@@ -341,7 +341,7 @@ def test_saved_adapter_loads_in_hf_peft_with_the_same_logits(trained, torch):
 
 def test_train_function_returns_the_model_it_saved(tmp_path, torch):
     import peftplug
-    from peftplug.train import TrainOptions, build_base_model, collate, train
+    from peftplug.app.train import TrainOptions, build_base_model, collate, train
 
     lines: list[str] = []
     result = train(TrainOptions(steps=3, batch_size=4, output=str(tmp_path / "a"), progress=False), log=lines.append)
@@ -472,8 +472,8 @@ def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
     import transformers
 
     import peftplug
-    from peftplug.recipe import load_recipe
-    from peftplug.recipe_torch import build_model
+    from peftplug.app.recipe import load_recipe
+    from peftplug.app.recipe_torch import build_model
 
     recipe, adapter = tiny_run
     out = tmp_path / "merged"
@@ -508,7 +508,7 @@ def test_merge_refuses_bad_input_in_one_line(hf_base_and_adapter, tmp_path, argv
 
 def test_merge_without_base_joins_shards(tmp_path):
     """No --base: the tensor-parallel shard files of a directory become one adapter."""
-    from peftplug.tp_shards import find_shard_set
+    from peftplug.distributed.tp_shards import find_shard_set
 
     code, _, err = _run_main(["merge", str(tmp_path), "--out", str(tmp_path / "joined")])
     assert code == 1
@@ -519,8 +519,8 @@ def test_merge_without_base_joins_shards(tmp_path):
 
 def test_generate_continues_a_prompt_greedily(tiny_run, torch):
     import peftplug
-    from peftplug.recipe import load_recipe
-    from peftplug.recipe_torch import build_model
+    from peftplug.app.recipe import load_recipe
+    from peftplug.app.recipe_torch import build_model
 
     recipe, adapter = tiny_run
     code, out, err = _run_main(["generate", str(adapter), "--base", str(recipe), "--prompt", "Name a color.",
@@ -600,7 +600,7 @@ def test_merge_without_base_joins_real_shard_files(hf_base_and_adapter, tmp_path
     import numpy as np
     from safetensors.numpy import load_file, save_file
 
-    from peftplug.tp_shards import index_json, shard_file_name, split_array
+    from peftplug.distributed.tp_shards import index_json, shard_file_name, split_array
 
     _, adapter, _, _ = hf_base_and_adapter
     tensors = load_file(adapter / "adapter_model.safetensors")
@@ -713,7 +713,7 @@ def peft_shards(hf_base_and_adapter, tmp_path):
     """The hf_base_and_adapter LoRA split for two ranks (column-parallel: lora_B cut on axis 0)
     in shard files with their index: (shard directory, the unsharded adapter directory)."""
     from peftplug.adapter_io import read_adapter
-    from peftplug.tp_shards import write_shard_directory
+    from peftplug.distributed.tp_shards import write_shard_directory
 
     _, adapter, _, _ = hf_base_and_adapter
     shards = tmp_path / "shards"

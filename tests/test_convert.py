@@ -11,8 +11,8 @@ import pytest
 
 import peftplug
 from peftplug.adapter_io import read_adapter
-from peftplug.convert import ConversionError
-from peftplug.weights import copy_base_weights
+from peftplug.interop.convert import ConversionError
+from peftplug.interop.weights import copy_base_weights
 
 TOLERANCE = 1e-4
 TOKENS = 3
@@ -402,9 +402,9 @@ def test_a_prefix_adapter_needs_its_family_and_rope(torch, tmp_path):
     dst = existing_dst(tmp_path)
     with pytest.raises(ConversionError, match=r"cannot tell the model family: a prefix-tuning adapter names no module; pass architecture="):
         peftplug.convert(tmp_path / "src", dst, to="paddlenlp")
-    with pytest.raises(peftplug.convert_prefix.PrefixConversionError, match=r"qwen2 prefix adapter needs the base model's rope_theta"):
+    with pytest.raises(peftplug.interop.prefix_positions.PrefixConversionError, match=r"qwen2 prefix adapter needs the base model's rope_theta"):
         peftplug.convert(tmp_path / "src", dst, to="paddlenlp", architecture="qwen2")
-    with pytest.raises(peftplug.convert_prefix.PrefixConversionError, match=r"rope_scaling"):
+    with pytest.raises(peftplug.interop.prefix_positions.PrefixConversionError, match=r"rope_scaling"):
         peftplug.convert(tmp_path / "src", dst, to="paddlenlp", base_config={"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}})
     assert_untouched(dst)
     with pytest.warns(UserWarning, match=r"default rope_theta=10000"):
@@ -431,7 +431,7 @@ def test_same_library_leaves_the_tree(torch, tmp_path):
 
 # ---------------------------------------------------------------- command line
 def test_the_convert_command(torch, tmp_path, capsys):
-    from peftplug.cli import main
+    from peftplug.app.cli import main
 
     src = saved_lora(torch, tmp_path)
     assert main(["convert", str(src), str(tmp_path / "pd"), "--to", "paddlenlp", "--architecture", "llama"]) == 0

@@ -446,7 +446,7 @@ import paddle
 import paddlenlp
 from paddlenlp import transformers
 import peftplug
-from peftplug.cli import main
+from peftplug.app.cli import main
 
 paddle.base.core.set_num_threads(1)
 config = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -52,7 +52,7 @@ def test_a_hostile_shape_is_refused_naming_the_file(tmp_path, case):
         import sys
         from pathlib import Path
         from peftplug.adapter_io import read_adapter
-        from peftplug.cli import main
+        from peftplug.app.cli import main
         from peftplug.errors import AdapterLoadError
         from peftplug.plugins.formats.pdparams import read_pdparams
         directory = Path({str(tmp_path)!r})

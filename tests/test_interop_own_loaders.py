@@ -7,7 +7,7 @@
   ``LoRAModel.from_pretrained`` / ``PrefixModelForCausalLM.from_pretrained`` on the PaddleNLP
   twin, with the torch model's logits.
 
-The twins carry the same base weights (:func:`peftplug.weights.copy_base_weights`); every adapter
+The twins carry the same base weights (:func:`peftplug.interop.weights.copy_base_weights`); every adapter
 is trained first, so a loader that drops it fails the comparison (checked: the adapted logits
 differ from the base's).
 """

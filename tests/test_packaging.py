@@ -34,6 +34,6 @@ def test_wheel_contains_every_subpackage(tmp_path):
         if "__pycache__" not in init.parts
     }
     assert expected and expected <= names, sorted(expected - names)
-    assert "peftplug/data/instructions.jsonl" in names
+    assert "peftplug/app/data/instructions.jsonl" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "peftplug = peftplug.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "peftplug = peftplug.app.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import peftplug
-from peftplug.convert_load import state_for_model
+from peftplug.interop.cross_framework import state_for_model
 from peftplug.errors import AdapterShapeError, TargetModulesError
 
 

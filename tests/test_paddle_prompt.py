@@ -216,7 +216,7 @@ def test_prefix_cache_interleaves_keys_and_values_per_layer(paddle, base_model):
 
 def test_prefix_with_hf_positions_equals_the_torch_implementation(paddle, torch, make_model, base_model, tmp_path):
     """The same prefix file on the same Llama weights: loading HF PEFT files on Paddle converts
-    them to PaddleNLP's positions (peftplug.convert_prefix rotates the keys by -T), so Paddle's
+    them to PaddleNLP's positions (peftplug.interop.prefix_positions rotates the keys by -T), so Paddle's
     default positions give PyTorch's logits; HF's positions passed explicitly no longer do."""
     torch_model = peftplug.get_peft_model(make_model("llama"), config("prefix"))
     torch_model.save_pretrained(tmp_path)
@@ -288,7 +288,7 @@ def test_torch_adapter_files_give_the_same_table_and_logits_on_paddle(
     table = ours.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
     expected = torch_model.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
     if method == "prefix" or method.startswith("prefix"):  # loaded in PaddleNLP's positions: keys rotated by -T
-        expected = peftplug.convert_load.state_for_model(torch_model.adapter_state(), paddle_base, "peft").tensors[
+        expected = peftplug.interop.cross_framework.state_for_model(torch_model.adapter_state(), paddle_base, "peft").tensors[
             "prompt_embeddings"
         ]
     assert np.abs(table - expected).max() <= 1e-5
@@ -509,7 +509,7 @@ def test_generate_without_a_mask_builds_one_from_the_pad_token(paddle, base_mode
 def test_sample_vocab_and_text_init_copy_word_embeddings(paddle, base_model, tmp_path):
     from paddlenlp.transformers import BertTokenizer
 
-    from peftplug.tokenizer import ByteTokenizer
+    from peftplug.app.tokenizer import ByteTokenizer
 
     model = peftplug.get_peft_model(
         base_model("llama"), config("prompt", prompt_tuning_init="SAMPLE_VOCAB")

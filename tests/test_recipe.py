@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from peftplug.cli import main
-from peftplug.instructions import IGNORE_INDEX, Example, encode_example, load_instructions
-from peftplug.recipe import DEFAULT_RECIPE, BACKEND_ENV, RecipeError, load_recipe
-from peftplug.recipe_data import PromptPair, encode_pair, load_pairs, steps_for_epochs
-from peftplug.tokenizer import ByteTokenizer
-from peftplug.train_options import TrainOptions, apply_options
+from peftplug.app.cli import main
+from peftplug.app.instructions import IGNORE_INDEX, Example, encode_example, load_instructions
+from peftplug.app.recipe import DEFAULT_RECIPE, BACKEND_ENV, RecipeError, load_recipe
+from peftplug.app.recipe_data import PromptPair, encode_pair, load_pairs, steps_for_epochs
+from peftplug.app.tokenizer import ByteTokenizer
+from peftplug.app.train_options import TrainOptions, apply_options
 
 
 def _run_main(argv: list[str]) -> tuple[int, str, str]:
@@ -279,7 +279,7 @@ def test_prompt_completion_and_instruction_records(tmp_path):
     ],
 )
 def test_bad_data_files(tmp_path, name, text, message):
-    from peftplug.instructions import DataError
+    from peftplug.app.instructions import DataError
 
     (tmp_path / name).write_text(text)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -334,7 +334,7 @@ output: {{dir: {output}, merge: true}}
     config = json.loads((output / "adapter_config.json").read_text())
     assert config["peft_type"] == "IA3" and sorted(config["target_modules"]) == ["down_proj", "q_proj", "v_proj"]
     import peftplug
-    from peftplug.recipe_torch import build_model
+    from peftplug.app.recipe_torch import build_model
 
     merged = transformers.AutoModelForCausalLM.from_pretrained(output / "merged").eval()
     adapted = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, ByteTokenizer()), output).eval()
@@ -396,8 +396,8 @@ def test_prompt_methods_switch_to_paddle_by_the_backend_flag(tmp_path, paddle_re
     runner's initial adapter is moved to PaddleNLP's tree and conventions), and the adapter it
     saves loads onto the same base with the held-out loss of the report."""
     import peftplug
-    from peftplug.recipe_paddle import build_model, evaluate
-    from peftplug.recipe_run import prepare_data
+    from peftplug.app.recipe_paddle import build_model, evaluate
+    from peftplug.app.recipe_run import prepare_data
 
     output = tmp_path / "out"
     recipe = _write(tmp_path, f"backend: torch\nmodel: {{config: {{hidden_size: 32, intermediate_size: 64}}}}\n"
@@ -433,7 +433,7 @@ def test_the_save_message_names_what_loads_the_format_written(tmp_path, backend,
     """Both backends say the same of a save: peftplug loads it, and the format's own library
     with its loader for the method (a save is in the format's module tree, whichever backend
     trained it)."""
-    from peftplug.recipe_run import adapter_note
+    from peftplug.app.recipe_run import adapter_note
 
     pytest.importorskip("paddlenlp" if backend == "paddle" else "transformers")
     output = tmp_path / "out"
@@ -478,7 +478,7 @@ def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from peftplug.recipe_data import load_tokenizer
+    from peftplug.app.recipe_data import load_tokenizer
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -505,7 +505,7 @@ def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     from safetensors.numpy import load_file
 
     assert load_file(output / "adapter_model.safetensors")  # saved
-    from peftplug.recipe_torch import build_model
+    from peftplug.app.recipe_torch import build_model
 
     assert build_model(load_recipe(recipe).model, tokenizer).get_input_embeddings().weight.shape[0] == len(tokenizer)
 

@@ -24,7 +24,7 @@ from peftplug.adapter_io import write_adapter
 from peftplug.plugins.formats.pdparams import read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.state import AdapterState
-from peftplug.tp_shards import write_shard_directory
+from peftplug.distributed.tp_shards import write_shard_directory
 
 WORKERS = Path(__file__).parent / "tp_workers"
 sys.path.insert(0, str(WORKERS))
@@ -195,7 +195,7 @@ def test_unmerged_saves_are_per_rank_files_like_paddlenlp_writes(job):
 
 
 def test_peftplug_merge_joins_paddlenlp_shards_into_paddlenlp_merged_save(job, tmp_path):
-    from peftplug.cli import main
+    from peftplug.app.cli import main
 
     out, ranks = job
     joined = tmp_path / "joined"

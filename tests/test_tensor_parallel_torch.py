@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from peftplug.plugins.formats.safetensors_io import read_safetensors
-from peftplug.tp_shards import (
+from peftplug.distributed.tp_shards import (
     TensorParallelError,
     find_shard_set,
     join_shard_directory,
@@ -219,7 +219,7 @@ def test_shard_names_and_split_join_round_trip(tmp_path):
     array = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
     pieces = [split_array(array, 0, rank, 2) for rank in range(2)]
     assert [p.shape for p in pieces] == [(4, 3), (3, 3)]
-    from peftplug.tp_shards import join_arrays
+    from peftplug.distributed.tp_shards import join_arrays
 
     np.testing.assert_array_equal(join_arrays(pieces, 0, "x"), array)
     with pytest.raises(TensorParallelError, match="'x'.*whole"):

@@ -6,7 +6,7 @@ numbers in dicts named in ``adapter_value_names``, and writes ``forward``, ``mer
 ``unmerge``, ``export_adapter`` and ``import_adapter``. Whenever the set of adapters a forward
 applies changes, :meth:`_adapters_changed` runs, so a layer can precompute what its forward
 needs instead of looking it up on every call. The bookkeeping of names is
-:class:`peftplug.adapter_layer.AdapterLayerBookkeeping`, the same on PyTorch.
+:class:`peftplug.model.adapter_layer.AdapterLayerBookkeeping`, the same on PyTorch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from peftplug.adapter_layer import AdapterLayerBookkeeping
+from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 from peftplug.errors import AdapterShapeError
 
 # numpy has no bfloat16: such tensors (and float16 ones) leave the backend as float32, exactly.

@@ -11,8 +11,8 @@ from typing import Any
 
 from paddle import nn
 
-from peftplug.delegation import TunerModelBase
-from peftplug.peft_model import PeftModel
+from peftplug.model.delegation import TunerModelBase
+from peftplug.model.peft_model import PeftModel
 
 
 class TunerModel(TunerModelBase, nn.Layer):

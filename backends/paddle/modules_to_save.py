@@ -6,7 +6,7 @@ import numpy as np
 from paddle import nn
 
 from peftplug.backends.paddle.layer import PaddleAdapterLayer, copy_into, to_numpy
-from peftplug.modules_to_save import ModulesToSave
+from peftplug.model.modules_to_save import ModulesToSave
 
 
 class ModulesToSaveLayer(ModulesToSave, PaddleAdapterLayer):

@@ -20,7 +20,7 @@ import paddle
 from paddle import nn
 
 from peftplug.backends.paddle.layer import copy_into, to_numpy
-from peftplug.prompt_encoder import PromptEncoderBase
+from peftplug.model.prompt_encoder import PromptEncoderBase
 
 
 class PaddlePromptEncoder(PromptEncoderBase, nn.Layer):
@@ -28,7 +28,7 @@ class PaddlePromptEncoder(PromptEncoderBase, nn.Layer):
 
     A subclass sets ``injects``, builds ``self.embedding`` and, when ``reparameterised``, its
     network, and implements ``table`` and ``_drop_network`` (see
-    :class:`peftplug.prompt_encoder.PromptEncoderBase`, which holds the loading rules).
+    :class:`peftplug.model.prompt_encoder.PromptEncoderBase`, which holds the loading rules).
     """
 
     # ------------------------------------------------------------ for the model

@@ -23,7 +23,7 @@ from paddle import nn
 
 from peftplug.backends.paddle.layer import to_numpy
 from peftplug.errors import BackendError
-from peftplug.tp_shards import split_array
+from peftplug.distributed.tp_shards import split_array
 
 _POLL_SECONDS = 0.05
 

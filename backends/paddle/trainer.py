@@ -1,4 +1,4 @@
-"""Adapter files in PaddleNLP ``Trainer`` checkpoints (see :mod:`peftplug.checkpoint_callback`).
+"""Adapter files in PaddleNLP ``Trainer`` checkpoints (see :mod:`peftplug.model.checkpoint_callback`).
 
 PaddleNLP's ``Trainer`` gives a model that is not a ``PretrainedModel`` a bare
 ``model_state.pdparams`` of its whole state dict (base weights included); the callback adds
@@ -11,7 +11,7 @@ from typing import Any
 
 from paddlenlp.trainer import TrainerCallback
 
-from peftplug.checkpoint_callback import SavesAdaptersIntoCheckpoints
+from peftplug.model.checkpoint_callback import SavesAdaptersIntoCheckpoints
 
 
 class AdapterCheckpointCallback(SavesAdaptersIntoCheckpoints, TrainerCallback):

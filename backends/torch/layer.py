@@ -4,7 +4,7 @@ A method's layer subclasses it, keeps its per-adapter parameters in ``nn.ModuleD
 ``nn.ParameterDict`` attributes named in ``adapter_layer_names`` and its per-adapter numbers
 in dicts named in ``adapter_value_names``, and writes ``forward``, ``merge``, ``unmerge``,
 ``export_adapter`` and ``import_adapter``. The bookkeeping of names is
-:class:`peftplug.adapter_layer.AdapterLayerBookkeeping`, the same on Paddle.
+:class:`peftplug.model.adapter_layer.AdapterLayerBookkeeping`, the same on Paddle.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from peftplug.adapter_layer import AdapterLayerBookkeeping
+from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 from peftplug.backends.torch.tensor_parallel import (
     is_dtensor,
     keep_local_piece,

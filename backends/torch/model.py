@@ -12,8 +12,8 @@ from typing import Any
 from torch import nn
 
 from peftplug.backends.torch.prompt import prepare_inputs_for_generation, prompt_forward, prompt_generate
-from peftplug.delegation import TunerModelBase
-from peftplug.peft_model import PeftModel
+from peftplug.model.delegation import TunerModelBase
+from peftplug.model.peft_model import PeftModel
 
 
 class TunerModel(TunerModelBase, nn.Module):

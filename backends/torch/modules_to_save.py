@@ -6,7 +6,7 @@ import numpy as np
 from torch import nn
 
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
-from peftplug.modules_to_save import ModulesToSave
+from peftplug.model.modules_to_save import ModulesToSave
 
 
 class ModulesToSaveLayer(ModulesToSave, TorchAdapterLayer):

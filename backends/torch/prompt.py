@@ -31,7 +31,7 @@ from peftplug.backends.torch.layer import copy_into, to_numpy
 from torch import nn
 
 from peftplug.errors import ConfigError, PeftplugError
-from peftplug.prompt_encoder import PromptEncoderBase
+from peftplug.model.prompt_encoder import PromptEncoderBase
 
 if TYPE_CHECKING:
     from peftplug.backends.torch.model import TorchPeftModel
@@ -45,7 +45,7 @@ class TorchPromptEncoder(PromptEncoderBase, nn.Module):
 
     A subclass sets ``injects`` and builds ``self.embedding`` (an ``nn.Embedding``), plus its
     reparameterisation network when ``reparameterised``, and implements ``table`` and
-    ``_drop_network`` (see :class:`peftplug.prompt_encoder.PromptEncoderBase`, which holds the
+    ``_drop_network`` (see :class:`peftplug.model.prompt_encoder.PromptEncoderBase`, which holds the
     loading rules).
     """
 

@@ -1,4 +1,4 @@
-"""Adapter files in ``transformers.Trainer`` checkpoints (see :mod:`peftplug.checkpoint_callback`)."""
+"""Adapter files in ``transformers.Trainer`` checkpoints (see :mod:`peftplug.model.checkpoint_callback`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from peftplug.checkpoint_callback import SavesAdaptersIntoCheckpoints
+from peftplug.model.checkpoint_callback import SavesAdaptersIntoCheckpoints
 
 
 class AdapterCheckpointCallback(SavesAdaptersIntoCheckpoints, TrainerCallback):

@@ -10,7 +10,7 @@ The Paddle twin of :mod:`peftplug.plugins.prompt_tuning.torch_encoder`: ``embedd
 - TEXT: the word embeddings of the tokens of ``prompt_tuning_init_text`` (as the tokenizer
   gives them, special tokens included), repeated or cut to ``T * submodules``. The tokenizer is
   ``config.tokenizer`` (a PaddleNLP tokenizer, a transformers one, or anything with ``encode``
-  such as :class:`peftplug.tokenizer.ByteTokenizer`) or loaded from ``tokenizer_name_or_path``
+  such as :class:`peftplug.app.tokenizer.ByteTokenizer`) or loaded from ``tokenizer_name_or_path``
   with PaddleNLP's ``AutoTokenizer``.
 
 The copied embeddings are kept in float32 whatever the model's dtype.

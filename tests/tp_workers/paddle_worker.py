@@ -29,8 +29,8 @@ from paddle.distributed import fleet  # noqa: E402
 import peftplug  # noqa: E402
 from peftplug import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig  # noqa: E402
 from peftplug.adapter_io import read_adapter  # noqa: E402
-from peftplug.tp_save import group_of  # noqa: E402
-from peftplug.tp_shards import split_array  # noqa: E402
+from peftplug.distributed.tp_save import group_of  # noqa: E402
+from peftplug.distributed.tp_shards import split_array  # noqa: E402
 
 IDS = np.random.default_rng(5).integers(3, common.VOCAB, (2, 8))
 

@@ -5,7 +5,7 @@ A save runs in steps; after each one the ranks agree through the distributed run
 key-value store, with a timeout, whether every rank succeeded (:func:`agree`):
 
 1. ``collect``: each rank takes its local pieces of every adapter tensor (no communication);
-2. merged: one gather brings them to rank 0, which joins them (:mod:`peftplug.tp_shards`) and
+2. merged: one gather brings them to rank 0, which joins them (:mod:`peftplug.distributed.tp_shards`) and
    stages one ordinary adapter; unmerged: each rank stages its own shard file;
 3. ``staged``: only when every rank has staged (merged: rank 0) are the files renamed into place;
 4. ``committed``: every rank returns once the files are in place, so any rank may load them.
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
-from peftplug.convert_load import state_for_format
+from peftplug.interop.cross_framework import state_for_format
 from peftplug.files import write_files_atomically
 from peftplug.state import AdapterState
-from peftplug.tp_shards import (
+from peftplug.distributed.tp_shards import (
     INDEX_NAME,
     ShardSet,
     TensorParallelError,
@@ -43,7 +43,7 @@ from peftplug.tp_shards import (
 
 if TYPE_CHECKING:
     from peftplug.backend import TensorParallelGroup
-    from peftplug.peft_model import PeftModel
+    from peftplug.model.peft_model import PeftModel
 
 TIMEOUT_ENV = "PEFTPLUG_TP_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0
@@ -68,7 +68,7 @@ def agree(group: TensorParallelGroup, key: str, error: BaseException | None, tim
     """Post this rank's outcome of step ``key`` and wait for every rank's.
 
     A rank that failed re-raises its own ``error`` at once; the others raise
-    :class:`~peftplug.tp_shards.TensorParallelError` naming the failed rank(s) and messages, or
+    :class:`~peftplug.distributed.tp_shards.TensorParallelError` naming the failed rank(s) and messages, or
     the ranks that posted nothing within ``timeout`` seconds.
     """
     group.post(f"{key}/{group.rank}", "ok" if error is None else f"{type(error).__name__}: {error}")
@@ -105,7 +105,7 @@ def _step(group: TensorParallelGroup, key: str, timeout: float, work: Callable[[
 def local_pieces(peft_model: PeftModel, adapter_name: str) -> tuple[AdapterState, dict[str, int | None]]:
     """This rank's pieces of adapter ``adapter_name`` (as an :class:`AdapterState` of local
     arrays) and each key's split axis. Never communicates."""
-    from peftplug.peft_model import ENCODER_KEY_PREFIX, KEY_PREFIX, PROMPT_KEY_PREFIX
+    from peftplug.model.peft_model import ENCODER_KEY_PREFIX, KEY_PREFIX, PROMPT_KEY_PREFIX
 
     ops = peft_model._peft_ops
     group = group_of(peft_model)
@@ -171,7 +171,7 @@ def save_shards(
     safe_serialization: bool,
 ) -> None:
     """Each rank writes its own pieces of every adapter (``*.tpNN-of-DD.*``, or the format's own
-    naming, see :func:`~peftplug.tp_shards.shard_namer`); rank 0 also writes the config (one
+    naming, see :func:`~peftplug.distributed.tp_shards.shard_namer`); rank 0 also writes the config (one
     recording a ``tensor_parallel_degree``, PaddleNLP's, records the degree, as PaddleNLP's
     unmerged save does) and ``tensor_parallel.json`` (each tensor's split axis)."""
     timeout, key = timeout_seconds(), f"peftplug/save/{next(_save_ids)}"
@@ -209,7 +209,7 @@ def load_shards(peft_model: PeftModel, shard_set: ShardSet, adapter_name: str, f
         raise TensorParallelError(
             f"the adapter in {str(shard_set.directory)!r} is split for tensor-parallel degree {shard_set.degree}, "
             f"but this model is sharded over {degree} rank(s) (degree {degree}); load it into a model of degree "
-            f"{shard_set.degree}, or join it first (peftplug merge, peftplug.tp_shards.join_shard_directory): "
+            f"{shard_set.degree}, or join it first (peftplug merge, peftplug.distributed.tp_shards.join_shard_directory): "
             "a merged adapter loads at any degree"
         )
     peft_model.load_adapter_state(join_shards(shard_set, format), adapter_name)
@@ -217,7 +217,7 @@ def load_shards(peft_model: PeftModel, shard_set: ShardSet, adapter_name: str, f
 
 def read_config_of_shards(shard_set: ShardSet, format: str | None) -> AdapterState:
     """Rank 0's pieces (for the config; its tensors are pieces, not the adapter)."""
-    from peftplug.tp_shards import read_rank
+    from peftplug.distributed.tp_shards import read_rank
 
     return read_rank(shard_set, 0, format)
 

@@ -4,7 +4,7 @@ Keys are canonical (:class:`~peftplug.state.AdapterState`: HF PEFT's names and l
 sides; what changes is the module path (``model.layers.0`` <-> ``llama.layers.0``, from the
 architecture plugin's maps) and, for tensors kept in the framework's own layout (copies of
 ``modules_to_save`` Linear layers), the transpose. Modules one side fuses and the other keeps
-apart go through :mod:`peftplug.convert_fused`. ``target_modules``, IA3's
+apart go through :mod:`peftplug.interop.fused`. ``target_modules``, IA3's
 ``feedforward_modules`` and ``modules_to_save`` are mapped too (:func:`map_module_names`).
 """
 
@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from peftplug.errors import PeftplugError
-from peftplug.plugins.architectures.name_maps import NameMatch, Side, map_name_candidates, side_of
+from peftplug.interop.name_maps import NameMatch, Side, map_name_candidates, side_of
 from peftplug.registration import Architecture, ModuleMap
 
 LAYER_PREFIX = "base_model.model."

@@ -1,7 +1,7 @@
 """A recipe's data and tokenizer: reading JSON / JSONL / CSV records, prompt masking, batching.
 
 Records hold either ``instruction`` (+ optional ``input``) and ``output`` — formatted with the
-prompt template of :func:`peftplug.instructions.format_prompt` — or ``prompt`` and
+prompt template of :func:`peftplug.app.instructions.format_prompt` — or ``prompt`` and
 ``completion``, used verbatim. Either way the model sees ``<bos> prompt response <eos>`` and
 the loss is taken on the response (and eos) only. Pure Python: no framework.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from peftplug.instructions import (
+from peftplug.app.instructions import (
     IGNORE_INDEX,
     DataError,
     EncodedExample,
@@ -26,7 +26,7 @@ from peftplug.instructions import (
     load_instructions,
     split_examples,
 )
-from peftplug.tokenizer import ByteTokenizer
+from peftplug.app.tokenizer import ByteTokenizer
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class PromptPair:
 def load_pairs(path: str | Path | None) -> list[PromptPair]:
     """The examples of ``path`` (``.json``: a list of records; ``.csv``: a header row, then
     records; any other suffix, ``.jsonl`` included: one JSON record per line), or of the shipped dataset when ``path`` is None.
-    Raises :class:`~peftplug.instructions.DataError` naming the file and line of a bad record."""
+    Raises :class:`~peftplug.app.instructions.DataError` naming the file and line of a bad record."""
     if path is None:
         return [PromptPair(format_prompt(e), e.output) for e in load_instructions()]
     path = Path(path)
@@ -162,7 +162,7 @@ def load_tokenizer(directory: str | None, backend: str) -> Any:
 # ----------------------------------------------------------------------------- encoding and batches
 def encode_pair(tokenizer: Any, pair: PromptPair, max_length: int) -> EncodedExample | None:
     """``<bos> prompt response <eos>`` cut to ``max_length``, labels -100 on bos and the prompt;
-    None when nothing of the response fits (as :func:`peftplug.instructions.encode_example`)."""
+    None when nothing of the response fits (as :func:`peftplug.app.instructions.encode_example`)."""
     prompt = tokenizer.encode(pair.prompt, add_bos=True)
     response = tokenizer.encode(pair.response, add_eos=True)
     input_ids = (prompt + response)[:max_length]
@@ -180,7 +180,7 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[PromptPair], max_length: int) -
 
 
 def split_pairs(pairs: Sequence[PromptPair], eval_split: float) -> tuple[list[PromptPair], list[PromptPair]]:
-    """(train, held out): the seeded split of :func:`peftplug.instructions.split_examples`."""
+    """(train, held out): the seeded split of :func:`peftplug.app.instructions.split_examples`."""
     return split_examples(pairs, held_out=eval_split)  # type: ignore[arg-type]
 
 

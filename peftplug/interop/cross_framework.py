@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.adapter_io import detect_format
-from peftplug.convert import base_config_values, convention_of, convert_state, positions_of_format
+from peftplug.interop.convert import base_config_values, convention_of, convert_state, positions_of_format
 from peftplug.manager import get_plugin_manager
-from peftplug.plugins.architectures.name_maps import NameMapError, Side, architecture_for
+from peftplug.interop.name_maps import NameMapError, Side, architecture_for
 from peftplug.registration import Architecture
 from peftplug.state import AdapterState
 

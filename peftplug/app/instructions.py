@@ -1,6 +1,6 @@
 """Instruction-tuning data for the built-in training job: reading, splitting, prompt masking.
 
-The shipped dataset is ``peftplug/data/instructions.jsonl`` (one JSON object per line with
+The shipped dataset is ``peftplug/app/data/instructions.jsonl`` (one JSON object per line with
 ``instruction``, ``input`` and ``output``), found through :mod:`importlib.resources`, so it is
 read the same way from a source checkout, an editable install and a wheel. Pure Python:
 importing this module imports no framework.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from peftplug.errors import PeftplugError
-from peftplug.tokenizer import ByteTokenizer
+from peftplug.app.tokenizer import ByteTokenizer
 
 IGNORE_INDEX = -100
 DATASET_RESOURCE = "data/instructions.jsonl"
@@ -46,7 +46,7 @@ class EncodedExample:
 
 def default_dataset_path() -> str:
     """A readable description of where the shipped dataset lives (for messages)."""
-    return str(resources.files("peftplug").joinpath(DATASET_RESOURCE))
+    return str(resources.files("peftplug.app").joinpath(DATASET_RESOURCE))
 
 
 def load_instructions(path: str | Path | None = None) -> list[Example]:
@@ -57,7 +57,7 @@ def load_instructions(path: str | Path | None = None) -> list[Example]:
     line of the first bad record.
     """
     if path is None:
-        resource = resources.files("peftplug").joinpath(DATASET_RESOURCE)
+        resource = resources.files("peftplug.app").joinpath(DATASET_RESOURCE)
         if not resource.is_file():
             raise DataError(f"the dataset shipped with peftplug is missing: {resource}; reinstall peftplug")
         text, origin = resource.read_text(encoding="utf-8"), str(resource)

@@ -1,7 +1,7 @@
 """The ``peftplug`` command line.
 
 ``methods`` lists what the plugins registered; ``train`` runs a recipe (default: the built-in
-LoRA instruction-tuning job, see :mod:`peftplug.recipe`); ``inspect`` describes a saved adapter
+LoRA instruction-tuning job, see :mod:`peftplug.app.recipe`); ``inspect`` describes a saved adapter
 through the registered formats; ``merge`` folds an adapter into its base model (or, without
 ``--base``, joins tensor-parallel shard files); ``generate`` runs base + adapter on a prompt.
 This module stays thin and imports no framework: a framework is imported only by the command
@@ -25,7 +25,7 @@ import sys
 import warnings
 from typing import Any, Iterator, NoReturn, Sequence
 
-from peftplug.train_options import TrainOptions
+from peftplug.app.train_options import TrainOptions
 
 PROG = "peftplug"
 # The packages whose warnings a command hides: Paddle's, PaddleNLP's, and setuptools' distutils
@@ -345,7 +345,7 @@ def _package_directories(names: Sequence[str]) -> tuple[str, ...]:
 
 def _run_convert(args: argparse.Namespace) -> int:
     """``peftplug convert``: :func:`peftplug.convert`, then one line naming what was written."""
-    from peftplug.convert import ConversionError, convert
+    from peftplug.interop.convert import ConversionError, convert
 
     try:
         written = convert(
@@ -456,8 +456,8 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
-    from peftplug.recipe import load_recipe, recipe_text
-    from peftplug.train_options import apply_options
+    from peftplug.app.recipe import load_recipe, recipe_text
+    from peftplug.app.train_options import apply_options
 
     options = {
         "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
@@ -468,7 +468,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     # Everything is checked before a framework is imported or a file written.
     recipe = apply_options(load_recipe(args.recipe, backend=args.backend), options)
-    from peftplug.recipe_run import run_recipe
+    from peftplug.app.recipe_run import run_recipe
 
     try:
         run_recipe(recipe, progress=not args.no_progress)
@@ -495,7 +495,7 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
 
     from peftplug.adapter_io import detect_format
     from peftplug.manager import get_plugin_manager
-    from peftplug.tp_save import shards_to_load
+    from peftplug.distributed.tp_save import shards_to_load
 
     manager = get_plugin_manager()
     root = Path(directory)
@@ -537,7 +537,7 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
 
 def _joined_shards(shard_set: Any, manager: Any) -> tuple[Any, Any]:
     """(format, joined AdapterState) of a folder of tensor-parallel shard files."""
-    from peftplug.tp_shards import join_shards, shards_format
+    from peftplug.distributed.tp_shards import join_shards, shards_format
 
     fmt = manager.formats.get(shards_format(shard_set, manager=manager))
     return fmt, join_shards(shard_set, fmt.name)
@@ -611,7 +611,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PeftplugError(f"--out {out} exists and is not an empty directory; choose a new one")
     if args.base is None:
-        from peftplug.tp_shards import join_shard_directory
+        from peftplug.distributed.tp_shards import join_shard_directory
 
         written = join_shard_directory(args.directory, out, to=args.format)
         print(f"joined the shards of {args.directory} into {out}: {', '.join(p.name for p in written)}")
@@ -619,13 +619,13 @@ def _run_merge(args: argparse.Namespace) -> int:
     if args.format is not None:
         raise PeftplugError("--format applies to joining shards (no --base); a merged model is saved in the base's format")
     from peftplug.adapter_io import read_adapter
-    from peftplug.recipe_models import base_backend, check_base
+    from peftplug.app.recipe_models import base_backend, check_base
 
     check_base(args.base)
     config = read_adapter(args.directory).config  # a bad adapter fails before the base loads
     backend = base_backend(args.base)
     import peftplug
-    from peftplug.recipe_models import copy_tokenizer_files, load_paddle_base, load_torch_base
+    from peftplug.app.recipe_models import copy_tokenizer_files, load_paddle_base, load_torch_base
 
     if backend == "paddle":
         if config.task_type not in (None, "CAUSAL_LM"):
@@ -648,8 +648,8 @@ def _run_merge(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- generate
 def _run_generate(args: argparse.Namespace) -> int:
     from peftplug.adapter_io import read_adapter
-    from peftplug.instructions import Example, format_prompt
-    from peftplug.recipe_models import base_backend, check_base, check_tokenizer
+    from peftplug.app.instructions import Example, format_prompt
+    from peftplug.app.recipe_models import base_backend, check_base, check_tokenizer
 
     check_base(args.base)
     check_tokenizer(args.base)
@@ -665,8 +665,8 @@ def _generate_torch(args: argparse.Namespace, task_type: str | None, text: str) 
     import torch
 
     import peftplug
-    from peftplug.recipe_models import load_torch_base
-    from peftplug.tokenizer import ByteTokenizer
+    from peftplug.app.recipe_models import load_torch_base
+    from peftplug.app.tokenizer import ByteTokenizer
 
     base, tokenizer, _ = load_torch_base(args.base, task_type)
     tokenizer = tokenizer or ByteTokenizer()
@@ -687,7 +687,7 @@ def _generate_paddle(args: argparse.Namespace, task_type: str | None, text: str)
 
     import peftplug
     from peftplug.errors import PeftplugError
-    from peftplug.recipe_models import load_paddle_base, paddle_tokenizer
+    from peftplug.app.recipe_models import load_paddle_base, paddle_tokenizer
 
     if task_type not in (None, "CAUSAL_LM"):
         raise PeftplugError(f"--base {args.base}: generate on PaddleNLP models takes CAUSAL_LM adapters, "

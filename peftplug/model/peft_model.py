@@ -18,12 +18,12 @@ from typing import Any, Iterator
 from peftplug.adapter_io import adapter_files, read_adapter
 from peftplug.adapter_names import check_adapter_name
 from peftplug.files import FileContent, write_files_atomically
-from peftplug.model_card import CARD_NAME
+from peftplug.model.model_card import CARD_NAME
 from peftplug.config import AdapterConfig
-from peftplug.convert_load import format_of, state_for_format, state_for_model
-from peftplug.delegation import DelegatesToInner
+from peftplug.interop.cross_framework import format_of, state_for_format, state_for_model
+from peftplug.model.delegation import DelegatesToInner
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, some_names
-from peftplug.forward import ForwardDescriptor
+from peftplug.model.forward import ForwardDescriptor
 from peftplug.manager import get_plugin_manager
 from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
@@ -98,8 +98,8 @@ class PeftModel(DelegatesToInner):
         ``format`` names it. With ``is_trainable=False`` (the default, as in HF PEFT) the
         adapter is frozen for inference.
         """
-        from peftplug.api import get_peft_model
-        from peftplug.tp_save import load_shards, read_config_of_shards, shards_to_load
+        from peftplug.model.api import get_peft_model
+        from peftplug.distributed.tp_save import load_shards, read_config_of_shards, shards_to_load
 
         check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
@@ -124,7 +124,7 @@ class PeftModel(DelegatesToInner):
         subfolder: str | None = None,
     ) -> None:
         """Load another saved adapter into this model under ``adapter_name``."""
-        from peftplug.tp_save import load_shards, read_config_of_shards, shards_to_load
+        from peftplug.distributed.tp_save import load_shards, read_config_of_shards, shards_to_load
 
         check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
@@ -365,12 +365,12 @@ class PeftModel(DelegatesToInner):
 
         On a tensor-parallel model every rank must call it. ``merge_tensor_parallel`` (None:
         True when the model is sharded) gathers the shards to rank 0, which writes one ordinary
-        adapter; False makes each rank write its own shard file (see :mod:`peftplug.tp_save`).
+        adapter; False makes each rank write its own shard file (see :mod:`peftplug.distributed.tp_save`).
         """
         names = selected_adapters or list(self.peft_config)
         for name in names:
             self._check_adapter(name)
-        from peftplug.tp_save import group_of, save_merged, save_shards
+        from peftplug.distributed.tp_save import group_of, save_merged, save_shards
 
         group = group_of(self)
         if group is not None:
@@ -413,7 +413,7 @@ class PeftModel(DelegatesToInner):
         with :meth:`save_pretrained`, then upload the folder from one)."""
         import tempfile
 
-        from peftplug.tp_save import group_of
+        from peftplug.distributed.tp_save import group_of
 
         hub = _huggingface_hub()
         if group_of(self) is not None:
@@ -441,7 +441,7 @@ class PeftModel(DelegatesToInner):
     def _model_card(self, directory: Path, names: list[str]) -> bytes:
         """HF PEFT's README.md for this save: the card in ``directory`` updated, or a new one."""
         from peftplug import __version__
-        from peftplug.model_card import card_tags, model_card
+        from peftplug.model.model_card import card_tags, model_card
 
         path = directory / CARD_NAME
         existing = path.read_text(encoding="utf-8") if path.is_file() else None
@@ -491,7 +491,7 @@ class PeftModel(DelegatesToInner):
         A tensor-parallel base model is refused: its attention holds a share of the heads on each
         rank, while an encoder makes virtual tokens (prefix caches) for the whole model.
         """
-        from peftplug.tp_save import group_of
+        from peftplug.distributed.tp_save import group_of
 
         ops, manager, method = self._peft_ops, self._peft_manager, self._peft_method
         group = group_of(self)

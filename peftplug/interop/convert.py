@@ -3,17 +3,17 @@
 ``peftplug.convert(src, dst, to="paddlenlp" | "peft")`` reads ``src`` (format detected), moves
 the adapter to the target library's module tree and conventions, and writes ``dst`` in that
 library's format, atomically (a failure leaves ``dst`` as it was). :func:`convert_state` does
-the in-memory part; loading across frameworks uses it too (:mod:`peftplug.convert_load`).
+the in-memory part; loading across frameworks uses it too (:mod:`peftplug.interop.cross_framework`).
 
 What converts (exact up to float rounding; bit-identical tensors on a round trip):
 
 - module paths, from the family's architecture plugin (``model.layers.0`` <-> ``llama.layers.0``;
-  :mod:`peftplug.convert_tree`), with ``target_modules``, IA3's ``feedforward_modules`` and
+  :mod:`peftplug.interop.module_tree`), with ``target_modules``, IA3's ``feedforward_modules`` and
   ``modules_to_save`` mapped; tensors kept in the framework's own layout (``modules_to_save``
   copies of Linear layers) transposed;
 - fused projections (PaddleNLP Llama's ``fuse_attention_qkv`` / ``fuse_attention_ffn``, GPT-2's
-  ``c_attn``): :mod:`peftplug.convert_fused`;
-- prefix tuning's position convention (RoPE families): :mod:`peftplug.convert_prefix`; the
+  ``c_attn``): :mod:`peftplug.interop.fused`;
+- prefix tuning's position convention (RoPE families): :mod:`peftplug.interop.prefix_positions`; the
   key/value order is the format plugin's business (the canonical state is always HF's).
 
 The family comes from ``architecture=``, else the base config's ``model_type`` (``base_config=``,
@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
-from peftplug.convert_fused import compress_rank, join_parts, pad_rank, scaled_alpha, split_parts
-from peftplug.convert_prefix import positions_differ, rope_spec, rotate_prefix
-from peftplug.convert_tree import (
+from peftplug.interop.fused import compress_rank, join_parts, pad_rank, scaled_alpha, split_parts
+from peftplug.interop.prefix_positions import positions_differ, rope_spec, rotate_prefix
+from peftplug.interop.module_tree import (
     LIBRARY, ConversionError, Routed, map_module_names, module_keys, prefix_for, representatives, route, tree_side,
 )
 from peftplug.manager import PluginManager, get_plugin_manager
-from peftplug.plugins.architectures.name_maps import (
+from peftplug.interop.name_maps import (
     NameMapError, Side, architecture_for, fitting_architectures, map_name_candidates,
 )
 from peftplug.registration import Architecture, ModuleMap

@@ -8,7 +8,7 @@ from peftplug.adapter_names import check_adapter_name
 from peftplug.config import AdapterConfig
 from peftplug.errors import ConfigError
 from peftplug.manager import get_plugin_manager
-from peftplug.peft_model import DEFAULT_ADAPTER, PeftModel
+from peftplug.model.peft_model import DEFAULT_ADAPTER, PeftModel
 
 
 def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER) -> PeftModel:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.errors import PeftplugError
-from peftplug.recipe import Recipe, load_recipe
-from peftplug.recipe_source import SUFFIXES
+from peftplug.app.recipe import Recipe, load_recipe
+from peftplug.app.recipe_source import SUFFIXES
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
@@ -57,7 +57,7 @@ def check_tokenizer(base: str) -> None:
     (the fallback) fits its model: the vocabulary in its config.json must be the byte
     tokenizer's, as in a model trained by a recipe without a tokenizer and merged. Otherwise
     token ids would not match the model's embeddings."""
-    from peftplug.tokenizer import ByteTokenizer
+    from peftplug.app.tokenizer import ByteTokenizer
 
     if is_recipe_file(base) or (Path(base) / "tokenizer_config.json").is_file():
         return
@@ -91,8 +91,8 @@ def base_backend(base: str) -> str:
 def load_torch_base(base: str, task_type: str | None) -> tuple[Any, Any, Recipe | None]:
     """(model, tokenizer or None, recipe or None) for ``base`` on torch: the recipe's model and
     tokenizer, or the directory loaded by the transformers Auto class of ``task_type``."""
-    from peftplug.recipe_data import load_tokenizer
-    from peftplug.recipe_torch import build_model
+    from peftplug.app.recipe_data import load_tokenizer
+    from peftplug.app.recipe_torch import build_model
 
     if is_recipe_file(base):
         recipe = load_recipe(base, backend="torch")
@@ -121,7 +121,7 @@ def copy_tokenizer_files(base: str, out: Path) -> list[str]:
 def paddle_tokenizer(base: str, recipe: Recipe | None) -> Any:
     """The tokenizer that goes with a Paddle ``base``: the recipe's, the model directory's own
     (PaddleNLP's AutoTokenizer) when it has one, else peftplug's ByteTokenizer."""
-    from peftplug.recipe_data import load_tokenizer
+    from peftplug.app.recipe_data import load_tokenizer
 
     if recipe is not None:
         return load_tokenizer(recipe.tokenizer, "paddle")
@@ -132,8 +132,8 @@ def paddle_tokenizer(base: str, recipe: Recipe | None) -> Any:
 def load_paddle_base(base: str) -> tuple[Any, Recipe | None]:
     """(model, recipe or None) for ``base`` on Paddle: the recipe's model (PaddleNLP), or the
     directory loaded by PaddleNLP's ``AutoModelForCausalLM``."""
-    from peftplug.recipe_data import load_tokenizer
-    from peftplug.recipe_paddle import build_model
+    from peftplug.app.recipe_data import load_tokenizer
+    from peftplug.app.recipe_paddle import build_model
 
     if is_recipe_file(base):
         recipe = load_recipe(base, backend="paddle")

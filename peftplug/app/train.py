@@ -1,10 +1,10 @@
 """The built-in training job behind ``peftplug train``: LoRA instruction tuning of a small
 Llama-shaped model, on CPU, in well under two minutes.
 
-The job is the embedded default recipe (:data:`peftplug.recipe.DEFAULT_RECIPE`) with the
-:class:`TrainOptions` put over it, run by :mod:`peftplug.recipe_torch`: a ``transformers``
+The job is the embedded default recipe (:data:`peftplug.app.recipe.DEFAULT_RECIPE`) with the
+:class:`TrainOptions` put over it, run by :mod:`peftplug.app.recipe_torch`: a ``transformers``
 ``LlamaForCausalLM`` built from a ``LlamaConfig`` with random, seeded weights (no download),
-peftplug's :class:`~peftplug.tokenizer.ByteTokenizer`, the instruction set shipped with
+peftplug's :class:`~peftplug.app.tokenizer.ByteTokenizer`, the instruction set shipped with
 peftplug, LoRA through :func:`peftplug.get_peft_model`, a plain torch AdamW loop (loss on the
 response tokens only), and ``save_pretrained`` in HF PEFT's format.
 
@@ -19,11 +19,11 @@ from typing import Callable
 import torch
 
 import peftplug
-from peftplug.recipe import TINY_ARCHITECTURES, ModelSpec, load_recipe
-from peftplug.recipe_run import RunResult, run_recipe
-from peftplug.recipe_torch import build_model, causal_lm_loss_sum, collate, evaluate
-from peftplug.tokenizer import ByteTokenizer
-from peftplug.train_options import TrainOptionError, TrainOptions, apply_options
+from peftplug.app.recipe import TINY_ARCHITECTURES, ModelSpec, load_recipe
+from peftplug.app.recipe_run import RunResult, run_recipe
+from peftplug.app.recipe_torch import build_model, causal_lm_loss_sum, collate, evaluate
+from peftplug.app.tokenizer import ByteTokenizer
+from peftplug.app.train_options import TrainOptionError, TrainOptions, apply_options
 
 __all__ = [
     "RunResult", "TrainOptionError", "TrainOptions", "build_base_model", "causal_lm_loss_sum", "collate",
@@ -55,7 +55,7 @@ def lora_config() -> peftplug.LoraConfig:
 
 
 def train(options: TrainOptions | None = None, log: Callable[[str], None] = print) -> RunResult:
-    """Run the demo job and return its :class:`~peftplug.recipe_run.RunResult`; ``log`` receives
+    """Run the demo job and return its :class:`~peftplug.app.recipe_run.RunResult`; ``log`` receives
     the report lines.
 
     Builds the seeded base model, wraps it with LoRA via :func:`peftplug.get_peft_model`,

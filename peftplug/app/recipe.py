@@ -20,7 +20,7 @@ A recipe has seven sections (every one optional; the defaults are the built-in d
     training: {steps: 100, batch_size: 8, lr: 0.01, seed: 0, max_length: 128}
     output: {dir: peftplug-out, format: peft, merge: false, report: train_report.json}
 
-:func:`load_recipe` reads a file (see :mod:`peftplug.recipe_source`), and :func:`build_recipe`
+:func:`load_recipe` reads a file (see :mod:`peftplug.app.recipe_source`), and :func:`build_recipe`
 validates the data into a :class:`Recipe`: every error is a :class:`RecipeError` whose one line
 names the file and line, the field, the value and what is allowed. The method is looked up in
 the plugin registry and its fields validated by its own config class. This module imports no
@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 from peftplug.config import AdapterConfig, _accepts_float, _serialized_fields
 from peftplug.errors import ConfigError, RegistryError
-from peftplug.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
+from peftplug.app.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
 
 __all__ = [
     "BACKEND_ENV", "DEFAULT_RECIPE", "Recipe", "RecipeError", "TINY_ARCHITECTURES", "build_recipe", "load_recipe",
@@ -212,11 +212,11 @@ def recipe_text(
 ) -> str:
     """The recipe at ``path`` (None: :data:`DEFAULT_RECIPE`) as ``peftplug train`` runs it with
     ``backend`` (``--backend``; else ``PEFTPLUG_BACKEND``) and the flag values ``options`` (see
-    :func:`~peftplug.train_options.apply_options`), checked as a run checks them: the file's
+    :func:`~peftplug.app.train_options.apply_options`), checked as a run checks them: the file's
     own text when they change nothing, else YAML with the values they set (comments dropped)."""
     import yaml
 
-    from peftplug.train_options import apply_options
+    from peftplug.app.train_options import apply_options
 
     source = read_recipe_file(path) if path is not None else parse_recipe_text(DEFAULT_RECIPE, "<default recipe>")
     given = {name: value for name, value in (options or {}).items() if value is not None}

@@ -1,6 +1,6 @@
 """Names between Hugging Face transformers and PaddleNLP, from the registered architectures.
 
-Pure functions, no framework imports: the conversion code and :mod:`peftplug.weights` use them.
+Pure functions, no framework imports: the conversion code and :mod:`peftplug.interop.weights` use them.
 
 - :func:`architecture_for` picks a family: by name, by ``model_type`` (HF's or PaddleNLP's), or
   from parameter / module names (the family whose map covers them all, on one side).

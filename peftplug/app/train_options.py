@@ -1,4 +1,4 @@
-"""The options of ``peftplug train`` (see :mod:`peftplug.train`), importable without torch so
+"""The options of ``peftplug train`` (see :mod:`peftplug.app.train`), importable without torch so
 that the CLI can show their defaults and check them before the framework is loaded."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from peftplug.errors import PeftplugError
 
 if TYPE_CHECKING:
-    from peftplug.recipe import Recipe
+    from peftplug.app.recipe import Recipe
 
 MAX_POSITIONS = 1024
 
@@ -23,7 +23,7 @@ class TrainOptionError(PeftplugError, ValueError):
 @dataclasses.dataclass
 class TrainOptions:
     """What ``peftplug train`` can be told by flags; the defaults are the embedded demo job
-    (:data:`peftplug.recipe.DEFAULT_RECIPE`), and given flags override a recipe's values."""
+    (:data:`peftplug.app.recipe.DEFAULT_RECIPE`), and given flags override a recipe's values."""
 
     steps: int = 100
     lr: float = 1e-2
@@ -48,7 +48,7 @@ class TrainOptions:
             raise TrainOptionError(f"--max-length must be between 8 and {MAX_POSITIONS}, got {self.max_length}")
         if Path(self.output).exists() and not Path(self.output).is_dir():
             raise TrainOptionError(f"--output {self.output} exists and is not a directory")
-        from peftplug.recipe import OUTPUT_DIRS_ALLOWED, output_dir_problem
+        from peftplug.app.recipe import OUTPUT_DIRS_ALLOWED, output_dir_problem
 
         problem = output_dir_problem(self.output)
         if problem:

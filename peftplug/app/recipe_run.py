@@ -1,7 +1,7 @@
-"""Running a validated :class:`~peftplug.recipe.Recipe`: the framework-free half.
+"""Running a validated :class:`~peftplug.app.recipe.Recipe`: the framework-free half.
 
 :func:`run_recipe` reads and encodes the data, hands the job to the backend's runner
-(:mod:`peftplug.recipe_torch`, :mod:`peftplug.recipe_paddle`), and writes the JSON report
+(:mod:`peftplug.app.recipe_torch`, :mod:`peftplug.app.recipe_paddle`), and writes the JSON report
 beside the adapter. Everything that can be refused (the recipe, the data file, the tokenizer,
 ``max_length``) is checked before a framework is imported or a file written.
 """
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from peftplug.instructions import EncodedExample
-from peftplug.recipe import Recipe
-from peftplug.recipe_data import batch_order, encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
+from peftplug.app.instructions import EncodedExample
+from peftplug.app.recipe import Recipe
+from peftplug.app.recipe_data import batch_order, encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
 
-RUNNERS = {"torch": "peftplug.recipe_torch", "paddle": "peftplug.recipe_paddle"}
+RUNNERS = {"torch": "peftplug.app.recipe_torch", "paddle": "peftplug.app.recipe_paddle"}
 # The model library of each backend: it loads a merged model alone.
 MODEL_LIBRARIES = {"torch": "transformers", "paddle": "paddlenlp"}
 # Per built-in format: the library whose own loader reads its files (whichever backend saved

@@ -1,6 +1,6 @@
 """The PyTorch runner of recipes: transformers builds the base, a plain torch loop trains.
 
-Imported by :func:`peftplug.recipe_run.run_recipe` for ``backend: torch`` only.
+Imported by :func:`peftplug.app.recipe_run.run_recipe` for ``backend: torch`` only.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import peftplug
-from peftplug.instructions import IGNORE_INDEX, EncodedExample
-from peftplug.recipe import TINY_ARCHITECTURES, ModelSpec, Recipe
-from peftplug.recipe_data import lr_schedule
-from peftplug.recipe_run import PreparedData, RunResult, describe_method, train_and_save
+from peftplug.app.instructions import IGNORE_INDEX, EncodedExample
+from peftplug.app.recipe import TINY_ARCHITECTURES, ModelSpec, Recipe
+from peftplug.app.recipe_data import lr_schedule
+from peftplug.app.recipe_run import PreparedData, RunResult, describe_method, train_and_save
 
 _TINY_CLASSES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM"),

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from peftplug.convert_tree import ConversionError, Routed
-from peftplug.plugins.architectures.name_maps import NameMatch, fused_output_order, fused_part_sizes
+from peftplug.interop.module_tree import ConversionError, Routed
+from peftplug.interop.name_maps import NameMatch, fused_output_order, fused_part_sizes
 
 A, B, BIAS, IA3 = "lora_A.weight", "lora_B.weight", "base_layer.bias", "ia3_l"
 

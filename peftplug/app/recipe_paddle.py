@@ -1,10 +1,10 @@
 """The PaddlePaddle runner of recipes: PaddleNLP builds the base, a plain Paddle loop trains.
 
-Imported by :func:`peftplug.recipe_run.run_recipe` for ``backend: paddle`` only. The loop is
+Imported by :func:`peftplug.app.recipe_run.run_recipe` for ``backend: paddle`` only. The loop is
 the torch runner's step for step (same batches, AdamW, warmup-then-decay schedule, clipping at
 1.0, loss on the response tokens). A built-in architecture gets the very weights the torch
 runner draws for the same seed when torch is installed (built by transformers and copied with
-:func:`peftplug.weights.copy_base_weights`), and the adapter the same initial values, so the
+:func:`peftplug.interop.weights.copy_base_weights`), and the adapter the same initial values, so the
 same recipe on either backend starts from the same model and its losses track each other.
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import paddle
 
 import peftplug
-from peftplug.instructions import IGNORE_INDEX, EncodedExample
-from peftplug.recipe import ModelSpec, Recipe
-from peftplug.recipe_data import lr_schedule
-from peftplug.recipe_run import PreparedData, RunResult, describe_method, train_and_save
+from peftplug.app.instructions import IGNORE_INDEX, EncodedExample
+from peftplug.app.recipe import ModelSpec, Recipe
+from peftplug.app.recipe_data import lr_schedule
+from peftplug.app.recipe_run import PreparedData, RunResult, describe_method, train_and_save
 
 # The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
 _LLAMA_FIELDS = (
@@ -56,8 +56,8 @@ def build_model(spec: ModelSpec, tokenizer: Any) -> Any:
     paddle.seed(spec.seed)
     model = transformers.LlamaForCausalLM(config)
     if torch_is_installed():
-        from peftplug.recipe_torch import build_model as build_torch_model
-        from peftplug.weights import copy_base_weights
+        from peftplug.app.recipe_torch import build_model as build_torch_model
+        from peftplug.interop.weights import copy_base_weights
 
         copy_base_weights(build_torch_model(spec, tokenizer), model, "llama")
     model.eval()
@@ -75,8 +75,8 @@ def torch_initial_adapter(recipe: Recipe, tokenizer: Any, base: Any) -> Any:
     files is, or None when torch is not installed or the base is a directory."""
     if recipe.model.path is not None or not torch_is_installed():
         return None
-    from peftplug.convert_load import state_for_model
-    from peftplug.recipe_torch import build_model as build_torch_model
+    from peftplug.interop.cross_framework import state_for_model
+    from peftplug.app.recipe_torch import build_model as build_torch_model
 
     state = peftplug.get_peft_model(build_torch_model(recipe.model, tokenizer), recipe.method_config).adapter_state()
     return state_for_model(state, base, "peft")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from peftplug.peft_model import PeftModel
+from peftplug.model.peft_model import PeftModel
 
 
 class SavesAdaptersIntoCheckpoints:
