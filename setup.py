@@ -7,6 +7,8 @@ from setuptools import find_packages, setup
 ROOTS = {"peftplug": "peftplug", "peftplug.backends": "backends", "peftplug.plugins": "plugins"}
 
 setup(
-    packages=[f"{name}.{sub}" if sub else name for name, folder in ROOTS.items() for sub in ["", *find_packages(folder)]],
+    packages=[
+        f"{name}.{sub}" if sub else name for name, folder in ROOTS.items() for sub in ["", *find_packages(folder)]
+    ],
     package_dir=ROOTS,
 )

@@ -31,21 +31,25 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+from rounds import round_order
 from safetensors.numpy import load_file, save_file
 
 import peftplug
 from peftplug.adapter_io import write_adapter
 from peftplug.state import AdapterState
-from rounds import round_order
 
 RESULTS = Path(__file__).resolve().parent / "results" / "convert.md"
 LINEARS = {
-    "self_attn.q_proj": (4096, 4096), "self_attn.k_proj": (4096, 4096), "self_attn.v_proj": (4096, 4096),
-    "self_attn.o_proj": (4096, 4096), "mlp.gate_proj": (4096, 11008), "mlp.up_proj": (4096, 11008),
+    "self_attn.q_proj": (4096, 4096),
+    "self_attn.k_proj": (4096, 4096),
+    "self_attn.v_proj": (4096, 4096),
+    "self_attn.o_proj": (4096, 4096),
+    "mlp.gate_proj": (4096, 11008),
+    "mlp.up_proj": (4096, 11008),
     "mlp.down_proj": (11008, 4096),
 }
 
@@ -119,7 +123,9 @@ def main() -> None:
                 os.close(descriptor)
 
         units = {
-            "convert to paddlenlp": lambda: peftplug.convert(source, fresh("out_pd"), to="paddlenlp", architecture="llama"),
+            "convert to paddlenlp": lambda: peftplug.convert(
+                source, fresh("out_pd"), to="paddlenlp", architecture="llama"
+            ),
             "plain to paddlenlp": plain_to_paddle,
             "convert to peft": lambda: peftplug.convert(paddle_dir, fresh("out_hf"), to="peft"),
             "plain to peft": plain_to_peft,

@@ -31,9 +31,10 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -90,8 +91,12 @@ def llama_config(sizes: Sizes):
     from paddlenlp.transformers import LlamaConfig
 
     return LlamaConfig(
-        hidden_size=sizes.hidden, intermediate_size=sizes.intermediate, num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads, num_key_value_heads=sizes.heads, vocab_size=sizes.vocab,
+        hidden_size=sizes.hidden,
+        intermediate_size=sizes.intermediate,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        num_key_value_heads=sizes.heads,
+        vocab_size=sizes.vocab,
         tie_word_embeddings=False,
     )
 
@@ -195,8 +200,14 @@ def benchmark_paddle(sizes: Sizes, repeats: int, warmup: int, quiet: Quiet) -> t
         Unit("PaddleNLP", paddle_step(theirs, optimizers[1], input_ids)),
     ]
     interleave(units, repeats, warmup, quiet)
-    row = Row("(a) training step: forward + backward + AdamW, Paddle", units[0], units[1], None,
-              "peftplug/PaddleNLP <= 1.00", at_most(1.00))
+    row = Row(
+        "(a) training step: forward + backward + AdamW, Paddle",
+        units[0],
+        units[1],
+        None,
+        "peftplug/PaddleNLP <= 1.00",
+        at_most(1.00),
+    )
     state = {name: parameter.numpy() for name, parameter in theirs.model.named_parameters()}
     return row, state
 
@@ -209,9 +220,14 @@ def benchmark_torch(sizes: Sizes, state: dict, repeats: int, warmup: int, quiet:
 
     torch.set_num_threads(threads)
     config = LlamaConfig(
-        hidden_size=sizes.hidden, intermediate_size=sizes.intermediate, num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads, num_key_value_heads=sizes.heads, vocab_size=sizes.vocab,
-        tie_word_embeddings=False, attn_implementation="sdpa",
+        hidden_size=sizes.hidden,
+        intermediate_size=sizes.intermediate,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        num_key_value_heads=sizes.heads,
+        vocab_size=sizes.vocab,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
     )
     base = LlamaForCausalLM(config)
     base_weights, lora_weights = {}, {}
@@ -298,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for Paddle and torch (default 2)")
     parser.add_argument("--quick", action="store_true", help="small model, few repeats: a smoke test")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch information row")
-    parser.add_argument("--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)"
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 16
@@ -311,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     torch_unit = None
     if not args.no_torch:
         time.sleep(1.0)
-        torch_unit = benchmark_torch(sizes, state, args.repeats, args.warmup, Quiet(pause=args.pause, max_wait=args.max_wait), args.threads)
+        torch_unit = benchmark_torch(
+            sizes, state, args.repeats, args.warmup, Quiet(pause=args.pause, max_wait=args.max_wait), args.threads
+        )
     text = report(row, torch_unit, sizes, args, time.perf_counter() - started)
     print()
     print(text)
@@ -319,9 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
-        output.with_suffix(".json").write_text(json.dumps(
-            {unit.label: unit.seconds for unit in (row.subject, row.reference, torch_unit) if unit is not None}, indent=1
-        ))
+        output.with_suffix(".json").write_text(
+            json.dumps(
+                {unit.label: unit.seconds for unit in (row.subject, row.reference, torch_unit) if unit is not None},
+                indent=1,
+            )
+        )
         print(f"written to {output}")
     return 0 if row.ok else 1
 

@@ -30,9 +30,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rounds import round_order
@@ -106,7 +107,10 @@ class Quiet:
         """Seconds for the fastest of three products of [256, 1024] by [1024, 1024] (~10 ms)."""
         if self._probe_operands is None:
             generator = torch.Generator().manual_seed(3)
-            self._probe_operands = (torch.randn(256, 1024, generator=generator), torch.randn(1024, 1024, generator=generator))
+            self._probe_operands = (
+                torch.randn(256, 1024, generator=generator),
+                torch.randn(1024, 1024, generator=generator),
+            )
         first, second = self._probe_operands
         fastest = float("inf")
         for _ in range(3):
@@ -199,16 +203,25 @@ def llama(sizes: Sizes, meta: bool = False):
 
     if meta:
         config = LlamaConfig(
-            hidden_size=sizes.meta_hidden, intermediate_size=sizes.meta_intermediate,
-            num_hidden_layers=sizes.meta_layers, num_attention_heads=sizes.meta_heads,
-            num_key_value_heads=sizes.meta_heads, vocab_size=32000, tie_word_embeddings=False,
+            hidden_size=sizes.meta_hidden,
+            intermediate_size=sizes.meta_intermediate,
+            num_hidden_layers=sizes.meta_layers,
+            num_attention_heads=sizes.meta_heads,
+            num_key_value_heads=sizes.meta_heads,
+            vocab_size=32000,
+            tie_word_embeddings=False,
         )
         with torch.device("meta"):
             return LlamaForCausalLM(config)
     config = LlamaConfig(
-        hidden_size=sizes.hidden, intermediate_size=sizes.intermediate, num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads, num_key_value_heads=sizes.heads, vocab_size=sizes.vocab,
-        tie_word_embeddings=False, attn_implementation="sdpa",
+        hidden_size=sizes.hidden,
+        intermediate_size=sizes.intermediate,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        num_key_value_heads=sizes.heads,
+        vocab_size=sizes.vocab,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
     )
     return LlamaForCausalLM(config)
 
@@ -216,6 +229,7 @@ def llama(sizes: Sizes, meta: bool = False):
 def lora_configs():
     """The same LoRA config for both libraries: r=16, alpha=32, dropout 0, all 7 linear kinds."""
     import peft
+
     import peftplug
 
     options = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
@@ -254,7 +268,9 @@ def max_gradient_difference(plug, ref, input_ids: torch.Tensor) -> float:
     for model in (plug, ref):
         model(input_ids=input_ids, labels=input_ids).loss.backward()
     gradients = {name: p.grad for name, p in ref.named_parameters() if p.grad is not None}
-    difference = max((p.grad - gradients[name]).abs().max().item() for name, p in plug.named_parameters() if p.grad is not None)
+    difference = max(
+        (p.grad - gradients[name]).abs().max().item() for name, p in plug.named_parameters() if p.grad is not None
+    )
     for model in (plug, ref):
         model.zero_grad(set_to_none=True)
     return difference
@@ -332,6 +348,7 @@ def at_most(limit: float) -> Callable[[float], bool]:
 def benchmark_models(sizes: Sizes, repeats: int, warmup: int, quiet: Quiet, parts: set[str]) -> list[Row]:
     """The rows of ``parts`` (training, inference, merged) on the small Llama."""
     import peft
+
     import peftplug
 
     torch.manual_seed(0)
@@ -367,8 +384,16 @@ def benchmark_models(sizes: Sizes, repeats: int, warmup: int, quiet: Quiet, part
             Unit("peft", training_step(ref, peft_optimizer, input_ids)),
         ]
         interleave(units, repeats, warmup, quiet)
-        rows.append(Row("(a) training step: forward + backward + AdamW", units[0], units[1], None,
-                        "peftplug/peft <= 1.00", at_most(1.00)))
+        rows.append(
+            Row(
+                "(a) training step: forward + backward + AdamW",
+                units[0],
+                units[1],
+                None,
+                "peftplug/peft <= 1.00",
+                at_most(1.00),
+            )
+        )
         del plug_optimizer, peft_optimizer
         # The steps moved both adapters by (nearly) the same updates; make them identical again.
         share_lora_weights(ref, plug)
@@ -386,8 +411,16 @@ def benchmark_models(sizes: Sizes, repeats: int, warmup: int, quiet: Quiet, part
         if context is torch.inference_mode:  # the base model once, for scale
             units.append(Unit("base model", inference(base, input_ids, context)))
         interleave(units, repeats, warmup, quiet)
-        rows.append(Row(f"(b) unmerged inference, {label} forward", units[0], units[1],
-                        units[2] if len(units) > 2 else None, "peftplug/peft <= 1.00", at_most(1.00)))
+        rows.append(
+            Row(
+                f"(b) unmerged inference, {label} forward",
+                units[0],
+                units[1],
+                units[2] if len(units) > 2 else None,
+                "peftplug/peft <= 1.00",
+                at_most(1.00),
+            )
+        )
 
     if "merged" not in parts:
         return rows
@@ -410,15 +443,23 @@ def benchmark_models(sizes: Sizes, repeats: int, warmup: int, quiet: Quiet, part
         Unit("base model", inference(base, input_ids, torch.inference_mode)),
     ]
     interleave(units, repeats, warmup, quiet)
-    rows.append(Row("(c) merged inference (merge_and_unload), inference_mode forward, against the base model",
-                    units[0], units[1], None, "peftplug merged/base in 0.97-1.03",
-                    lambda ratio: 0.97 <= ratio <= 1.03))
+    rows.append(
+        Row(
+            "(c) merged inference (merge_and_unload), inference_mode forward, against the base model",
+            units[0],
+            units[1],
+            None,
+            "peftplug merged/base in 0.97-1.03",
+            lambda ratio: 0.97 <= ratio <= 1.03,
+        )
+    )
     return rows
 
 
 def benchmark_meta_injection(sizes: Sizes, repeats: int, warmup: int, quiet: Quiet) -> Row:
     """``get_peft_model`` on a fresh meta-device Llama for each run (the build is not timed)."""
     import peft
+
     import peftplug
 
     plug_config, peft_config = lora_configs()
@@ -444,7 +485,11 @@ def benchmark_meta_injection(sizes: Sizes, repeats: int, warmup: int, quiet: Qui
     return Row(
         f"(d) get_peft_model, {7 * sizes.meta_layers} modules of a meta-device "
         f"{sizes.meta_hidden}-hidden {sizes.meta_layers}-layer Llama",
-        units[0], units[1], None, "peftplug/peft <= 1.0 and peftplug < 500 ms", at_most(1.0),
+        units[0],
+        units[1],
+        None,
+        "peftplug/peft <= 1.0 and peftplug < 500 ms",
+        at_most(1.0),
         lambda row: row.subject.median_ms < 500,
     )
 
@@ -479,33 +524,35 @@ def report(rows: list[Row], sizes: Sizes, args: argparse.Namespace, seconds: flo
     command = "python benchmarks/bench_lora_torch.py " + " ".join(sys.argv[1:])
     others = ", ".join(f"{row.operation[:3]} {row.others:.2f}" for row in rows)
     slowdowns = ", ".join(f"{row.operation[:3]} {row.slowdown:.2f}" for row in rows)
-    return "\n".join([
-        "# peftplug LoRA vs HF PEFT (PyTorch, CPU)",
-        "",
-        f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
-        "",
-        f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
-        f"Python {platform.python_version()}, {torch.get_num_threads()} threads "
-        f"(`torch.set_num_threads`), {os.cpu_count()} CPUs.",
-        f"Llama: hidden {sizes.hidden}, intermediate {sizes.intermediate}, {sizes.layers} layers, "
-        f"{sizes.heads} heads, vocab {sizes.vocab}, untied embeddings; batch {sizes.batch} x {sizes.tokens} "
-        f"tokens. LoRA r=16, alpha 32, dropout 0 on {', '.join(TARGETS)}; identical weights in both "
-        "libraries, B nonzero.",
-        f"{args.repeats} rounds, after {args.warmup} untimed ones; each round times one run of each "
-        "side, in alternating order. Before each run: garbage collection, a "
-        f"{args.pause:g} s pause, prolonged (at most {args.max_wait:g} s) while other processes keep the "
-        "CPUs busy or a probe (a fixed matrix product) runs slow. ms: median run. ratio: the median over rounds of peftplug's time / peft's time in "
-        "the same round (merged row: peftplug's merged model / the plain base model); this is the "
-        "judged one, as load drifting over minutes on this shared machine cancels out of it. The ratio "
-        "of the medians is shown beside it.",
-        f"Cores other processes kept busy during the timed runs (median per row): {others}; "
-        "above ~0.3 the machine was shared while measuring, and times are inflated and noisy. "
-        f"The probe's slowdown just before the timed runs (median per row): {slowdowns}; above "
-        "~1.15 the host was shared (other virtual machines) even where no process here was busy.",
-        "",
-        table(rows),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# peftplug LoRA vs HF PEFT (PyTorch, CPU)",
+            "",
+            f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
+            "",
+            f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
+            f"Python {platform.python_version()}, {torch.get_num_threads()} threads "
+            f"(`torch.set_num_threads`), {os.cpu_count()} CPUs.",
+            f"Llama: hidden {sizes.hidden}, intermediate {sizes.intermediate}, {sizes.layers} layers, "
+            f"{sizes.heads} heads, vocab {sizes.vocab}, untied embeddings; batch {sizes.batch} x {sizes.tokens} "
+            f"tokens. LoRA r=16, alpha 32, dropout 0 on {', '.join(TARGETS)}; identical weights in both "
+            "libraries, B nonzero.",
+            f"{args.repeats} rounds, after {args.warmup} untimed ones; each round times one run of each "
+            "side, in alternating order. Before each run: garbage collection, a "
+            f"{args.pause:g} s pause, prolonged (at most {args.max_wait:g} s) while other processes keep the "
+            "CPUs busy or a probe (a fixed matrix product) runs slow. ms: median run. ratio: the median over rounds of peftplug's time / peft's time in "
+            "the same round (merged row: peftplug's merged model / the plain base model); this is the "
+            "judged one, as load drifting over minutes on this shared machine cancels out of it. The ratio "
+            "of the medians is shown beside it.",
+            f"Cores other processes kept busy during the timed runs (median per row): {others}; "
+            "above ~0.3 the machine was shared while measuring, and times are inflated and noisy. "
+            f"The probe's slowdown just before the timed runs (median per row): {slowdowns}; above "
+            "~1.15 the host was shared (other virtual machines) even where no process here was busy.",
+            "",
+            table(rows),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -514,15 +561,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 20; 5 with --quick)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per side first (default 2)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds to pause before each timed run (0.2)")
-    parser.add_argument("--max-wait", type=float, default=5.0,
-                        help="longest pause (s) waiting for a quiet machine before a run (5; 0: never wait)")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=5.0,
+        help="longest pause (s) waiting for a quiet machine before a run (5; 0: never wait)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="small models, few repeats: a smoke test")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
-    parser.add_argument("--raw", type=Path, default=None,
-                        help="also write every timed run (JSON) here (default: next to the results file)")
-    parser.add_argument("--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)"
+    )
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=None,
+        help="also write every timed run (JSON) here (default: next to the results file)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)"
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 5 if args.quick else 20
@@ -559,9 +617,13 @@ def raw_times(rows: list[Row]) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Every run of every row: seconds, and the cores other processes used meanwhile, by unit."""
     return {
         row.operation: {
-            unit.label: {"seconds": unit.seconds, "other_processes_cores": unit.others,
-                         "probe_slowdown_before": unit.slowdowns}
-            for unit in (row.subject, row.reference, row.base) if unit is not None
+            unit.label: {
+                "seconds": unit.seconds,
+                "other_processes_cores": unit.others,
+                "probe_slowdown_before": unit.slowdowns,
+            }
+            for unit in (row.subject, row.reference, row.base)
+            if unit is not None
         }
         for row in rows
     }

@@ -76,7 +76,9 @@ def share_trainable_weights(source, destination) -> int:
             if not parameter.requires_grad:
                 continue
             if name not in wanted or wanted[name].shape != parameter.shape:
-                raise RuntimeError(f"{type(destination).__name__} has no trainable tensor {name} of shape {list(parameter.shape)}")
+                raise RuntimeError(
+                    f"{type(destination).__name__} has no trainable tensor {name} of shape {list(parameter.shape)}"
+                )
             wanted[name].copy_(parameter)
             copied += 1
     if copied != len(wanted):
@@ -129,7 +131,8 @@ def step_units(label: str, build, sizes, input_ids: torch.Tensor) -> tuple[Unit,
     ours, theirs, control = paired_models(build, sizes)
     with torch.no_grad():
         difference = abs(
-            ours(input_ids=input_ids, labels=input_ids).loss.item() - theirs(input_ids=input_ids, labels=input_ids).loss.item()
+            ours(input_ids=input_ids, labels=input_ids).loss.item()
+            - theirs(input_ids=input_ids, labels=input_ids).loss.item()
         )
     units = []
     for side, model in (("peftplug", ours), ("peft", theirs), ("peft (A/A)", control)):
@@ -141,14 +144,16 @@ def step_units(label: str, build, sizes, input_ids: torch.Tensor) -> tuple[Unit,
 METHODS = ("ia3", "prompt tuning", "p-tuning (MLP)", "prefix tuning")
 
 
-def benchmark(sizes, repeats: int, warmup: int, quiet: Quiet, methods=METHODS) -> tuple[list[Row], dict[str, Unit], list[str]]:
+def benchmark(
+    sizes, repeats: int, warmup: int, quiet: Quiet, methods=METHODS
+) -> tuple[list[Row], dict[str, Unit], list[str]]:
     """One row per method (peftplug / peft), then prefix / LoRA on peftplug; each method's A/A
     control unit by row; and check lines."""
     input_ids = torch.randint(3, sizes.vocab, (sizes.batch, sizes.tokens), generator=torch.Generator().manual_seed(0))
     rows, controls, checks, prefix_unit = [], {}, [], None
     for name in methods:
         print(f"{name}:", flush=True)
-        ours, theirs, control, difference = step_units(name, lambda: method_configs(name), sizes, input_ids)
+        ours, theirs, control, difference = step_units(name, lambda name=name: method_configs(name), sizes, input_ids)
         checks.append(f"{name}: |loss peftplug - loss peft| = {difference:.2e} on the same weights")
         interleave([ours, theirs, control], repeats, warmup, quiet)
         row = Row(f"training step, {name}", ours, theirs, None, "peftplug/peft <= 1.00", at_most(1.00))
@@ -166,8 +171,14 @@ def benchmark(sizes, repeats: int, warmup: int, quiet: Quiet, methods=METHODS) -
     prefix_unit = Unit(prefix_unit.label, prefix_unit.run)  # fresh times, paired with LoRA's
     interleave([prefix_unit, lora], repeats, warmup, quiet)
     rows.append(
-        Row("training step, peftplug prefix / peftplug LoRA r=16 all linear", prefix_unit, lora, None,
-            "prefix <= 1.1x LoRA", at_most(1.10))
+        Row(
+            "training step, peftplug prefix / peftplug LoRA r=16 all linear",
+            prefix_unit,
+            lora,
+            None,
+            "prefix <= 1.1x LoRA",
+            at_most(1.10),
+        )
     )
     return rows, controls, checks
 
@@ -200,33 +211,37 @@ def method_table(rows: list[Row], controls: dict[str, Unit]) -> str:
     return "\n".join(lines)
 
 
-def report(rows: list[Row], controls: dict[str, Unit], checks: list[str], sizes, args: argparse.Namespace, seconds: float) -> str:
+def report(
+    rows: list[Row], controls: dict[str, Unit], checks: list[str], sizes, args: argparse.Namespace, seconds: float
+) -> str:
     """The results file: settings, the checks, the table."""
     import peft
     import transformers
 
     command = "python benchmarks/bench_methods_torch.py " + " ".join(sys.argv[1:])
-    return "\n".join([
-        "# peftplug IA3 and prompt-learning methods vs HF PEFT (PyTorch, CPU)",
-        "",
-        f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
-        "",
-        f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
-        f"Python {platform.python_version()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs.",
-        f"Llama: hidden {sizes.hidden}, intermediate {sizes.intermediate}, {sizes.layers} layers, "
-        f"{sizes.heads} heads, vocab {sizes.vocab}; batch {sizes.batch} x {sizes.tokens} tokens; "
-        f"{VIRTUAL_TOKENS} virtual tokens; IA3 with the Llama defaults (k_proj, v_proj, down_proj). "
-        f"{args.repeats} interleaved rounds after {args.warmup} untimed ones; ratio = median over rounds of the "
-        "within-round ratio (see bench_lora_torch.py), with a 95% bootstrap interval over the rounds.",
-        "Each method runs three models that share one set of frozen weights (the same tensors) and hold equal "
-        "trainable ones: peftplug, peft, and a second peft model timed in the same rounds. That A/A column is "
-        "the ratio a library gets against itself here: how far from 1.00 noise alone moves the judged ratio.",
-        "",
-        *[f"- {line}" for line in checks],
-        "",
-        method_table(rows, controls),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# peftplug IA3 and prompt-learning methods vs HF PEFT (PyTorch, CPU)",
+            "",
+            f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
+            "",
+            f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
+            f"Python {platform.python_version()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs.",
+            f"Llama: hidden {sizes.hidden}, intermediate {sizes.intermediate}, {sizes.layers} layers, "
+            f"{sizes.heads} heads, vocab {sizes.vocab}; batch {sizes.batch} x {sizes.tokens} tokens; "
+            f"{VIRTUAL_TOKENS} virtual tokens; IA3 with the Llama defaults (k_proj, v_proj, down_proj). "
+            f"{args.repeats} interleaved rounds after {args.warmup} untimed ones; ratio = median over rounds of the "
+            "within-round ratio (see bench_lora_torch.py), with a 95% bootstrap interval over the rounds.",
+            "Each method runs three models that share one set of frozen weights (the same tensors) and hold equal "
+            "trainable ones: peftplug, peft, and a second peft model timed in the same rounds. That A/A column is "
+            "the ratio a library gets against itself here: how far from 1.00 noise alone moves the judged ratio.",
+            "",
+            *[f"- {line}" for line in checks],
+            "",
+            method_table(rows, controls),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="small models, few repeats: a smoke test")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}")
-    parser.add_argument("--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"results file (default {RESULTS}; none with --quick)"
+    )
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or set(methods) - set(METHODS):

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     notes = []
     for name in methods:
-        ours_model, theirs_model, _ = paired_models(lambda: method_configs(name), sizes)
+        ours_model, theirs_model, _ = paired_models(lambda name=name: method_configs(name), sizes)
         ours, theirs = step_work(ours_model, input_ids), step_work(theirs_model, input_ids)
         del ours_model, theirs_model
         gc.collect()
@@ -114,27 +114,31 @@ def main(argv: list[str] | None = None) -> int:
             f"{ours.total_calls} / {theirs.total_calls} | {ours.total_calls / theirs.total_calls:.3f} | "
             f"{ours.new_bytes / 1e6:.1f} / {theirs.new_bytes / 1e6:.1f} | {ours.new_bytes / theirs.new_bytes:.4f} |"
         )
-        notes.append(f"- {name}: operators called a different number of times (peftplug/peft): {differing_calls(ours, theirs)}")
+        notes.append(
+            f"- {name}: operators called a different number of times (peftplug/peft): {differing_calls(ours, theirs)}"
+        )
         print(lines[-1], flush=True)
     import peft
     import transformers
 
-    text = "\n".join([
-        "# The work of one training step: peftplug vs HF PEFT (PyTorch), counted",
-        "",
-        f"`python benchmarks/work_methods_torch.py{' --quick' if args.quick else ''}` — "
-        f"{datetime.datetime.now():%Y-%m-%d %H:%M}; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"peft {peft.__version__}, Python {platform.python_version()}.",
-        f"Llama: hidden {sizes.hidden}, intermediate {sizes.intermediate}, {sizes.layers} layers, vocab {sizes.vocab}; "
-        f"batch {sizes.batch} x {sizes.tokens} tokens; {VIRTUAL_TOKENS} virtual tokens: the models of "
-        "`bench_methods_torch.py`. Counts are of one step (forward with labels, backward, AdamW) after one "
-        "uncounted step; they do not vary from run to run.",
-        "",
-        *lines,
-        "",
-        *notes,
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# The work of one training step: peftplug vs HF PEFT (PyTorch), counted",
+            "",
+            f"`python benchmarks/work_methods_torch.py{' --quick' if args.quick else ''}` — "
+            f"{datetime.datetime.now():%Y-%m-%d %H:%M}; torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"peft {peft.__version__}, Python {platform.python_version()}.",
+            f"Llama: hidden {sizes.hidden}, intermediate {sizes.intermediate}, {sizes.layers} layers, vocab {sizes.vocab}; "
+            f"batch {sizes.batch} x {sizes.tokens} tokens; {VIRTUAL_TOKENS} virtual tokens: the models of "
+            "`bench_methods_torch.py`. Counts are of one step (forward with labels, backward, AdamW) after one "
+            "uncounted step; they do not vary from run to run.",
+            "",
+            *lines,
+            "",
+            *notes,
+            "",
+        ]
+    )
     print()
     print(text)
     if not args.quick:

@@ -4,11 +4,11 @@
 it is first used.
 """
 
-from peftplug.model.api import get_peft_model
 from peftplug.config import AdapterConfig, PromptLearningConfig, config_from_dict
 from peftplug.interop.convert import convert
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl, hookspec
+from peftplug.model.api import get_peft_model
 from peftplug.model.peft_model import PeftModel
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.lora.config import LoraConfig

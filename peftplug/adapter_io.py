@@ -31,7 +31,9 @@ def detect_format(directory: Path, manager: PluginManager | None = None) -> Form
     )
 
 
-def read_adapter(directory: str | Path, format: str | None = None, manager: PluginManager | None = None) -> AdapterState:
+def read_adapter(
+    directory: str | Path, format: str | None = None, manager: PluginManager | None = None
+) -> AdapterState:
     """Read the adapter in ``directory`` (format detected from its files unless named)."""
     manager = manager or get_plugin_manager()
     directory = Path(directory)

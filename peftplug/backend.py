@@ -8,7 +8,8 @@ loading through these operations and through the adapter layers' own protocol
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 

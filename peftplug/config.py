@@ -10,12 +10,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import types
 import typing
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
 from peftplug.errors import ConfigError
+
+# `Union[a, b]` and `a | b` (types.UnionType) alike: field annotations use either.
+_UNIONS = (Union, types.UnionType)
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -81,7 +85,12 @@ class AdapterConfig:
             if isinstance(value, enum.Enum) and isinstance(value.value, str):
                 # HF PEFT's str enums (TaskType.CAUSAL_LM, PromptTuningInit.TEXT) mean their value.
                 setattr(self, f.name, value := value.value)
-            if isinstance(value, int) and not isinstance(value, bool) and _accepts_float(expected) and not _matches(value, expected):
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and _accepts_float(expected)
+                and not _matches(value, expected)
+            ):
                 setattr(self, f.name, value := float(value))
             if isinstance(value, tuple):
                 setattr(self, f.name, value := list(value))
@@ -116,7 +125,9 @@ class AdapterConfig:
             elif key in cls.hf_fields_at_default:
                 if value != cls.hf_fields_at_default[key] and not _is_empty(value):
                     raise ConfigError(
-                        cls.__name__, key, value,
+                        cls.__name__,
+                        key,
+                        value,
                         f"peftplug does not implement {key}; only {cls.hf_fields_at_default[key]!r} is accepted",
                     )
             else:
@@ -170,12 +181,12 @@ class PromptLearningConfig(AdapterConfig):
     is_prompt_learning: ClassVar[bool] = True
     default_target_fields: ClassVar[dict[str, str | None]] = {}
 
-    num_virtual_tokens: Union[int, None] = None
-    token_dim: Union[int, None] = None
-    num_transformer_submodules: Union[int, None] = None
-    num_attention_heads: Union[int, None] = None
-    num_layers: Union[int, None] = None
-    modules_to_save: Union[list[str], None] = None
+    num_virtual_tokens: int | None = None
+    token_dim: int | None = None
+    num_transformer_submodules: int | None = None
+    num_attention_heads: int | None = None
+    num_layers: int | None = None
+    modules_to_save: list[str] | None = None
 
     def validate(self) -> None:
         """``num_virtual_tokens`` required and positive; the shape fields positive when set."""
@@ -187,7 +198,8 @@ class PromptLearningConfig(AdapterConfig):
                 self._fail(name, value, "a positive integer, or None to read it from the model's config")
         if self.num_transformer_submodules not in (None, 1, 2):
             self._fail(
-                "num_transformer_submodules", self.num_transformer_submodules,
+                "num_transformer_submodules",
+                self.num_transformer_submodules,
                 "1 (decoder-only or encoder-only), 2 (encoder-decoder), or None to infer it from task_type",
             )
 
@@ -217,9 +229,11 @@ class PromptLearningConfig(AdapterConfig):
             found = found if found is not None else next((values[k] for k in keys if values.get(k) is not None), None)
             if found is None:
                 self._fail(
-                    field, None,
+                    field,
+                    None,
                     f"set it: the model's config has none of {', '.join(keys)}"
-                    if model_config is not None else "set it: the model has no config to read it from",
+                    if model_config is not None
+                    else "set it: the model has no config to read it from",
                 )
             updates[field] = int(found)
         if self.num_transformer_submodules is None:
@@ -283,7 +297,7 @@ def _plain(value: Any) -> Any:
 def _accepts_float(tp: Any) -> bool:
     if tp is float:
         return True
-    return typing.get_origin(tp) is Union and float in typing.get_args(tp)
+    return typing.get_origin(tp) in _UNIONS and float in typing.get_args(tp)
 
 
 def _matches(value: Any, tp: Any) -> bool:
@@ -291,7 +305,7 @@ def _matches(value: Any, tp: Any) -> bool:
         return True
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is Union:
+    if origin in _UNIONS:
         return any(_matches(value, a) for a in args)
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
@@ -317,7 +331,7 @@ def _matches(value: Any, tp: Any) -> bool:
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is Union:
+    if origin in _UNIONS:
         return " or ".join(_describe(a) for a in args)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)

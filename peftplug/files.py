@@ -9,12 +9,13 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO
 
 #: What a format gives for one file: its bytes, or a function that writes them to a binary
 #: file (large tensors stream to disk that way, without a second copy in memory).
-FileContent = Union[bytes, Callable[[BinaryIO], None]]
+FileContent = bytes | Callable[[BinaryIO], None]
 
 WRITEBACK_CHUNK = 32 << 20
 

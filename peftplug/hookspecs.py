@@ -122,9 +122,7 @@ def peftplug_validate_config(config: AdapterConfig, model: Any, backend: str) ->
 
 
 @hookspec
-def peftplug_adapter_injected(
-    model: Any, adapter_name: str, config: AdapterConfig, wrapped: list[str]
-) -> None:
+def peftplug_adapter_injected(model: Any, adapter_name: str, config: AdapterConfig, wrapped: list[str]) -> None:
     """Notify that an adapter was injected into ``model`` (the peftplug model).
 
     ``wrapped`` lists the dotted names of the base-model modules that received the adapter.

@@ -11,9 +11,10 @@ import importlib
 import importlib.metadata
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 

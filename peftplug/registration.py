@@ -7,13 +7,14 @@ These are plain descriptions, cheap to build and free of framework imports; the 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from peftplug.files import FileContent
     from peftplug.config import AdapterConfig
+    from peftplug.files import FileContent
     from peftplug.state import AdapterState
 
 

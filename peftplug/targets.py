@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from peftplug.errors import TargetModulesError
 
@@ -105,4 +105,3 @@ def no_match_message(names: Sequence[str], targets: str | Sequence[str], layers_
         f"target_modules {targets!r} matched no module of the base model{where}. "
         f"{'Similar' if similar else 'Some'} module names in the model: {', '.join(shown)}"
     )
-

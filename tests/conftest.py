@@ -34,8 +34,13 @@ def _build(torch, family: str):
     torch.manual_seed(0)
     if family == "llama":
         config = transformers.LlamaConfig(
-            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
         )
         return transformers.LlamaForCausalLM(config)
     if family == "gpt2":
@@ -43,14 +48,25 @@ def _build(torch, family: str):
         return transformers.GPT2LMHeadModel(config)
     if family == "t5":
         config = transformers.T5Config(
-            vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-            num_heads=4, decoder_start_token_id=0,
+            vocab_size=128,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
         )
         return transformers.T5ForConditionalGeneration(config)
     if family == "bert":
         config = transformers.BertConfig(
-            vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=64, max_position_embeddings=64, num_labels=3,
+            vocab_size=128,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            num_labels=3,
         )
         return transformers.BertForSequenceClassification(config)
     raise ValueError(family)
@@ -71,7 +87,7 @@ def model_inputs(torch, family: str) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def logits_of(torch, model, inputs) -> "torch.Tensor":
+def logits_of(torch, model, inputs) -> torch.Tensor:
     """The model's logits for ``inputs``, without gradients."""
     with torch.no_grad():
         return model(**inputs).logits
@@ -105,13 +121,22 @@ def _build_paddle(paddle, family: str):
     paddle.seed(0)
     if family == "llama":
         config = transformers.LlamaConfig(
-            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
         )
         return transformers.LlamaForCausalLM(config)
     if family == "bloom":
         config = transformers.BloomConfig(
-            vocab_size=128, hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=False,
+            vocab_size=128,
+            hidden_size=32,
+            n_layer=2,
+            n_head=4,
+            tie_word_embeddings=False,
         )
         return transformers.BloomForCausalLM(config)
     raise ValueError(family)

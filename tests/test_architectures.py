@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import peftplug
-from peftplug.manager import PluginManager
 from peftplug.interop.name_maps import (
     NameMapError,
     architecture_for,
@@ -23,8 +22,9 @@ from peftplug.interop.name_maps import (
     to_paddle_names,
     transposes,
 )
-from peftplug.registration import Architecture, ModuleMap
 from peftplug.interop.weights import WeightCopyError, copy_base_weights
+from peftplug.manager import PluginManager
+from peftplug.registration import Architecture, ModuleMap
 
 # Measured: HF -> PaddleNLP logits differ by at most 1.2e-7 (float32) for Llama, Bloom and GPT-2.
 TOLERANCE = 1e-5
@@ -46,8 +46,13 @@ def manager():
 
 # ---------------------------------------------------------------- tiny models, both libraries
 LLAMA = dict(
-    vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=False,
 )
 
 
@@ -62,12 +67,28 @@ def hf_model(torch, family: str, **overrides):
     elif family == "qwen2":
         model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**{**LLAMA, **overrides}))
     elif family == "bloom":
-        config = dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=True,
-                      hidden_dropout=0.0, attention_dropout=0.0)
+        config = dict(
+            vocab_size=128,
+            hidden_size=32,
+            n_layer=2,
+            n_head=4,
+            tie_word_embeddings=True,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        )
         model = transformers.BloomForCausalLM(transformers.BloomConfig(**{**config, **overrides}))
     elif family == "gpt2":
-        config = dict(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64, tie_word_embeddings=True,
-                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = dict(
+            vocab_size=128,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            tie_word_embeddings=True,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
         model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**config, **overrides}))
     else:
         raise ValueError(family)
@@ -82,13 +103,27 @@ def paddle_model(paddle, family: str, **overrides):
     if family == "llama":
         model = pt.LlamaForCausalLM(pt.LlamaConfig(**{**LLAMA, **overrides}))
     elif family == "bloom":
-        config = dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=True,
-                      hidden_dropout=0.0, attention_dropout=0.0)
+        config = dict(
+            vocab_size=128,
+            hidden_size=32,
+            n_layer=2,
+            n_head=4,
+            tie_word_embeddings=True,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        )
         model = pt.BloomForCausalLM(pt.BloomConfig(**{**config, **overrides}))
     elif family == "gpt2":
-        config = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=128, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0)
+        config = dict(
+            vocab_size=128,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
         model = pt.GPTForCausalLM(pt.GPTConfig(**{**config, **overrides}))
     else:
         raise ValueError(family)
@@ -111,7 +146,9 @@ def paddle_logits(paddle, model, **kwargs) -> np.ndarray:
 
 
 def state(model) -> dict[str, np.ndarray]:
-    return {k: (v.detach().numpy() if hasattr(v, "detach") else v.numpy()).copy() for k, v in model.state_dict().items()}
+    return {
+        k: (v.detach().numpy() if hasattr(v, "detach") else v.numpy()).copy() for k, v in model.state_dict().items()
+    }
 
 
 PADDLE_FAMILIES = ["llama", "bloom", "gpt2"]
@@ -165,21 +202,29 @@ def test_gpt2_fused_c_attn_is_split_into_q_k_v(torch, paddle):
 def test_a_shape_mismatch_names_the_parameter_and_both_shapes_and_writes_nothing(torch, paddle):
     source, target = hf_model(torch, "llama"), paddle_model(paddle, "llama", intermediate_size=48)
     before = state(target)
-    with pytest.raises(WeightCopyError, match=r"llama\.layers\.0\.mlp\.gate_proj\.weight is \[32, 48\] in the target "
-                                              r"but model\.layers\.0\.mlp\.gate_proj\.weight \[64, 32\] gives \[32, 64\]"):
+    with pytest.raises(
+        WeightCopyError,
+        match=r"llama\.layers\.0\.mlp\.gate_proj\.weight is \[32, 48\] in the target "
+        r"but model\.layers\.0\.mlp\.gate_proj\.weight \[64, 32\] gives \[32, 64\]",
+    ):
         copy_base_weights(source, target)
     after = state(target)
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_parameters_left_unmatched_are_named_on_either_side(torch, paddle):
-    with pytest.raises(WeightCopyError, match=r"source parameter is absent: llama\.layers\.2\.self_attn\.q_proj\.weight "
-                                              r"\(from model\.layers\.2\.self_attn\.q_proj\.weight\)"):
+    with pytest.raises(
+        WeightCopyError,
+        match=r"source parameter is absent: llama\.layers\.2\.self_attn\.q_proj\.weight "
+        r"\(from model\.layers\.2\.self_attn\.q_proj\.weight\)",
+    ):
         copy_base_weights(hf_model(torch, "llama"), paddle_model(paddle, "llama", num_hidden_layers=3))
     with pytest.raises(WeightCopyError, match=r"source parameters no target parameter takes: model\.layers\.2\."):
         copy_base_weights(hf_model(torch, "llama", num_hidden_layers=3), paddle_model(paddle, "llama"))
     fused = paddle_model(paddle, "gpt2", fuse_attention_qkv=True)  # per-head q/k/v: no map for it
-    with pytest.raises(WeightCopyError, match=r"no 'gpt2' module map: gpt\.decoder\.layers\.0\.self_attn\.qkv_proj\.weight"):
+    with pytest.raises(
+        WeightCopyError, match=r"no 'gpt2' module map: gpt\.decoder\.layers\.0\.self_attn\.qkv_proj\.weight"
+    ):
         copy_base_weights(hf_model(torch, "gpt2"), fused)
 
 
@@ -254,7 +299,7 @@ def test_qwen2_maps_to_paddlenlp_3_names(torch, paddle, manager):
     names = list(hf_model(torch, "qwen2").state_dict())
     assert "model.layers.0.self_attn.q_proj.bias" in names
     for name in names:
-        expected = "qwen2." + name[len("model."):] if name.startswith("model.") else name
+        expected = "qwen2." + name[len("model.") :] if name.startswith("model.") else name
         assert to_paddle_name(name, qwen2) == expected
         assert transposes(name, qwen2) == (name == "lm_head.weight" or any(f".{m}.weight" in name for m in linear))
 
@@ -298,21 +343,34 @@ def test_fused_names_and_layouts(manager):
 
 def test_adapter_keys_map_and_tell_the_family(manager):
     llama = manager.architectures.get("llama")
-    assert to_paddle_name("model.layers.3.mlp.down_proj.lora_B.weight", llama) == "llama.layers.3.mlp.down_proj.lora_B.weight"
+    assert (
+        to_paddle_name("model.layers.3.mlp.down_proj.lora_B.weight", llama)
+        == "llama.layers.3.mlp.down_proj.lora_B.weight"
+    )
     assert architecture_for(names=["bloom.h.0.self_attention.query_key_value.lora_A"], manager=manager).name == "bloom"
     assert side_of(["llama.layers.0.self_attn.q_proj.lora_A"], llama) == "paddle"
-    with pytest.raises(NameMapError, match=r"fit several architectures: llama \(hf names\), qwen2 \(hf names\); pass architecture="):
+    with pytest.raises(
+        NameMapError, match=r"fit several architectures: llama \(hf names\), qwen2 \(hf names\); pass architecture="
+    ):
         architecture_for(names=["model.layers.0.self_attn.q_proj.lora_A.weight"], manager=manager)
-    with pytest.raises(NameMapError, match=r"PaddleNLP name 'llama.layers.0.attn.c_attn' matches no module of "
-                                           r"architecture 'llama' \(PaddleNLP modules: llama.embed_tokens, "):
+    with pytest.raises(
+        NameMapError,
+        match=r"PaddleNLP name 'llama.layers.0.attn.c_attn' matches no module of "
+        r"architecture 'llama' \(PaddleNLP modules: llama.embed_tokens, ",
+    ):
         to_hf_name("llama.layers.0.attn.c_attn", llama)
 
 
 def test_unknown_family_lists_the_known_ones(manager):
-    with pytest.raises(NameMapError, match=r"no registered architecture answers to model_type 'mamba'; known: .*bloom.*gpt2.*llama"):
+    with pytest.raises(
+        NameMapError, match=r"no registered architecture answers to model_type 'mamba'; known: .*bloom.*gpt2.*llama"
+    ):
         architecture_for(model_type="mamba", manager=manager)
-    with pytest.raises(NameMapError, match=r"maps all 1 names \(e\.g\. 'backbone\.x'\); families with HF <-> PaddleNLP "
-                                           r"module maps: bloom, gpt2, llama, qwen2"):
+    with pytest.raises(
+        NameMapError,
+        match=r"maps all 1 names \(e\.g\. 'backbone\.x'\); families with HF <-> PaddleNLP "
+        r"module maps: bloom, gpt2, llama, qwen2",
+    ):
         architecture_for(names=["backbone.x"], manager=manager)
     with pytest.raises(NameMapError, match=r"'mistral' has no HF <-> PaddleNLP module map"):
         to_paddle_name("model.layers.0.self_attn.q_proj", manager.architectures.get("mistral"))
@@ -342,13 +400,19 @@ def test_prefix_cache_order_matches_peft_and_paddlenlp(torch, paddle, family, ma
     import peft
 
     layout = manager.architectures.get(family).prefix_cache
-    model = peft.get_peft_model(hf_model(torch, family), peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=T))
+    model = peft.get_peft_model(
+        hf_model(torch, family), peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=T)
+    )
     table = model.prompt_encoder["default"].embedding.weight
     with torch.no_grad():
         table.copy_(torch.randn(table.shape))
     cache = model.get_prompt(batch_size=1)
     layers = 2
-    blocks = table.detach().numpy().reshape(T, 2 * layers, -1)[:, prefix_block_order(layers, layout.hf_order, layout.paddle_order)]
+    blocks = (
+        table.detach()
+        .numpy()
+        .reshape(T, 2 * layers, -1)[:, prefix_block_order(layers, layout.hf_order, layout.paddle_order)]
+    )
     heads = cache.layers[0].keys.shape[1]
     postprocess = getattr(paddle_prefix, layout.paddle_postprocess)
     pairs = postprocess(paddle.to_tensor(blocks.reshape(1, T, 2 * layers, heads, -1)))
@@ -403,7 +467,10 @@ class TinyFamily:
     """A third-party plugin: HF ``body.N`` (Linear) is PaddleNLP ``tiny.N``."""
 
     architecture = Architecture(
-        "tinyfam", ("tinyfam",), {"lora": ("body",)}, paddle_model_types=("tinyfam_pd",),
+        "tinyfam",
+        ("tinyfam",),
+        {"lora": ("body",)},
+        paddle_model_types=("tinyfam_pd",),
         modules=(ModuleMap("body.{n}", "tiny.{n}", "linear"),),
     )
 

@@ -67,12 +67,17 @@ def test_methods_lists_builtins_and_imports_no_framework():
     out = done.stdout
     assert out.strip().endswith("FRAMEWORKS="), out
     sections = {name: body for name, body in re.findall(r"^(\w[\w ]*):\n((?:  .*\n?)+)", out, flags=re.M)}
-    assert re.search(r"^  torch\s+plugin peftplug\.backends\.torch \(distribution peftplug\)$", sections["backends"], re.M)
+    assert re.search(
+        r"^  torch\s+plugin peftplug\.backends\.torch \(distribution peftplug\)$", sections["backends"], re.M
+    )
     assert re.search(
         r"^  lora\s+peft_type LORA\s+layer\s+LoraConfig\s+plugin peftplug\.plugins\.lora \(distribution peftplug\)$",
-        sections["methods"], re.M,
+        sections["methods"],
+        re.M,
     )
-    assert re.search(r"^  peft\s+plugin peftplug\.plugins\.formats\.peft \(distribution peftplug\)$", sections["formats"], re.M)
+    assert re.search(
+        r"^  peft\s+plugin peftplug\.plugins\.formats\.peft \(distribution peftplug\)$", sections["formats"], re.M
+    )
     assert re.search(r"^  llama\s+llama\b", sections["architectures"], re.M)
     assert sections["plugin load failures"].strip() == "(none)"
 
@@ -133,7 +138,11 @@ def test_every_command_has_help_with_an_example(command):
         (["train", "--stesp", "3"], 2, "peftplug train: error: unrecognized arguments: --stesp"),
         (["methods", "--jsno"], 2, "peftplug methods: error: unrecognized arguments: --jsno"),
         (["train", "--max-length", "4"], 1, "peftplug train: error: --max-length must be between 8"),
-        (["train", "--data", "no/such/file.jsonl"], 1, "peftplug train: error: --data no/such/file.jsonl is not a file"),
+        (
+            ["train", "--data", "no/such/file.jsonl"],
+            1,
+            "peftplug train: error: --data no/such/file.jsonl is not a file",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(argv, code, prefix):
@@ -171,8 +180,10 @@ def test_a_paddle_run_prints_nothing_of_paddles_own(tmp_path, paddle):
     """``peftplug train --backend paddle`` (import, build, train, save): stderr holds none of
     Paddle's, PaddleNLP's or datasets' warnings and INFO lines (without --no-progress, the bar)."""
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model: {config: {hidden_size: 32, intermediate_size: 64}}\n"
-                      f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n")
+    recipe.write_text(
+        "model: {config: {hidden_size: 32, intermediate_size: 64}}\n"
+        f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n"
+    )
     env = {**_clean_env(), "MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "peftplug.app.cli", "train", str(recipe), "--backend", "paddle", "--no-progress"]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -247,7 +258,7 @@ def test_labels_are_masked_exactly_on_the_prompt():
         assert encoded.input_ids == prompt + response
         assert encoded.prompt_length == len(prompt)
         assert encoded.labels == [IGNORE_INDEX] * len(prompt) + response
-        assert tokenizer.decode(encoded.input_ids[encoded.prompt_length:]) == example.output
+        assert tokenizer.decode(encoded.input_ids[encoded.prompt_length :]) == example.output
     assert "Input:" not in format_prompt(Example("What does a plonk eat?", "", "Berries."))
 
 
@@ -301,7 +312,10 @@ def trained(tmp_path_factory):
 def test_train_saves_an_hf_peft_adapter(trained):
     output, _, _ = trained
     assert sorted(p.name for p in output.iterdir()) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "train_report.json",
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "train_report.json",
     ]
     config = json.loads((output / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 8, 16)
@@ -357,7 +371,6 @@ def test_train_function_returns_the_model_it_saved(tmp_path, torch):
         assert torch.allclose(result.model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
 
 
-
 # ----------------------------------------------------------------------------- inspect, merge, generate
 TINY_RECIPE = """\
 model:
@@ -387,12 +400,14 @@ def tiny_run(tmp_path_factory):
 def hf_base_and_adapter(tmp_path, make_model, torch):
     """A tiny transformers Llama saved to ``base`` and a trained peftplug LoRA for it in
     ``adapter``: (base dir, adapter dir, the adapter model's logits on ``ids``, ids)."""
-    import peftplug
     from conftest import model_inputs, train_steps
+
+    import peftplug
 
     make_model("llama").save_pretrained(tmp_path / "base")
     model = peftplug.get_peft_model(
-        make_model("llama"), peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+        make_model("llama"),
+        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     inputs = model_inputs(torch, "llama")
     train_steps(torch, model, inputs, steps=5, lr=5e-2)
@@ -410,7 +425,11 @@ def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
     assert re.search(r"^format:\s+peft: Hugging Face PEFT", out, re.M)
     assert re.search(r"^target modules:\s+q_proj, v_proj$", out, re.M)
     assert re.search(r"^parameters:\s+896 in 8 tensors \(3\.5 KiB\)$", out, re.M), out
-    assert re.search(r"^  base_model\.model\.model\.layers\.1\.self_attn\.v_proj\.lora_B\.weight\s+16x4\s+float32\s+256 B$", out, re.M), out
+    assert re.search(
+        r"^  base_model\.model\.model\.layers\.1\.self_attn\.v_proj\.lora_B\.weight\s+16x4\s+float32\s+256 B$",
+        out,
+        re.M,
+    ), out
     code, out, _ = _run_main(["inspect", str(adapter), "--json"])
     report = json.loads(out)
     assert (report["method"], report["format"], report["task_type"]) == ("lora", "peft", "CAUSAL_LM")
@@ -418,7 +437,9 @@ def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
     assert shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] == [4, 32]
     assert shapes["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"] == [32, 4]
     assert report["config"]["r"] == 4 and {f["name"] for f in report["files"]} == {
-        "README.md", "adapter_config.json", "adapter_model.safetensors",
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
     }
 
 
@@ -428,7 +449,8 @@ def test_inspect_a_paddlenlp_adapter(tmp_path, paddle, make_paddle_model):
     if "paddlenlp" not in _run_main(["methods", "--json"])[1]:
         pytest.skip("the paddlenlp format plugin is not registered")
     theirs = paddlenlp_peft.LoRAModel(
-        make_paddle_model("llama"), paddlenlp_peft.LoRAConfig(target_modules=[".*q_proj", ".*v_proj"], r=4, lora_alpha=8)
+        make_paddle_model("llama"),
+        paddlenlp_peft.LoRAConfig(target_modules=[".*q_proj", ".*v_proj"], r=4, lora_alpha=8),
     )
     theirs.save_pretrained(str(tmp_path))
     code, out, err = _run_main(["inspect", str(tmp_path), "--json"])
@@ -458,8 +480,13 @@ def test_merge_with_base_loads_in_plain_transformers(hf_base_and_adapter, tmp_pa
         "    torch.save(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, sys.argv[2])\n"
     )
     saved = tmp_path / "logits.pt"
-    done = subprocess.run([sys.executable, "-c", script, repr(inputs["input_ids"].tolist()), str(saved)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script, repr(inputs["input_ids"].tolist()), str(saved)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     merged_logits = torch.load(saved)
     assert (merged_logits - expected).abs().max() <= 1e-5
@@ -480,7 +507,9 @@ def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
     code, _, err = _run_main(["merge", str(adapter), "--base", str(recipe), "--out", str(out)])
     assert code == 0, err
     merged = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-    adapted = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, ByteTokenizer()), adapter).eval()
+    adapted = peftplug.PeftModel.from_pretrained(
+        build_model(load_recipe(recipe).model, ByteTokenizer()), adapter
+    ).eval()
     ids = torch.tensor([ByteTokenizer().encode("Task: add 2 and 3\nAnswer: ", add_bos=True)])
     with torch.no_grad():
         assert (merged(input_ids=ids).logits - adapted(input_ids=ids).logits).abs().max() <= 1e-5
@@ -498,8 +527,13 @@ def test_merge_refuses_bad_input_in_one_line(hf_base_and_adapter, tmp_path, argv
     base, adapter, _, _ = hf_base_and_adapter
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    names = {"base": base, "adapter": adapter, "nonempty": tmp_path / "full", "missing": tmp_path / "nope",
-             "out": tmp_path / "out"}
+    names = {
+        "base": base,
+        "adapter": adapter,
+        "nonempty": tmp_path / "full",
+        "missing": tmp_path / "nope",
+        "out": tmp_path / "out",
+    }
     code, _, err = _run_main(["merge", str(adapter), *[a.format(**names) for a in argv]])
     assert code == 1
     _assert_one_line_error(err, f"peftplug merge: error: {message.format(**names)}")
@@ -523,8 +557,9 @@ def test_generate_continues_a_prompt_greedily(tiny_run, torch):
     from peftplug.app.recipe_torch import build_model
 
     recipe, adapter = tiny_run
-    code, out, err = _run_main(["generate", str(adapter), "--base", str(recipe), "--prompt", "Name a color.",
-                                "--max-new-tokens", "6"])
+    code, out, err = _run_main(
+        ["generate", str(adapter), "--base", str(recipe), "--prompt", "Name a color.", "--max-new-tokens", "6"]
+    )
     assert code == 0, err
     tokenizer = ByteTokenizer()
     model = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, tokenizer), adapter).eval()
@@ -569,7 +604,8 @@ def test_merge_onto_a_paddlenlp_base_loads_in_plain_paddlenlp(tmp_path, paddle, 
 
     make_paddle_model("llama").save_pretrained(str(tmp_path / "base"))
     model = peftplug.get_peft_model(
-        make_paddle_model("llama"), peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+        make_paddle_model("llama"),
+        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     rng = np.random.default_rng(2)
     for name, parameter in model.named_parameters():
@@ -584,8 +620,9 @@ def test_merge_onto_a_paddlenlp_base_loads_in_plain_paddlenlp(tmp_path, paddle, 
         return (out[0] if isinstance(out, (tuple, list)) else out.logits).numpy()
 
     expected = logits(model)
-    code, stdout, err = _run_main(["merge", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
-                                   "--out", str(tmp_path / "merged")])
+    code, stdout, err = _run_main(
+        ["merge", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "merged")]
+    )
     assert code == 0, err
     assert "load it with paddlenlp alone" in stdout
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
@@ -631,8 +668,9 @@ def test_train_says_how_many_examples_max_length_dropped(tmp_path):
     data.write_text("".join(json.dumps(line) + "\n" for line in lines))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(TINY_RECIPE.format(output=tmp_path / "adapter"))
-    code, out, err = _run_main(["train", str(recipe), "--data", str(data), "--max-length", "32", "--steps", "1",
-                                "--no-progress"])
+    code, out, err = _run_main(
+        ["train", str(recipe), "--data", str(data), "--max-length", "32", "--steps", "1", "--no-progress"]
+    )
     assert code == 0, err
     assert "warning: dropped 16 of 40 examples: their prompt takes all of max_length=32 tokens" in out
     assert "raise training.max_length (--max-length)" in out
@@ -697,14 +735,32 @@ def test_generate_falls_back_to_bytes_for_a_model_of_the_byte_vocabulary(tmp_pat
     import peftplug
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=ByteTokenizer.vocab_size, hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    config = transformers.LlamaConfig(
+        vocab_size=ByteTokenizer.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
     base = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "base")
-    peftplug.get_peft_model(base, peftplug.LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])) \
-        .save_pretrained(tmp_path / "adapter")
-    code, out, err = _run_main(["generate", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
-                                "--prompt", "Hi", "--max-new-tokens", "3", "--raw"])
+    peftplug.get_peft_model(
+        base, peftplug.LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])
+    ).save_pretrained(tmp_path / "adapter")
+    code, out, err = _run_main(
+        [
+            "generate",
+            str(tmp_path / "adapter"),
+            "--base",
+            str(tmp_path / "base"),
+            "--prompt",
+            "Hi",
+            "--max-new-tokens",
+            "3",
+            "--raw",
+        ]
+    )
     assert code == 0, err
 
 

@@ -31,7 +31,12 @@ def test_our_config_file_loads_in_peft_and_theirs_in_ours(tmp_path):
     ours = peftplug.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], use_rslora=True)
     ours.save_pretrained(tmp_path / "ours")
     theirs = peft.PeftConfig.from_pretrained(tmp_path / "ours")
-    assert (theirs.r, theirs.lora_alpha, theirs.use_rslora, sorted(theirs.target_modules)) == (4, 16, True, ["q_proj", "v_proj"])
+    assert (theirs.r, theirs.lora_alpha, theirs.use_rslora, sorted(theirs.target_modules)) == (
+        4,
+        16,
+        True,
+        ["q_proj", "v_proj"],
+    )
     theirs.save_pretrained(tmp_path / "theirs")
     back = peftplug.AdapterConfig.from_pretrained(tmp_path / "theirs")
     assert isinstance(back, peftplug.LoraConfig) and (back.r, back.lora_alpha, back.use_rslora) == (4, 16, True)

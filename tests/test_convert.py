@@ -16,22 +16,41 @@ from peftplug.interop.weights import copy_base_weights
 
 TOLERANCE = 1e-4
 TOKENS = 3
-LLAMA = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-BLOOM = dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=True,
-             hidden_dropout=0.0, attention_dropout=0.0)
+LLAMA = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=False,
+)
+BLOOM = dict(
+    vocab_size=128,
+    hidden_size=32,
+    n_layer=2,
+    n_head=4,
+    tie_word_embeddings=True,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+)
 IDS = np.random.RandomState(1).randint(3, 128, (2, 6))
 
 METHODS = {
     "lora": lambda: peftplug.LoraConfig(
-        task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
         modules_to_save=["lm_head"],
     ),
     "ia3": lambda: peftplug.IA3Config(
         task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]
     ),
     "prompt": lambda: peftplug.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS),
-    "p_tuning": lambda: peftplug.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=16),
+    "p_tuning": lambda: peftplug.PromptEncoderConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=16
+    ),
     "prefix": lambda: peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS),
     "prefix_projection": lambda: peftplug.PrefixTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, prefix_projection=True, encoder_hidden_size=16
@@ -74,13 +93,13 @@ def paddle_model(paddle, family: str, source, **overrides):
 
 def torch_logits(torch, model) -> np.ndarray:
     with torch.no_grad():
-        return model(input_ids=torch.tensor(IDS)).logits.numpy()[:, -IDS.shape[1]:]
+        return model(input_ids=torch.tensor(IDS)).logits.numpy()[:, -IDS.shape[1] :]
 
 
 def paddle_logits(paddle, model) -> np.ndarray:
     with paddle.no_grad():
         out = model(input_ids=paddle.to_tensor(IDS), return_dict=True)
-    return out.logits.numpy()[:, -IDS.shape[1]:]
+    return out.logits.numpy()[:, -IDS.shape[1] :]
 
 
 def train_torch(torch, model, steps: int = 2) -> None:
@@ -96,10 +115,12 @@ def train_torch(torch, model, steps: int = 2) -> None:
 
 def train_paddle(paddle, model, steps: int = 2) -> None:
     model.train()
-    optimizer = paddle.optimizer.AdamW(learning_rate=2e-2, parameters=[p for p in model.parameters() if not p.stop_gradient])
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=2e-2, parameters=[p for p in model.parameters() if not p.stop_gradient]
+    )
     ids = paddle.to_tensor(IDS)
     for _ in range(steps):
-        logits = model(input_ids=ids, return_dict=True).logits[:, -IDS.shape[1]:]
+        logits = model(input_ids=ids, return_dict=True).logits[:, -IDS.shape[1] :]
         vocab = logits.shape[-1]
         loss = paddle.nn.functional.cross_entropy(logits[:, :-1].reshape([-1, vocab]), ids[:, 1:].reshape([-1]))
         loss.backward()
@@ -153,7 +174,9 @@ def test_torch_trained_adapter_converts_and_loads_on_paddlenlp(torch, paddle, fa
     pd_base, pd_base2 = (paddle_model(paddle, family, hf_model(torch, family)) for _ in range(2))
     model.save_pretrained(tmp_path / "torch")
 
-    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture=family, base_config=model.config)
+    peftplug.convert(
+        tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture=family, base_config=model.config
+    )
     converted = peftplug.PeftModel.from_pretrained(pd_base, tmp_path / "paddle")
     assert_close(paddle_logits(paddle, converted), expected, "converted")
 
@@ -168,8 +191,9 @@ def test_paddle_trained_adapter_converts_and_loads_on_torch(torch, paddle, famil
     model.save_pretrained(tmp_path / "paddle", format="paddlenlp")
 
     for source in ("paddle", "paddle_hf_format"):
-        peftplug.convert(tmp_path / source, tmp_path / f"{source}_to_peft", to="peft", architecture=family,
-                         base_config=pd.config)
+        peftplug.convert(
+            tmp_path / source, tmp_path / f"{source}_to_peft", to="peft", architecture=family, base_config=pd.config
+        )
         converted = peftplug.PeftModel.from_pretrained(hf_model(torch, family), tmp_path / f"{source}_to_peft")
         assert_close(torch_logits(torch, converted), expected, f"converted from {source}")
         direct = peftplug.PeftModel.from_pretrained(hf_model(torch, family), tmp_path / source)
@@ -226,7 +250,9 @@ def test_fused_qkv_and_ffn_give_the_unfused_adapters_logits(torch, paddle, tmp_p
     hf = hf_model(torch, "llama")
     fused_base = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True, fuse_attention_ffn=True)
     fused_base2 = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True, fuse_attention_ffn=True)
-    config = peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "down_proj"])
+    config = peftplug.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "down_proj"]
+    )
     model = peftplug.get_peft_model(hf, config)
     train_torch(torch, model)
     expected = torch_logits(torch, model)
@@ -250,10 +276,14 @@ def test_a_fused_adapter_trained_on_paddle_splits_exactly(torch, paddle, tmp_pat
     """A LoRA trained on the fused qkv_proj is not block-diagonal: each part keeps A whole."""
     hf = hf_model(torch, "llama")
     fused = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True)
-    model = peftplug.get_peft_model(fused, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"]))
+    model = peftplug.get_peft_model(
+        fused, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"])
+    )
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
-            parameter.set_value(paddle.to_tensor(np.random.default_rng(5).normal(0, 0.3, parameter.shape).astype("float32")))
+            parameter.set_value(
+                paddle.to_tensor(np.random.default_rng(5).normal(0, 0.3, parameter.shape).astype("float32"))
+            )
     expected = paddle_logits(paddle, model)
     model.save_pretrained(tmp_path / "fused")
     peftplug.convert(tmp_path / "fused", tmp_path / "peft", to="peft", base_config=fused.config)
@@ -282,7 +312,15 @@ def test_to_paddlenlp_and_back_is_bit_identical(torch, method, tmp_path):
     peftplug.convert(tmp_path / "paddle", tmp_path / "back", to="peft")
     assert_bit_identical(tmp_path / "torch", tmp_path / "back")
     before, after = read_adapter(tmp_path / "torch").config, read_adapter(tmp_path / "back").config
-    fields = ("target_modules", "feedforward_modules", "modules_to_save", "r", "lora_alpha", "num_virtual_tokens", "task_type")
+    fields = (
+        "target_modules",
+        "feedforward_modules",
+        "modules_to_save",
+        "r",
+        "lora_alpha",
+        "num_virtual_tokens",
+        "task_type",
+    )
     assert before.task_type == "CAUSAL_LM"
     for field in fields:
         assert getattr(before, field, None) == getattr(after, field, None), field
@@ -296,7 +334,9 @@ def test_a_prefix_round_trip_is_exact_up_to_float_rounding(torch, method, tmp_pa
     model = peftplug.get_peft_model(hf, METHODS[method]())
     train_torch(torch, model)
     model.save_pretrained(tmp_path / "torch")
-    peftplug.convert(tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture="llama", base_config=hf.config)
+    peftplug.convert(
+        tmp_path / "torch", tmp_path / "paddle", to="paddlenlp", architecture="llama", base_config=hf.config
+    )
     peftplug.convert(tmp_path / "paddle", tmp_path / "back", to="peft", architecture="llama", base_config=hf.config)
     a, b = read_adapter(tmp_path / "torch"), read_adapter(tmp_path / "back")
     assert set(a.tensors) == set(b.tensors) and set(a.extra_tensors) == set(b.extra_tensors)
@@ -311,13 +351,13 @@ def test_a_prefix_round_trip_is_exact_up_to_float_rounding(torch, method, tmp_pa
 def existing_dst(tmp_path: Path) -> Path:
     dst = tmp_path / "dst"
     dst.mkdir()
-    (dst / "adapter_config.json").write_text("{\"old\": true}")
+    (dst / "adapter_config.json").write_text('{"old": true}')
     return dst
 
 
 def assert_untouched(dst: Path) -> None:
     assert sorted(p.name for p in dst.iterdir()) == ["adapter_config.json"]
-    assert (dst / "adapter_config.json").read_text() == "{\"old\": true}"
+    assert (dst / "adapter_config.json").read_text() == '{"old": true}'
 
 
 def saved_lora(torch, tmp_path: Path) -> Path:
@@ -365,8 +405,10 @@ def test_an_unknown_family_lists_the_known_ones(tmp_path):
     dst = existing_dst(tmp_path)
     state = peftplug.adapter_io.AdapterState(
         peftplug.LoraConfig(r=2, target_modules=["x"]),
-        {"base_model.model.encoder.block.0.x.lora_A.weight": np.zeros((2, 4), "f4"),
-         "base_model.model.encoder.block.0.x.lora_B.weight": np.zeros((4, 2), "f4")},
+        {
+            "base_model.model.encoder.block.0.x.lora_A.weight": np.zeros((2, 4), "f4"),
+            "base_model.model.encoder.block.0.x.lora_B.weight": np.zeros((4, 2), "f4"),
+        },
     )
     peftplug.adapter_io.write_adapter(state, tmp_path / "src")
     with pytest.raises(ConversionError, match=r"cannot tell the model family.*bloom, gpt2, llama, qwen2"):
@@ -380,7 +422,9 @@ def test_a_module_the_other_side_lacks_is_named(torch, tmp_path):
     state.tensors["base_model.model.model.layers.0.self_attn.rotary_emb.lora_A.weight"] = np.zeros((4, 8), "f4")
     state.tensors["base_model.model.model.layers.0.self_attn.rotary_emb.lora_B.weight"] = np.zeros((8, 4), "f4")
     peftplug.adapter_io.write_adapter(state, src)
-    with pytest.raises(ConversionError, match=r"tensor 'base_model\.model\.model\.layers\.0\.self_attn\.rotary_emb\.lora_[AB]\.weight'"):
+    with pytest.raises(
+        ConversionError, match=r"tensor 'base_model\.model\.model\.layers\.0\.self_attn\.rotary_emb\.lora_[AB]\.weight'"
+    ):
         peftplug.convert(src, dst, to="paddlenlp", architecture="llama")
     assert_untouched(dst)
 
@@ -391,7 +435,10 @@ def test_a_shape_mismatch_names_the_tensors_and_both_shapes(torch, tmp_path):
     key = "base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"
     state.tensors[key] = np.zeros((16, 3), "f4")
     peftplug.adapter_io.write_adapter(state, src)
-    with pytest.raises(ConversionError, match=r"k_proj\.lora_A\.weight' has shape \[4, 32\] and .*k_proj\.lora_B\.weight' has shape \[16, 3\]"):
+    with pytest.raises(
+        ConversionError,
+        match=r"k_proj\.lora_A\.weight' has shape \[4, 32\] and .*k_proj\.lora_B\.weight' has shape \[16, 3\]",
+    ):
         peftplug.convert(src, dst, to="paddlenlp", architecture="llama")
     assert_untouched(dst)
 
@@ -400,12 +447,23 @@ def test_a_prefix_adapter_needs_its_family_and_rope(torch, tmp_path):
     model = peftplug.get_peft_model(hf_model(torch, "llama"), METHODS["prefix"]())
     model.save_pretrained(tmp_path / "src")
     dst = existing_dst(tmp_path)
-    with pytest.raises(ConversionError, match=r"cannot tell the model family: a prefix-tuning adapter names no module; pass architecture="):
+    with pytest.raises(
+        ConversionError,
+        match=r"cannot tell the model family: a prefix-tuning adapter names no module; pass architecture=",
+    ):
         peftplug.convert(tmp_path / "src", dst, to="paddlenlp")
-    with pytest.raises(peftplug.interop.prefix_positions.PrefixConversionError, match=r"qwen2 prefix adapter needs the base model's rope_theta"):
+    with pytest.raises(
+        peftplug.interop.prefix_positions.PrefixConversionError,
+        match=r"qwen2 prefix adapter needs the base model's rope_theta",
+    ):
         peftplug.convert(tmp_path / "src", dst, to="paddlenlp", architecture="qwen2")
     with pytest.raises(peftplug.interop.prefix_positions.PrefixConversionError, match=r"rope_scaling"):
-        peftplug.convert(tmp_path / "src", dst, to="paddlenlp", base_config={"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}})
+        peftplug.convert(
+            tmp_path / "src",
+            dst,
+            to="paddlenlp",
+            base_config={"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}},
+        )
     assert_untouched(dst)
     with pytest.warns(UserWarning, match=r"default rope_theta=10000"):
         peftplug.convert(tmp_path / "src", dst, to="paddlenlp", architecture="llama")
@@ -456,14 +514,31 @@ def gpt2_twins(torch, paddle):
     import transformers
 
     torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64, tie_word_embeddings=True,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )).eval()
-    pd = pt.GPTForCausalLM(pt.GPTConfig(
-        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ))
+    hf = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=128,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            tie_word_embeddings=True,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    ).eval()
+    pd = pt.GPTForCausalLM(
+        pt.GPTConfig(
+            vocab_size=128,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    )
     pd.eval()
     copy_base_weights(hf, pd)
     return hf, pd
@@ -473,7 +548,9 @@ def test_gpt2_c_attn_lora_splits_into_paddlenlp_q_k_v_and_back(torch, paddle, tm
     """GPT-2's fused c_attn (Conv1D) is PaddleNLP GPT's q_proj, k_proj, v_proj: each part keeps
     lora_A and takes its rows of lora_B; joining them back shares the identical A (rank kept)."""
     hf, pd = gpt2_twins(torch, paddle)
-    model = peftplug.get_peft_model(hf, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True))
+    model = peftplug.get_peft_model(
+        hf, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)
+    )
     train_torch(torch, model)
     expected = torch_logits(torch, model)
     model.save_pretrained(tmp_path / "torch")

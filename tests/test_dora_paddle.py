@@ -68,11 +68,13 @@ def test_the_same_weights_train_alike_on_both_frameworks(torch, paddle, tmp_path
     )
     paddle_loss.backward()
     assert abs(float(paddle_loss) - loss.item()) <= 1e-5
+
     def magnitude_grads(model, suffix: str) -> dict[str, np.ndarray]:
         """The magnitudes' gradients by ``layers.<i>.<module>`` (the part both trees share)."""
         return {
-            n[n.index("layers."): -len(suffix)]: p.grad.numpy()
-            for n, p in model.named_parameters() if n.endswith(suffix)
+            n[n.index("layers.") : -len(suffix)]: p.grad.numpy()
+            for n, p in model.named_parameters()
+            if n.endswith(suffix)
         }
 
     torch_grads = magnitude_grads(on_torch, ".lora_magnitude_vector.default.weight")

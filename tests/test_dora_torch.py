@@ -17,8 +17,14 @@ TARGETS = {"llama": ["q_proj", "v_proj", "down_proj"], "gpt2": ["c_attn", "c_pro
 def dora_config(library, family, **fields):
     """A DoRA config of ``library`` (peftplug or peft) on ``family``'s linear layers; B random, so
     that the magnitude and the direction both matter from the start."""
-    fields = {"r": 4, "lora_alpha": 8, "target_modules": TARGETS[family], "init_lora_weights": False,
-              "use_dora": True, **fields}
+    fields = {
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": TARGETS[family],
+        "init_lora_weights": False,
+        "use_dora": True,
+        **fields,
+    }
     return library.LoraConfig(task_type="CAUSAL_LM", **fields)
 
 
@@ -119,4 +125,3 @@ def test_what_dora_does_not_cover_is_refused_naming_it(make_model, tmp_path):
     with pytest.raises(PeftplugError, match="lora_magnitude_vector': PaddleNLP has no LoRA for embeddings and no DoRA"):
         model.save_pretrained(tmp_path / "pd", format="paddlenlp")
     assert not (tmp_path / "pd").exists() or not any((tmp_path / "pd").iterdir())
-

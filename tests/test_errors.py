@@ -20,13 +20,17 @@ def test_a_target_that_matches_nothing_lists_similar_names(make_model):
 
 
 def test_a_regex_that_matches_nothing_is_an_error(make_model):
-    with pytest.raises(TargetModulesError, match="matched no module of the base model. Some module names in the model: act_fn"):
+    with pytest.raises(
+        TargetModulesError, match="matched no module of the base model. Some module names in the model: act_fn"
+    ):
         peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=r".*\.attn\.q"))
 
 
 def test_layers_to_transform_outside_the_model_is_an_error(make_model):
     with pytest.raises(TargetModulesError, match="within layers \\[7\\]"):
-        peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"], layers_to_transform=[7]))
+        peftplug.get_peft_model(
+            make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"], layers_to_transform=[7])
+        )
 
 
 def test_a_model_family_without_defaults_asks_for_targets(torch):
@@ -64,7 +68,9 @@ def test_an_adapter_of_another_model_is_refused(make_model, tmp_path):
 
 def test_a_directory_without_an_adapter_is_a_clear_error(make_model, tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(AdapterLoadError, match="no registered format recognises the files in .*notes.txt.*known formats: .*peft"):
+    with pytest.raises(
+        AdapterLoadError, match="no registered format recognises the files in .*notes.txt.*known formats: .*peft"
+    ):
         peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
     with pytest.raises(AdapterLoadError, match="does not exist"):
         peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path / "missing")
@@ -123,7 +129,10 @@ def test_saving_keeps_other_files_in_the_directory(make_model, tmp_path):
     (tmp_path / "trainer_state.json").write_text("{}")
     peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig()).save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "trainer_state.json",
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "trainer_state.json",
     ]
 
 

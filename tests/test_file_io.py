@@ -18,7 +18,20 @@ from peftplug.files import content_bytes, write_files_atomically
 from peftplug.plugins.formats.pdparams import pdparams_writer, read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors, safetensors_writer
 
-DTYPES = ["bool", "uint8", "int8", "int16", "uint16", "float16", "int32", "uint32", "float32", "float64", "int64", "uint64"]
+DTYPES = [
+    "bool",
+    "uint8",
+    "int8",
+    "int16",
+    "uint16",
+    "float16",
+    "int32",
+    "uint32",
+    "float32",
+    "float64",
+    "int64",
+    "uint64",
+]
 
 
 def random_tensors(rng: np.random.Generator) -> dict[str, np.ndarray]:

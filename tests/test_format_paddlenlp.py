@@ -20,8 +20,8 @@ import pytest
 import peftplug
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
 from peftplug.errors import AdapterLoadError, ConfigError
-from peftplug.plugins.formats import paddlenlp_targets
 from peftplug.files import content_bytes
+from peftplug.plugins.formats import paddlenlp_targets
 from peftplug.plugins.formats.pdparams import pdparams_bytes, read_pdparams
 from peftplug.state import AdapterState
 
@@ -70,7 +70,7 @@ def paddlenlp_lora(paddle, pnlp, make_paddle_model, **fields):
     fields.setdefault("target_modules", [".*q_proj", ".*v_proj"])
     model = pnlp.LoRAModel(base(paddle, make_paddle_model), pnlp.LoRAConfig(r=4, lora_alpha=8, **fields))
     rng = np.random.default_rng(5)
-    for name, parameter in model.model.named_parameters():
+    for parameter in model.model.parameters():
         if not parameter.stop_gradient:
             values = paddle.to_tensor(rng.normal(0, 0.2, parameter.shape).astype("float32"))
             parameter.set_value(values.astype(parameter.dtype))
@@ -146,7 +146,10 @@ def test_our_lora_files_load_in_paddlenlp_with_equal_parameters_and_logits(paddl
     # The same files: the config byte for byte, the tensors in the same order with equal values.
     for name in ("lora_config.json",):
         assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes()
-    ours_t, theirs_t = read_pdparams(tmp_path / "ours/lora_model_state.pdparams"), read_pdparams(tmp_path / "theirs/lora_model_state.pdparams")
+    ours_t, theirs_t = (
+        read_pdparams(tmp_path / "ours/lora_model_state.pdparams"),
+        read_pdparams(tmp_path / "theirs/lora_model_state.pdparams"),
+    )
     assert list(ours_t) == list(theirs_t)
     assert all(np.array_equal(ours_t[k], theirs_t[k]) and ours_t[k].dtype == theirs_t[k].dtype for k in ours_t)
 
@@ -166,7 +169,9 @@ def test_pdparams_bytes_are_what_paddle_save_writes_and_paddle_load_reads(paddle
 
 
 def test_trainable_modules_map_to_modules_to_save_and_back(paddle, pnlp, make_paddle_model, tmp_path):
-    theirs = paddlenlp_lora(paddle, pnlp, make_paddle_model, target_modules=[".*q_proj"], trainable_modules=["lm_head.weight"])
+    theirs = paddlenlp_lora(
+        paddle, pnlp, make_paddle_model, target_modules=[".*q_proj"], trainable_modules=["lm_head.weight"]
+    )
     theirs.save_pretrained(str(tmp_path / "theirs"))
     state = read_adapter(tmp_path / "theirs")
     assert state.config.modules_to_save == ["lm_head"]
@@ -201,7 +206,9 @@ def test_hf_list_targets_select_the_same_layers_in_paddlenlp(paddle, pnlp, make_
     assert written["target_modules"] == ["(?:.*\\.)?q_proj", "(?:.*\\.)?down_proj"]
     loaded = pnlp.LoRAModel.from_pretrained(base(paddle, make_paddle_model), str(tmp_path))
     adapted = sorted(name.rsplit(".", 1)[0] for name in trained_params(loaded.model) if name.endswith("lora_A"))
-    assert adapted == sorted(key[len("base_model.model."):].rsplit(".", 2)[0] for key in state.tensors if "lora_A" in key)
+    assert adapted == sorted(
+        key[len("base_model.model.") :].rsplit(".", 2)[0] for key in state.tensors if "lora_A" in key
+    )
     assert read_adapter(tmp_path).config.target_modules == ["q_proj", "down_proj"]
 
 
@@ -263,11 +270,18 @@ def test_prefix_projection_without_encoder_weights_is_written_as_the_table(torch
 @pytest.mark.parametrize("method", ["ia3", "prompt", "ptuning-mlp", "ptuning-lstm"])
 def test_torch_states_of_other_methods_through_paddlenlp_are_bit_identical(torch, make_model, tmp_path, method):
     configs = {
-        "ia3": peftplug.IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+        "ia3": peftplug.IA3Config(
+            task_type="CAUSAL_LM", target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]
+        ),
         "prompt": peftplug.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS),
-        "ptuning-mlp": peftplug.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=12),
+        "ptuning-mlp": peftplug.PromptEncoderConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=12
+        ),
         "ptuning-lstm": peftplug.PromptEncoderConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=12, encoder_reparameterization_type="LSTM"
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=TOKENS,
+            encoder_hidden_size=12,
+            encoder_reparameterization_type="LSTM",
         ),
     }
     state = peftplug.get_peft_model(make_model("llama"), configs[method]).adapter_state()
@@ -290,9 +304,7 @@ def test_torch_states_of_other_methods_through_paddlenlp_are_bit_identical(torch
 
 
 # ====================================================================== prefix tuning against PaddleNLP
-@pytest.mark.parametrize(
-    "family, projection", [("llama", False), ("llama", True), ("bloom", False), ("bloom", True)]
-)
+@pytest.mark.parametrize("family, projection", [("llama", False), ("llama", True), ("bloom", False), ("bloom", True)])
 def test_paddlenlp_prefix_files_both_ways(paddle, pnlp, make_paddle_model, tmp_path, family, projection):
     theirs, postprocess = paddlenlp_prefix(paddle, pnlp, base(paddle, make_paddle_model, family), family, projection)
     randomise(paddle, theirs.prefix_encoder, scale=0.3)
@@ -323,7 +335,11 @@ def test_paddlenlp_prefix_files_both_ways(paddle, pnlp, make_paddle_model, tmp_p
         assert state.extra_tensors == {}
 
     write_adapter(state, tmp_path / "ours", "paddlenlp")
-    assert sorted(os.listdir(tmp_path / "ours")) == ["pre_caches.npy", "prefix_config.json", "prefix_model_state.pdparams"]
+    assert sorted(os.listdir(tmp_path / "ours")) == [
+        "pre_caches.npy",
+        "prefix_config.json",
+        "prefix_model_state.pdparams",
+    ]
     np.testing.assert_allclose(
         np.load(tmp_path / "ours/pre_caches.npy"), np.load(tmp_path / "theirs/pre_caches.npy"), rtol=0, atol=1e-6
     )
@@ -358,9 +374,16 @@ def test_prefix_config_mapping_for_grouped_query_attention():
     from peftplug.plugins.formats import paddlenlp_prefix
 
     data = {
-        "dtype": "float32", "hidden_size": 32, "multi_query_group_num": 2, "num_attention_heads": 4,
-        "num_hidden_layers": 2, "num_prefix_tokens": 3, "prefix_dropout": 0.0, "prefix_projection": True,
-        "prefix_projection_hidden_size": 20, "tensor_parallel_degree": -1,
+        "dtype": "float32",
+        "hidden_size": 32,
+        "multi_query_group_num": 2,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_prefix_tokens": 3,
+        "prefix_dropout": 0.0,
+        "prefix_projection": True,
+        "prefix_projection_hidden_size": 20,
+        "tensor_parallel_degree": -1,
     }
     config = paddlenlp_prefix.config_from_paddlenlp(data)
     assert (config.num_virtual_tokens, config.token_dim, config.num_attention_heads, config.num_layers) == (3, 16, 2, 2)
@@ -419,7 +442,11 @@ def test_truncated_and_corrupted_pdparams_name_the_file(tmp_path):
         with pytest.raises(AdapterLoadError, match=re.escape(str(path))) as error:
             read_pdparams(path)
         assert "truncated or corrupted" in str(error.value), name
-    for name, payload in {"list": [1, 2], "string-value": {"a": "text"}, "object-array": {"a": np.array([1, None])}}.items():
+    for name, payload in {
+        "list": [1, 2],
+        "string-value": {"a": "text"},
+        "object-array": {"a": np.array([1, None])},
+    }.items():
         path = tmp_path / f"{name}.pdparams"
         path.write_bytes(pickle.dumps(payload, protocol=4))
         with pytest.raises(AdapterLoadError, match=re.escape(str(path))):
@@ -429,7 +456,9 @@ def test_truncated_and_corrupted_pdparams_name_the_file(tmp_path):
 def test_split_big_arrays_and_protocol_2_files_are_read(tmp_path):
     whole = np.arange(12, dtype="float32").reshape(3, 4)
     saved = {
-        "w@@.0": whole.ravel()[:5], "w@@.1": whole.ravel()[5:], "b": np.float32(2.5) * np.ones(2, "float32"),
+        "w@@.0": whole.ravel()[:5],
+        "w@@.1": whole.ravel()[5:],
+        "b": np.float32(2.5) * np.ones(2, "float32"),
         "UnpackBigParamInfor@@": {"w": {"OriginShape": (3, 4), "slices": ["w@@.0", "w@@.1"]}},
         "StructuredToParameterName@@": {"w": "linear_0.w_0", "b": "linear_0.b_0"},
     }
@@ -490,23 +519,36 @@ def test_a_pure_paddle_script_rereads_its_own_paddlenlp_save(paddle):
     pytest.importorskip("paddlenlp")
     threads = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     env = {**os.environ, "MKL_DEBUG_CPU_TYPE": "5", **threads}
-    done = subprocess.run([sys.executable, "-c", PURE_PADDLE_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PURE_PADDLE_SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 # ====================================================================== config mapping
 @pytest.mark.parametrize(
     "paddle_targets",
-    [[".*q_proj", ".*v_proj"], [".*q_proj"], [".*(q|v)_proj"], ["(?:.*\\.)?q_proj", "(?:.*\\.)?v_proj"],
-     ["llama\\.layers\\.0\\.self_attn\\.q_proj", "c[)|]"]],
+    [
+        [".*q_proj", ".*v_proj"],
+        [".*q_proj"],
+        [".*(q|v)_proj"],
+        ["(?:.*\\.)?q_proj", "(?:.*\\.)?v_proj"],
+        ["llama\\.layers\\.0\\.self_attn\\.q_proj", "c[)|]"],
+    ],
 )
 def test_target_modules_round_trip_losslessly_and_select_the_same_names(paddle_targets):
     hf = paddlenlp_targets.targets_from_paddlenlp(paddle_targets)
     assert paddlenlp_targets.targets_to_paddlenlp(hf) == paddle_targets
     from peftplug.targets import matches_target
 
-    names = ["llama.layers.0.self_attn.q_proj", "llama.layers.1.self_attn.v_proj", "llama.layers.0.mlp.xq_proj",
-             "q_proj", "c)", "llama.layers.0.self_attn.k_proj"]
+    names = [
+        "llama.layers.0.self_attn.q_proj",
+        "llama.layers.1.self_attn.v_proj",
+        "llama.layers.0.mlp.xq_proj",
+        "q_proj",
+        "c)",
+        "llama.layers.0.self_attn.k_proj",
+    ]
     for name in names:
         expected = any(re.fullmatch(p, name) for p in paddle_targets)
         assert matches_target(name, hf) == expected, (name, hf)
@@ -518,16 +560,25 @@ def lora_dir(tmp_path, **fields):
 
     data = {**PADDLENLP_DEFAULTS, "r": 2, "target_modules": [".*q_proj"], "dtype": "float32", "scaling": 4.0, **fields}
     (tmp_path / "lora_config.json").write_text(json.dumps(data))
-    tensors = {"m.q_proj.lora_A": np.ones((4, 2), "float32"), "m.q_proj.lora_B": np.ones((2, 4), "float32"),
-               "m.q_proj.bias": np.zeros(4, "float32")}
+    tensors = {
+        "m.q_proj.lora_A": np.ones((4, 2), "float32"),
+        "m.q_proj.lora_B": np.ones((2, 4), "float32"),
+        "m.q_proj.bias": np.zeros(4, "float32"),
+    }
     (tmp_path / "lora_model_state.pdparams").write_bytes(pdparams_bytes(tensors))
     return tmp_path
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("pissa", True), ("lora_plus_scale", 4.0), ("do_qat", True), ("enable_lora_list", [[True, False, True]]),
-     ("use_mora", True), ("trainable_bias", "some")],
+    [
+        ("pissa", True),
+        ("lora_plus_scale", 4.0),
+        ("do_qat", True),
+        ("enable_lora_list", [[True, False, True]]),
+        ("use_mora", True),
+        ("trainable_bias", "some"),
+    ],
 )
 def test_features_peftplug_lacks_are_refused_naming_the_field(tmp_path, field, value):
     with pytest.raises(ConfigError, match=re.escape(f"{field}=")):
@@ -535,8 +586,17 @@ def test_features_peftplug_lacks_are_refused_naming_the_field(tmp_path, field, v
 
 
 def test_harmless_and_mapped_fields(tmp_path):
-    state = read_adapter(lora_dir(tmp_path, rslora=True, trainable_bias="lora", merge_weights=True, use_quick_lora=True,
-                                  use_mora=False, base_model_name_or_path="some/llama"))
+    state = read_adapter(
+        lora_dir(
+            tmp_path,
+            rslora=True,
+            trainable_bias="lora",
+            merge_weights=True,
+            use_quick_lora=True,
+            use_mora=False,
+            base_model_name_or_path="some/llama",
+        )
+    )
     config = state.config
     assert (config.use_rslora, config.bias, config.base_model_name_or_path) == (True, "lora_only", "some/llama")
     assert "base_model.model.m.q_proj.base_layer.bias" in state.tensors
@@ -550,22 +610,36 @@ def test_harmless_and_mapped_fields(tmp_path):
 def test_sharded_adapter_points_at_merging(tmp_path):
     lora_dir(tmp_path, tensor_parallel_degree=2)
     (tmp_path / "lora_model_state.pdparams").rename(tmp_path / "lora_model_state.tp00.pdparams")
-    (tmp_path / "lora_model_state.tp01.pdparams").write_bytes((tmp_path / "lora_model_state.tp00.pdparams").read_bytes())
+    (tmp_path / "lora_model_state.tp01.pdparams").write_bytes(
+        (tmp_path / "lora_model_state.tp00.pdparams").read_bytes()
+    )
     assert detect_format(tmp_path).name == "paddlenlp"
     with pytest.raises(AdapterLoadError, match="sharded for tensor parallelism.*tp00.*merge"):
         read_adapter(tmp_path)
 
 
 def test_what_paddlenlp_cannot_hold_is_refused_on_write(tmp_path):
-    tensors = {"base_model.model.m.q_proj.lora_A.weight": np.ones((2, 4), "float32"),
-               "base_model.model.m.q_proj.lora_B.weight": np.ones((4, 2), "float32")}
+    tensors = {
+        "base_model.model.m.q_proj.lora_A.weight": np.ones((2, 4), "float32"),
+        "base_model.model.m.q_proj.lora_B.weight": np.ones((4, 2), "float32"),
+    }
     with pytest.raises(ConfigError, match="rank_pattern"):
-        write_adapter(AdapterState(peftplug.LoraConfig(r=2, target_modules=["q_proj"], rank_pattern={"q_proj": 4}), tensors), tmp_path, "paddlenlp")
+        write_adapter(
+            AdapterState(peftplug.LoraConfig(r=2, target_modules=["q_proj"], rank_pattern={"q_proj": 4}), tensors),
+            tmp_path,
+            "paddlenlp",
+        )
     embedding = {"base_model.model.m.embed.lora_embedding_A": np.ones((2, 4), "float32")}
     with pytest.raises(AdapterLoadError, match="lora_embedding_A"):
-        write_adapter(AdapterState(peftplug.LoraConfig(r=2, target_modules=["embed"]), embedding), tmp_path, "paddlenlp")
+        write_adapter(
+            AdapterState(peftplug.LoraConfig(r=2, target_modules=["embed"]), embedding), tmp_path, "paddlenlp"
+        )
     # exclude_modules cannot be a PaddleNLP regex list: the adapted layers are named exactly.
-    write_adapter(AdapterState(peftplug.LoraConfig(r=2, target_modules=["q_proj"], exclude_modules=["x"]), tensors), tmp_path, "paddlenlp")
+    write_adapter(
+        AdapterState(peftplug.LoraConfig(r=2, target_modules=["q_proj"], exclude_modules=["x"]), tensors),
+        tmp_path,
+        "paddlenlp",
+    )
     assert json.loads((tmp_path / "lora_config.json").read_text())["target_modules"] == ["m\\.q_proj"]
     assert list(tmp_path.glob("*.tmp")) == []
 
@@ -621,7 +695,9 @@ def test_paddleformers_safetensors_variant_reads_like_the_pdparams(paddle, pnlp,
 # ====================================================================== end to end with peftplug on Paddle
 def train(paddle, model, ids, steps=3):
     model.train()
-    optimizer = paddle.optimizer.AdamW(learning_rate=1e-2, parameters=[p for p in model.parameters() if not p.stop_gradient])
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=1e-2, parameters=[p for p in model.parameters() if not p.stop_gradient]
+    )
     for _ in range(steps):
         out = model(input_ids=ids, labels=ids, return_dict=True)
         out.loss.backward()
@@ -632,7 +708,8 @@ def train(paddle, model, ids, steps=3):
 
 def test_peftplug_lora_trained_on_paddle_loads_in_paddlenlp_and_back(paddle, pnlp, make_paddle_model, tmp_path):
     ours = peftplug.get_peft_model(
-        base(paddle, make_paddle_model), peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+        base(paddle, make_paddle_model),
+        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     ids = ids_batch(paddle)
     before = logits(paddle, ours, ids)
@@ -668,7 +745,9 @@ def test_peftplug_modules_to_save_on_paddle_load_in_paddlenlp(paddle, pnlp, make
 
 
 @pytest.mark.parametrize("family, projection", [("llama", True), ("bloom", False)])
-def test_peftplug_prefix_trained_on_paddle_loads_in_paddlenlp_and_back(paddle, pnlp, make_paddle_model, tmp_path, family, projection):
+def test_peftplug_prefix_trained_on_paddle_loads_in_paddlenlp_and_back(
+    paddle, pnlp, make_paddle_model, tmp_path, family, projection
+):
     fields = {"prefix_projection": True, "encoder_hidden_size": 20} if projection else {}
     ours = peftplug.get_peft_model(
         base(paddle, make_paddle_model, family),
@@ -692,9 +771,13 @@ def test_peftplug_prefix_trained_on_paddle_loads_in_paddlenlp_and_back(paddle, p
 def test_paddle_round_trip_in_paddlenlp_format_for_all_methods(paddle, make_paddle_model, tmp_path, method):
     configs = {
         "lora": peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"]),
-        "ia3": peftplug.IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+        "ia3": peftplug.IA3Config(
+            task_type="CAUSAL_LM", target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]
+        ),
         "prompt": peftplug.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS),
-        "ptuning": peftplug.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=12),
+        "ptuning": peftplug.PromptEncoderConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, encoder_hidden_size=12
+        ),
         "prefix": peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=TOKENS, prefix_projection=True),
     }
     ours = peftplug.get_peft_model(base(paddle, make_paddle_model), configs[method])

@@ -17,12 +17,18 @@ def saved(make_model, tmp_path):
     return tmp_path / "adapter"
 
 
-@pytest.mark.parametrize("text, said", [
-    ("{not json", "is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 2"),
-    ('{"r": 2,\n  "peft_type": "LORA",\n}', "is not valid JSON: Expecting property name enclosed in double quotes at line 3, column 1"),
-    ("[1, 2]", "holds a JSON list, not the object of an adapter config"),
-    (b"\xff\xfe{}", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("{not json", "is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 2"),
+        (
+            '{"r": 2,\n  "peft_type": "LORA",\n}',
+            "is not valid JSON: Expecting property name enclosed in double quotes at line 3, column 1",
+        ),
+        ("[1, 2]", "holds a JSON list, not the object of an adapter config"),
+        (b"\xff\xfe{}", "cannot read"),
+    ],
+)
 def test_a_broken_adapter_config_names_the_file(make_model, saved, text, said):
     config = saved / "adapter_config.json"
     config.write_bytes(text if isinstance(text, bytes) else text.encode())

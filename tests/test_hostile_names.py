@@ -52,8 +52,9 @@ def test_a_bad_name_is_refused_everywhere_it_enters_before_anything_changes(make
     assert_refused(lambda: peftplug.PeftModel.from_pretrained(make_base(), saved, adapter_name=name), name)
     assert list(model.peft_config) == ["default"]
     model.save_pretrained(tmp_path / "out")
-    assert snapshot(tmp_path) == sorted(before + [f"out{name}" for name in ("", "/README.md", "/adapter_config.json",
-                                                                             "/adapter_model.safetensors")])
+    assert snapshot(tmp_path) == sorted(
+        before + [f"out{name}" for name in ("", "/README.md", "/adapter_config.json", "/adapter_model.safetensors")]
+    )
 
 
 @pytest.mark.parametrize("name", GOOD, ids=lambda n: n[:12])

@@ -84,8 +84,11 @@ def test_ordinary_state_dicts_pass_the_shape_check(tmp_path):
     assert sorted(read_pdparams(path)) == sorted(tensors)
     import pickle
 
-    split = {"w@@.0": np.zeros(3, "float32"), "w@@.1": np.ones(3, "float32"),
-             "UnpackBigParamInfor@@": {"w": {"OriginShape": [2, 3], "slices": ["w@@.0", "w@@.1"]}}}
+    split = {
+        "w@@.0": np.zeros(3, "float32"),
+        "w@@.1": np.ones(3, "float32"),
+        "UnpackBigParamInfor@@": {"w": {"OriginShape": [2, 3], "slices": ["w@@.0", "w@@.1"]}},
+    }
     path.write_bytes(pickle.dumps(split, protocol=2))
     assert read_pdparams(path)["w"].shape == (2, 3)
 

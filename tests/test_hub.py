@@ -47,7 +47,10 @@ def test_push_to_hub_uploads_the_adapter_files_and_no_base_weights(make_model, h
     (upload,) = hub_calls["upload_folder"]
     assert upload["repo_id"] == "someone/my-lora"
     assert (upload["commit_message"], upload["token"], upload["revision"], upload["create_pr"]) == (
-        "first adapter", "hf_x", "dev", True,
+        "first adapter",
+        "hf_x",
+        "dev",
+        True,
     )
     assert sorted(upload["files"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     model.save_pretrained(tmp_path)  # the same files save_pretrained writes
@@ -63,8 +66,11 @@ def test_push_to_hub_follows_save_pretrained_s_adapter_and_format_rules(make_mod
     first, second = hub_calls["upload_folder"]
     assert first["commit_message"] == "Upload model"
     assert sorted(first["files"]) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors",
-        "other/adapter_config.json", "other/adapter_model.safetensors",
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "other/adapter_config.json",
+        "other/adapter_model.safetensors",
     ]
     assert sorted(second["files"]) == ["other/lora_config.json", "other/lora_model_state.pdparams"]
     with pytest.raises(PeftplugError, match="no adapter named 'missing'"):

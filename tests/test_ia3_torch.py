@@ -196,8 +196,8 @@ def test_forward_scales_inputs_of_feedforward_modules_and_outputs_of_others(torc
         with torch.no_grad():
             vector.copy_(torch.arange(2.0, 2.0 + vector.numel()).reshape(expected_shape))
             got = layer(x)
-        l = vector.detach().flatten()
-        expected = linear(x * l) if feedforward else linear(x) * l
+        scale = vector.detach().flatten()
+        expected = linear(x * scale) if feedforward else linear(x) * scale
         assert torch.allclose(got, expected)
         with model.disable_adapter():
             assert torch.equal(model.base_model.model(x), linear(x))
@@ -282,7 +282,8 @@ def test_config_file_round_trips_with_peft(tmp_path):
     theirs = peft.PeftConfig.from_pretrained(tmp_path / "ours")
     assert isinstance(theirs, peft.IA3Config)
     assert (sorted(theirs.target_modules), sorted(theirs.feedforward_modules)) == (
-        sorted(EXPLICIT["llama"]["target_modules"]), sorted(EXPLICIT["llama"]["feedforward_modules"])
+        sorted(EXPLICIT["llama"]["target_modules"]),
+        sorted(EXPLICIT["llama"]["feedforward_modules"]),
     )
     theirs.save_pretrained(tmp_path / "theirs")
     back = peftplug.AdapterConfig.from_pretrained(tmp_path / "theirs")

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 from test_convert import (
-    BLOOM_METHODS, IDS, METHODS, assert_changed, assert_close, gpt2_twins, hf_model, paddle_logits, paddle_model,
-    torch_logits, train_paddle, train_torch, trained_on_paddle, trained_on_torch,
+    BLOOM_METHODS,
+    IDS,
+    METHODS,
+    assert_changed,
+    assert_close,
+    gpt2_twins,
+    hf_model,
+    paddle_logits,
+    paddle_model,
+    torch_logits,
+    train_paddle,
+    train_torch,
+    trained_on_paddle,
+    trained_on_torch,
 )
 
 import peftplug
@@ -51,8 +62,13 @@ def paddlenlp_prefix_loader(family):
     return llama_postprocess_past_key_value if family == "llama" else bloom_postprocess_past_key_value
 
 
-TORCH_CASES = [("llama", "lora"), ("llama", "prefix"), ("llama", "prefix_projection"), ("bloom", "lora"),
-               ("bloom", "prefix")]
+TORCH_CASES = [
+    ("llama", "lora"),
+    ("llama", "prefix"),
+    ("llama", "prefix_projection"),
+    ("bloom", "lora"),
+    ("bloom", "prefix"),
+]
 
 
 @pytest.mark.parametrize("family, method", TORCH_CASES)
@@ -85,7 +101,9 @@ def test_a_lora_for_fused_projections_loads_in_paddlenlp(torch, paddle, tmp_path
 
     hf = hf_model(torch, "llama")
     fused = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True, fuse_attention_ffn=True)
-    config = peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"])
+    config = peftplug.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]
+    )
     model = peftplug.get_peft_model(hf, config)
     train_torch(torch, model)
     expected = torch_logits(torch, model)
@@ -102,7 +120,9 @@ def test_a_lora_trained_on_fused_projections_loads_in_hf_peft(torch, paddle, pef
     hf = hf_model(torch, "llama")
     fused = paddle_model(paddle, "llama", hf, fuse_attention_qkv=True)
     base_logits = paddle_logits(paddle, fused)
-    model = peftplug.get_peft_model(fused, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"]))
+    model = peftplug.get_peft_model(
+        fused, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"])
+    )
     train_paddle(paddle, model)
     expected = paddle_logits(paddle, model)
     assert_changed(expected, base_logits)
@@ -117,7 +137,9 @@ def test_a_gpt2_c_attn_lora_loads_in_paddlenlp_and_back_in_hf_peft(torch, paddle
     from paddlenlp.peft import LoRAModel
 
     hf, pd = gpt2_twins(torch, paddle)
-    model = peftplug.get_peft_model(hf, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True))
+    model = peftplug.get_peft_model(
+        hf, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)
+    )
     train_torch(torch, model)
     expected = torch_logits(torch, model)
     model.save_pretrained(tmp_path / "torch", format="paddlenlp")
@@ -127,7 +149,9 @@ def test_a_gpt2_c_attn_lora_loads_in_paddlenlp_and_back_in_hf_peft(torch, paddle
 
     hf, pd = gpt2_twins(torch, paddle)
     base_logits = paddle_logits(paddle, pd)
-    ours = peftplug.get_peft_model(pd, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"]))
+    ours = peftplug.get_peft_model(
+        pd, peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"])
+    )
     train_paddle(paddle, ours)
     assert_changed(paddle_logits(paddle, ours), base_logits)
     ours.save_pretrained(tmp_path / "paddle")

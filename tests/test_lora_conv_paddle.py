@@ -65,7 +65,9 @@ def test_a_peft_conv_adapter_gives_its_outputs_on_paddle(torch, paddle, tmp_path
 def test_a_paddle_conv_adapter_gives_its_outputs_in_peft_and_merges_exactly(torch, paddle, tmp_path):
     ours = peftplug.get_peft_model(paddle_twin(paddle, tiny_cnn(torch)), config(peftplug))
     ours.train()
-    optimizer = paddle.optimizer.AdamW(learning_rate=5e-2, parameters=[p for p in ours.parameters() if not p.stop_gradient])
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=5e-2, parameters=[p for p in ours.parameters() if not p.stop_gradient]
+    )
     for _ in range(3):
         ours(paddle.to_tensor(images(torch).numpy())).pow(2).mean().backward()
         optimizer.step()
@@ -75,7 +77,9 @@ def test_a_paddle_conv_adapter_gives_its_outputs_in_peft_and_merges_exactly(torc
     ours.save_pretrained(tmp_path)
     theirs = peft.PeftModel.from_pretrained(tiny_cnn(torch), tmp_path)
     assert np.abs(torch_outputs(torch, theirs) - expected).max() <= TOLERANCE
-    assert sorted(n for n, _ in theirs.named_parameters() if "lora_A" in n) == [f"base_model.model.{m}.lora_A.default.weight" for m in sorted(TARGETS)]
+    assert sorted(n for n, _ in theirs.named_parameters() if "lora_A" in n) == [
+        f"base_model.model.{m}.lora_A.default.weight" for m in sorted(TARGETS)
+    ]
 
     ours.merge_adapter()
     assert np.abs(paddle_outputs(paddle, torch, ours) - expected).max() <= TOLERANCE
@@ -88,4 +92,6 @@ def test_a_paddle_conv_adapter_gives_its_outputs_in_peft_and_merges_exactly(torc
 
 def test_a_grouped_conv2d_is_refused_naming_it(torch, paddle):
     with pytest.raises(PeftplugError, match=r"LoRA on grouped \(Conv2D, groups=2"):
-        peftplug.get_peft_model(paddle_twin(paddle, tiny_cnn(torch)), peftplug.LoraConfig(r=4, target_modules=["grouped"]))
+        peftplug.get_peft_model(
+            paddle_twin(paddle, tiny_cnn(torch)), peftplug.LoraConfig(r=4, target_modules=["grouped"])
+        )

@@ -96,7 +96,9 @@ def test_merging_gives_hf_peft_weights_and_unmerging_restores(torch):
     with torch.no_grad():
         assert torch.allclose(ours(images(torch)), unmerged, atol=1e-5, rtol=0)
     ours.unmerge_adapter()
-    assert torch.allclose(ours.get_base_model().state_dict()["stem.base_layer.weight"], tiny_cnn(torch).stem.weight, atol=1e-6)
+    assert torch.allclose(
+        ours.get_base_model().state_dict()["stem.base_layer.weight"], tiny_cnn(torch).stem.weight, atol=1e-6
+    )
     merged = ours.merge_and_unload()
     assert type(merged.stem) is torch.nn.Conv2d
     with torch.no_grad():

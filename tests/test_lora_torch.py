@@ -89,7 +89,7 @@ def test_bin_with_code_is_refused(torch, make_model, tmp_path):
 
     class RunsCode:
         def __reduce__(self):
-            return (exec, ("open(%r, 'w').write('pwned')" % str(tmp_path / "pwned"),))
+            return (exec, ("open({!r}, 'w').write('pwned')".format(str(tmp_path / "pwned")),))
 
     (tmp_path / "adapter_model.bin").write_bytes(pickle.dumps({"x": RunsCode()}))
     with pytest.raises(peftplug.errors.AdapterLoadError, match="adapter_model.bin"):
@@ -228,8 +228,14 @@ def test_trainer_trains_the_adapter(torch, make_model, tmp_path):
     rows = [{"input_ids": torch.randint(3, 128, (12,), generator=generator).tolist()} for _ in range(16)]
     dataset = [dict(row, labels=row["input_ids"]) for row in rows]
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2,
-        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True,
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -263,4 +269,3 @@ def test_copy_of_a_peft_model_is_independent(torch, make_model):
     clone = copy.deepcopy(model)
     inputs = model_inputs(torch, "llama")
     assert torch.equal(logits_of(torch, clone, inputs), logits_of(torch, model, inputs))
-

@@ -32,13 +32,18 @@ def test_builtins_are_registered_with_their_owner():
 def test_duplicate_names_are_an_error_naming_both_owners():
     manager = PluginManager(load_entry_points=False)
     manager.register(Impostor(), "impostor")
-    with pytest.raises(RegistryError, match=r"'lora' is registered twice: by plugin 'peftplug.plugins.lora' and by plugin 'impostor'"):
-        manager.methods
+    with pytest.raises(
+        RegistryError, match=r"'lora' is registered twice: by plugin 'peftplug.plugins.lora' and by plugin 'impostor'"
+    ):
+        _ = manager.methods
 
 
 def test_unknown_names_list_the_known_ones():
     manager = PluginManager(load_entry_points=False)
-    with pytest.raises(RegistryError, match=r"unknown method 'lorra'; known: ia3, lora, p_tuning, prefix_tuning, prompt_tuning\. Did you mean 'lora'\?"):
+    with pytest.raises(
+        RegistryError,
+        match=r"unknown method 'lorra'; known: ia3, lora, p_tuning, prefix_tuning, prompt_tuning\. Did you mean 'lora'\?",
+    ):
         manager.methods.get("lorra")
     with pytest.raises(RegistryError, match="unknown format 'safetensor'; known: paddlenlp, peft"):
         manager.formats.get("safetensor")
@@ -53,7 +58,7 @@ def test_an_invalid_registration_names_the_plugin():
     manager = PluginManager(load_entry_points=False)
     manager.register(BadBackend(), "bad-backend")
     with pytest.raises(PluginError, match="plugin 'bad-backend' registered an invalid backend.*'module:attribute'"):
-        manager.backends
+        _ = manager.backends
 
 
 def test_a_misspelt_hook_is_refused():
@@ -141,7 +146,10 @@ def test_a_method_registered_in_code_works_end_to_end(torch, make_model):
 
 
 def test_a_model_no_backend_knows_is_a_clear_error():
-    with pytest.raises(BackendError, match="no peftplug backend recognises a model of type builtins.object; registered backends: paddle, torch"):
+    with pytest.raises(
+        BackendError,
+        match="no peftplug backend recognises a model of type builtins.object; registered backends: paddle, torch",
+    ):
         peftplug.get_peft_model(object(), peftplug.LoraConfig())
 
 

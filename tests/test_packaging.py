@@ -23,7 +23,8 @@ def test_wheel_contains_every_subpackage(tmp_path):
         copy(ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(source)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("peftplug-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -65,10 +65,14 @@ def paddle_to_hf_llama(paddle_model):
     config = paddle_model.config
     hf = transformers.LlamaForCausalLM(
         transformers.LlamaConfig(
-            vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
-            rms_norm_eps=config.rms_norm_eps, tie_word_embeddings=False,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            rms_norm_eps=config.rms_norm_eps,
+            tie_word_embeddings=False,
         )
     )
     weights = {}
@@ -97,7 +101,8 @@ def test_same_vectors_give_hf_peft_logits_on_the_same_llama(paddle, make_paddle_
     theirs = peft.get_peft_model(
         hf,
         peft.IA3Config(
-            task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj", "up_proj"],
+            task_type="CAUSAL_LM",
+            target_modules=["k_proj", "v_proj", "down_proj", "up_proj"],
             feedforward_modules=["down_proj"],
         ),
     )
@@ -124,8 +129,11 @@ def test_plain_loop_trains_only_the_vectors(paddle, make_paddle_model):
 
 
 def test_merge_and_unload_equals_unmerged(paddle, make_paddle_model):
-    model = ia3(make_paddle_model, target_modules=["q_proj", "k_proj", "up_proj", "down_proj"],
-                feedforward_modules=["up_proj", "down_proj"])
+    model = ia3(
+        make_paddle_model,
+        target_modules=["q_proj", "k_proj", "up_proj", "down_proj"],
+        feedforward_modules=["up_proj", "down_proj"],
+    )
     randomise_ia3(paddle, model)
     ids = ids_batch(paddle)
     expected = logits(paddle, model, ids)
@@ -153,7 +161,9 @@ def test_unmerge_warns_and_restores_the_weights(paddle):
 
 def test_save_load_round_trip_and_several_adapters(paddle, make_paddle_model, tmp_path):
     model = ia3(make_paddle_model)
-    model.add_adapter("other", peftplug.IA3Config(target_modules=["q_proj", "up_proj"], feedforward_modules=["up_proj"]))
+    model.add_adapter(
+        "other", peftplug.IA3Config(target_modules=["q_proj", "up_proj"], feedforward_modules=["up_proj"])
+    )
     randomise_ia3(paddle, model)
     ids = ids_batch(paddle)
     first = logits(paddle, model, ids)

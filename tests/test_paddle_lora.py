@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
 
 import peftplug
-from peftplug.interop.cross_framework import state_for_model
 from peftplug.errors import AdapterShapeError, TargetModulesError
+from peftplug.interop.cross_framework import state_for_model
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,8 @@ def test_same_weights_give_paddlenlp_logits_and_gradients(paddle, paddlenlp_peft
 
 def test_adapter_trained_by_paddlenlp_loads_with_same_logits(paddle, paddlenlp_peft, make_paddle_model):
     theirs = paddlenlp_peft.LoRAModel(
-        make_paddle_model("llama"), paddlenlp_peft.LoRAConfig(target_modules=[".*q_proj", ".*v_proj"], r=4, lora_alpha=4)
+        make_paddle_model("llama"),
+        paddlenlp_peft.LoRAConfig(target_modules=[".*q_proj", ".*v_proj"], r=4, lora_alpha=4),
     )
     ids = ids_batch(paddle)
     train(paddle, theirs, ids, steps=3)
@@ -165,8 +165,16 @@ def test_paddlenlp_trainer_trains_and_its_checkpoint_loads(paddle, make_paddle_m
     model = ours(make_paddle_model, target_modules=["q_proj", "v_proj"])
     frozen = model.base_model.model.llama.layers[0].self_attn.q_proj.base_layer.weight.numpy().copy()
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-2,
-        save_steps=3, logging_steps=1, seed=0, disable_tqdm=True, report_to=[], device="cpu",
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=5e-2,
+        save_steps=3,
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        report_to=[],
+        device="cpu",
     )
     trainer = Trainer(model=model, args=args, train_dataset=Dataset(), callbacks=[AdapterCheckpointCallback()])
     result = trainer.train()
@@ -300,8 +308,13 @@ def plain_network(paddle):
 
 def test_rank_alpha_pattern_rslora_and_bias(paddle):
     config = peftplug.LoraConfig(
-        r=2, lora_alpha=4, target_modules=["0", "2", "4"], rank_pattern={"2": 6}, alpha_pattern={"4": 9},
-        use_rslora=True, bias="lora_only",
+        r=2,
+        lora_alpha=4,
+        target_modules=["0", "2", "4"],
+        rank_pattern={"2": 6},
+        alpha_pattern={"4": 9},
+        use_rslora=True,
+        bias="lora_only",
     )
     model = peftplug.get_peft_model(plain_network(paddle), config)
     layers = model.base_model.model

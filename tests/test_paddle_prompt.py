@@ -288,9 +288,9 @@ def test_torch_adapter_files_give_the_same_table_and_logits_on_paddle(
     table = ours.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
     expected = torch_model.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
     if method == "prefix" or method.startswith("prefix"):  # loaded in PaddleNLP's positions: keys rotated by -T
-        expected = peftplug.interop.cross_framework.state_for_model(torch_model.adapter_state(), paddle_base, "peft").tensors[
-            "prompt_embeddings"
-        ]
+        expected = peftplug.interop.cross_framework.state_for_model(
+            torch_model.adapter_state(), paddle_base, "peft"
+        ).tensors["prompt_embeddings"]
     assert np.abs(table - expected).max() <= 1e-5
     if method in EMBEDDING_METHODS:
         with torch.no_grad():
@@ -346,9 +346,7 @@ def test_training_lowers_the_loss_and_changes_only_the_encoder(paddle, base_mode
     assert losses[-1] < losses[0]
     for name, parameter in model.get_base_model().named_parameters():
         assert np.array_equal(parameter.numpy(), base_before[name]), name
-    assert all(
-        not np.array_equal(p.numpy(), encoder_before[n]) for n, p in model.prompt_encoder.named_parameters()
-    )
+    assert all(not np.array_equal(p.numpy(), encoder_before[n]) for n, p in model.prompt_encoder.named_parameters())
 
 
 @pytest.mark.parametrize("method", REPARAMETERISED)
@@ -419,8 +417,16 @@ def test_paddlenlp_trainer_trains_and_its_checkpoint_loads(paddle, base_model, m
     base_before = {n: p.numpy().copy() for n, p in model.get_base_model().named_parameters()}
     table_before = model.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=5e-2,
-        save_steps=3, logging_steps=1, seed=0, disable_tqdm=True, report_to=[], device="cpu",
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=5e-2,
+        save_steps=3,
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        report_to=[],
+        device="cpu",
     )
     trainer = Trainer(model=model, args=args, train_dataset=Dataset(), callbacks=[AdapterCheckpointCallback()])
     assert trainer.train().global_step == 3
@@ -511,9 +517,7 @@ def test_sample_vocab_and_text_init_copy_word_embeddings(paddle, base_model, tmp
 
     from peftplug.app.tokenizer import ByteTokenizer
 
-    model = peftplug.get_peft_model(
-        base_model("llama"), config("prompt", prompt_tuning_init="SAMPLE_VOCAB")
-    )
+    model = peftplug.get_peft_model(base_model("llama"), config("prompt", prompt_tuning_init="SAMPLE_VOCAB"))
     words = model.get_base_model().get_input_embeddings().weight.numpy()
     for row in model.prompt_encoder["default"].embedding.weight.numpy():
         assert np.abs(words - row).max(axis=1).min() == 0.0
@@ -528,8 +532,12 @@ def test_sample_vocab_and_text_init_copy_word_embeddings(paddle, base_model, tmp
     BertTokenizer(str(vocab)).save_pretrained(str(tmp_path / "tok"))
     model = peftplug.get_peft_model(
         base_model("llama"),
-        config("prompt", prompt_tuning_init="TEXT", prompt_tuning_init_text="hello world",
-               tokenizer_name_or_path=str(tmp_path / "tok")),
+        config(
+            "prompt",
+            prompt_tuning_init="TEXT",
+            prompt_tuning_init_text="hello world",
+            tokenizer_name_or_path=str(tmp_path / "tok"),
+        ),
     )
     table = model.prompt_encoder["default"].embedding.weight.numpy()
     assert np.array_equal(table, words[[2, 5, 6, 3]]), "[CLS] hello world [SEP], from the saved tokenizer"

@@ -35,7 +35,7 @@ def _writing_a_plugin_section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index("\n## Writing a plugin\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else None]
+    return text[start : end if end != -1 else None]
 
 
 def test_every_hook_is_documented_with_its_exact_signature():
@@ -48,8 +48,14 @@ def test_every_hook_is_documented_with_its_exact_signature():
         assert f"\n### `{signature}`\n" in section, f"README: no subsection '### `{signature}`'"
         body = section.split(f"### `{signature}`", 1)[1].split("\n### ", 1)[0]
         assert "```python" in body and f"def {name}(" in body, f"README: {name} has no example"
-    for needed in ("[project.entry-points.peftplug]", "PEFTPLUG_DISABLE_PLUGINS", "PEFTPLUG_LOAD_PLUGINS",
-                   "PEFTPLUG_BACKEND", "### The lifecycle of a `get_peft_model` call", "-p peftplug.testing"):
+    for needed in (
+        "[project.entry-points.peftplug]",
+        "PEFTPLUG_DISABLE_PLUGINS",
+        "PEFTPLUG_LOAD_PLUGINS",
+        "PEFTPLUG_BACKEND",
+        "### The lifecycle of a `get_peft_model` call",
+        "-p peftplug.testing",
+    ):
         assert needed in section, needed
 
 
@@ -57,10 +63,7 @@ def test_the_kit_is_opt_in_and_imports_no_framework():
     """No pytest11 entry point loads it behind the user's back; importing it loads no framework."""
     pytest11 = [ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.value.startswith("peftplug")]
     assert pytest11 == []
-    code = (
-        "import sys, peftplug.testing; "
-        "loaded = {'torch', 'paddle'} & set(sys.modules); assert not loaded, loaded"
-    )
+    code = "import sys, peftplug.testing; loaded = {'torch', 'paddle'} & set(sys.modules); assert not loaded, loaded"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -154,7 +157,10 @@ def test_contract_tests_catch_a_broken_merge(tmp_path, torch):
     runner = "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", runner, "-q", "-p", "no:cacheprovider", "-p", "peftplug.testing", "-rfs", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
         env={**os.environ, "PEFTPLUG_LOAD_PLUGINS": ""},
     )
     out = done.stdout

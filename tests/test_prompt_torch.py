@@ -378,7 +378,9 @@ def test_text_init_copies_the_word_embeddings_of_the_text(
 
 
 def test_sample_vocab_init_copies_rows_of_the_word_embeddings(torch, make_model):
-    model = peftplug.get_peft_model(make_model("llama"), config(peftplug, "prompt-vocab", "llama", num_virtual_tokens=6))
+    model = peftplug.get_peft_model(
+        make_model("llama"), config(peftplug, "prompt-vocab", "llama", num_virtual_tokens=6)
+    )
     words = make_model("llama").get_input_embeddings().weight
     table = model.prompt_encoder["default"].embedding.weight
     assert table.dtype == torch.float32 and table.shape == (6, 32)

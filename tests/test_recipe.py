@@ -14,7 +14,7 @@ import pytest
 
 from peftplug.app.cli import main
 from peftplug.app.instructions import IGNORE_INDEX, Example, encode_example, load_instructions
-from peftplug.app.recipe import DEFAULT_RECIPE, BACKEND_ENV, RecipeError, load_recipe
+from peftplug.app.recipe import BACKEND_ENV, DEFAULT_RECIPE, RecipeError, load_recipe
 from peftplug.app.recipe_data import PromptPair, encode_pair, load_pairs, steps_for_epochs
 from peftplug.app.tokenizer import ByteTokenizer
 from peftplug.app.train_options import TrainOptions, apply_options
@@ -138,7 +138,9 @@ def test_backend_not_installed_is_named(tmp_path, monkeypatch):
     assert code == 1
     assert err.count("\n") == 1 and "Traceback" not in err
     # "needs paddlenlp", or "needs paddle, paddlenlp" where paddle is missing too
-    assert re.match(rf"peftplug train: error: {re.escape(str(recipe))}, line 1: backend='paddle' needs (paddle, )?paddlenlp", err), err
+    assert re.match(
+        rf"peftplug train: error: {re.escape(str(recipe))}, line 1: backend='paddle' needs (paddle, )?paddlenlp", err
+    ), err
     assert "not installed" in err and "pip install" not in err and "peftplug[paddle]" in err
     assert not output.exists()
 
@@ -189,13 +191,26 @@ def test_flags_are_checked_over_a_recipe(tmp_path):
 
 # ----------------------------------------------------------------------------- formats and defaults
 def test_json_and_toml_recipes_equal_the_yaml_one(tmp_path):
-    yaml_recipe = load_recipe(_write(tmp_path, "method:\n  name: ia3\n  target_modules: [k_proj, down_proj]\n"
-                                     "  feedforward_modules: [down_proj]\ntraining:\n  lr: 1e-3\n  steps: 7\n"))
-    data = {"method": {"name": "ia3", "target_modules": ["k_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
-            "training": {"lr": 0.001, "steps": 7}}
+    yaml_recipe = load_recipe(
+        _write(
+            tmp_path,
+            "method:\n  name: ia3\n  target_modules: [k_proj, down_proj]\n"
+            "  feedforward_modules: [down_proj]\ntraining:\n  lr: 1e-3\n  steps: 7\n",
+        )
+    )
+    data = {
+        "method": {"name": "ia3", "target_modules": ["k_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
+        "training": {"lr": 0.001, "steps": 7},
+    }
     json_recipe = load_recipe(_write(tmp_path, json.dumps(data, indent=2), "recipe.json"))
-    toml_recipe = load_recipe(_write(tmp_path, '[method]\nname = "ia3"\ntarget_modules = ["k_proj", "down_proj"]\n'
-                                     'feedforward_modules = ["down_proj"]\n[training]\nlr = 1e-3\nsteps = 7\n', "recipe.toml"))
+    toml_recipe = load_recipe(
+        _write(
+            tmp_path,
+            '[method]\nname = "ia3"\ntarget_modules = ["k_proj", "down_proj"]\n'
+            'feedforward_modules = ["down_proj"]\n[training]\nlr = 1e-3\nsteps = 7\n',
+            "recipe.toml",
+        )
+    )
     for recipe in (json_recipe, toml_recipe):
         assert recipe.replace(origin="") == yaml_recipe.replace(origin="")
     assert yaml_recipe.training.lr == 1e-3  # YAML 1.1 reads "1e-3" as a string; recipes read it as YAML 1.2 does
@@ -218,8 +233,13 @@ def test_the_default_recipe_is_the_flags_job(tmp_path):
     recipe = load_recipe(None)
     options = TrainOptions()
     assert recipe.backend == "torch" and recipe.method == "lora" and recipe.model.architecture == "llama"
-    assert (recipe.training.steps, recipe.training.lr, recipe.training.batch_size, recipe.training.seed,
-            recipe.training.max_length) == (options.steps, options.lr, options.batch_size, options.seed, options.max_length)
+    assert (
+        recipe.training.steps,
+        recipe.training.lr,
+        recipe.training.batch_size,
+        recipe.training.seed,
+        recipe.training.max_length,
+    ) == (options.steps, options.lr, options.batch_size, options.seed, options.max_length)
     assert (recipe.output.dir, recipe.data_path, recipe.model.seed) == (options.output, options.data, options.seed)
     config = recipe.method_config
     assert (config.r, config.lora_alpha, config.task_type) == (8, 16, "CAUSAL_LM")
@@ -254,7 +274,10 @@ def test_show_recipe_shows_the_recipe_the_flags_would_run(tmp_path, monkeypatch)
 # ----------------------------------------------------------------------------- data
 def test_prompt_completion_and_instruction_records(tmp_path):
     tokenizer = ByteTokenizer()
-    records = [{"instruction": "Add.", "input": "2 + 3", "output": "5"}, {"prompt": "Q: sky? A:", "completion": " blue"}]
+    records = [
+        {"instruction": "Add.", "input": "2 + 3", "output": "5"},
+        {"prompt": "Q: sky? A:", "completion": " blue"},
+    ]
     (tmp_path / "d.json").write_text(json.dumps(records))
     (tmp_path / "d.csv").write_text('prompt,completion\n"Q: sky? A:", blue\n')
     pairs = load_pairs(tmp_path / "d.json")
@@ -274,7 +297,11 @@ def test_prompt_completion_and_instruction_records(tmp_path):
     [
         ("d.json", '{"prompt": "a"}', "expected a JSON list of records"),
         ("d.json", '[{"prompt": "a", "completion": ""}]', "record 0: field 'completion' is empty"),
-        ("d.csv", "question,answer\nx,y\n", "line 2: no instruction/output or prompt/completion fields (found: answer, question)"),
+        (
+            "d.csv",
+            "question,answer\nx,y\n",
+            "line 2: no instruction/output or prompt/completion fields (found: answer, question)",
+        ),
         ("d.jsonl", '{"instruction": "a", "output": "b"}\n[1]\n', "line 2: expected an object"),
     ],
 )
@@ -315,9 +342,13 @@ def test_recipe_with_another_method_architecture_and_data(tmp_path, torch):
     import transformers
 
     data = tmp_path / "d.csv"
-    data.write_text("prompt,completion\n" + "".join(f"Count {i}:,{' '.join(str(j) for j in range(i))}\n" for i in range(2, 20)))
+    data.write_text(
+        "prompt,completion\n" + "".join(f"Count {i}:,{' '.join(str(j) for j in range(i))}\n" for i in range(2, 20))
+    )
     output = tmp_path / "out"
-    recipe = _write(tmp_path, f"""
+    recipe = _write(
+        tmp_path,
+        f"""
 model:
   architecture: qwen2
   config: {{hidden_size: 32, intermediate_size: 64}}
@@ -326,7 +357,8 @@ method: {{name: ia3}}
 data: {{path: {data}, eval_split: 0.2}}
 training: {{epochs: 2, batch_size: 4, lr: 5e-2, max_length: 64}}
 output: {{dir: {output}, merge: true}}
-""")
+""",
+    )
     code, out, err = _run_main(["train", str(recipe), "--no-progress"])
     assert code == 0, err
     report = json.loads((output / "train_report.json").read_text())
@@ -357,14 +389,20 @@ def test_same_recipe_on_both_backends_gives_the_same_losses(tmp_path, torch, pad
     reports = {}
     for backend in ("torch", "paddle"):
         output = tmp_path / backend
-        recipe = _write(tmp_path, DEFAULT_RECIPE.replace("dir: peftplug-out", f"dir: {output}")
-                        .replace("steps: 100", "steps: 8").replace("backend: torch", f"backend: {backend}"))
+        recipe = _write(
+            tmp_path,
+            DEFAULT_RECIPE.replace("dir: peftplug-out", f"dir: {output}")
+            .replace("steps: 100", "steps: 8")
+            .replace("backend: torch", f"backend: {backend}"),
+        )
         code, _, err = _run_main(["train", str(recipe), "--no-progress"])
         assert code == 0, err
         reports[backend] = json.loads((output / "train_report.json").read_text())
     torch_report, paddle_report = reports["torch"], reports["paddle"]
-    side_by_side = "\n".join(f"step {i + 1}: torch {a:.6f}  paddle {b:.6f}"
-                             for i, (a, b) in enumerate(zip(torch_report["losses"], paddle_report["losses"])))
+    side_by_side = "\n".join(
+        f"step {i + 1}: torch {a:.6f}  paddle {b:.6f}"
+        for i, (a, b) in enumerate(zip(torch_report["losses"], paddle_report["losses"]))
+    )
     assert paddle_report["backend"] == "paddle"
     assert abs(torch_report["losses"][0] - paddle_report["losses"][0]) <= 1e-4, side_by_side
     assert max(abs(a - b) for a, b in zip(torch_report["losses"], paddle_report["losses"])) <= 1e-3, side_by_side
@@ -400,9 +438,12 @@ def test_prompt_methods_switch_to_paddle_by_the_backend_flag(tmp_path, paddle_re
     from peftplug.app.recipe_run import prepare_data
 
     output = tmp_path / "out"
-    recipe = _write(tmp_path, f"backend: torch\nmodel: {{config: {{hidden_size: 32, intermediate_size: 64}}}}\n"
-                              f"method: {PROMPT_METHODS[method]}\ntraining: {{steps: 2, batch_size: 4}}\n"
-                              f"output: {{dir: {output}}}\n")
+    recipe = _write(
+        tmp_path,
+        f"backend: torch\nmodel: {{config: {{hidden_size: 32, intermediate_size: 64}}}}\n"
+        f"method: {PROMPT_METHODS[method]}\ntraining: {{steps: 2, batch_size: 4}}\n"
+        f"output: {{dir: {output}}}\n",
+    )
     code, _, err = _run_main(["train", str(recipe), "--backend", "paddle", "--no-progress"])
     assert code == 0, err
     report = json.loads((output / "train_report.json").read_text())
@@ -420,8 +461,12 @@ SAVE_NOTES = [
     ("torch", "lora", "peft", " or HF PEFT's peft.PeftModel.from_pretrained"),
     ("paddle", "lora", "paddlenlp", " or PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained"),
     ("paddle", "{name: prefix_tuning, num_virtual_tokens: 4}", "peft", " or HF PEFT's peft.PeftModel.from_pretrained"),
-    ("torch", "{name: prefix_tuning, num_virtual_tokens: 4}", "paddlenlp",
-     " or PaddleNLP's paddlenlp.peft.PrefixModelForCausalLM.from_pretrained"),
+    (
+        "torch",
+        "{name: prefix_tuning, num_virtual_tokens: 4}",
+        "paddlenlp",
+        " or PaddleNLP's paddlenlp.peft.PrefixModelForCausalLM.from_pretrained",
+    ),
     ("torch", "ia3", "paddlenlp", " (PaddleNLP has no ia3)"),
     ("torch", "lora", "paddlenlp", " or PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained"),
     ("paddle", "ia3", "peft", " or HF PEFT's peft.PeftModel.from_pretrained"),
@@ -443,32 +488,45 @@ def test_the_save_message_names_what_loads_the_format_written(tmp_path, backend,
     assert adapter_note(recipe, backend) == expected
 
 
-@pytest.mark.parametrize("backend, fmt, loader", [
-    ("torch", "paddlenlp", "PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained"),
-    ("paddle", "peft", "HF PEFT's peft.PeftModel.from_pretrained"),
-])
-def test_train_prints_the_save_message_of_the_format_on_either_backend(tmp_path, torch, paddle_recipe_backend,
-                                                                        backend, fmt, loader):
+@pytest.mark.parametrize(
+    "backend, fmt, loader",
+    [
+        ("torch", "paddlenlp", "PaddleNLP's paddlenlp.peft.LoRAModel.from_pretrained"),
+        ("paddle", "peft", "HF PEFT's peft.PeftModel.from_pretrained"),
+    ],
+)
+def test_train_prints_the_save_message_of_the_format_on_either_backend(
+    tmp_path, torch, paddle_recipe_backend, backend, fmt, loader
+):
     output = tmp_path / "out"
-    recipe = _write(tmp_path, f"backend: {backend}\n{TINY_LLAMA}training: {{steps: 1, batch_size: 4}}\n"
-                              f"output: {{dir: {output}, format: {fmt}}}\n")
+    recipe = _write(
+        tmp_path,
+        f"backend: {backend}\n{TINY_LLAMA}training: {{steps: 1, batch_size: 4}}\n"
+        f"output: {{dir: {output}, format: {fmt}}}\n",
+    )
     code, out, err = _run_main(["train", str(recipe), "--no-progress"])
     assert code == 0, err
     saved = [line for line in out.splitlines() if line.startswith("saved adapter to")]
-    assert saved == [f"saved adapter to {output} (format {fmt}; load it with peftplug.PeftModel.from_pretrained "
-                     f"or {loader})"], out
+    assert saved == [
+        f"saved adapter to {output} (format {fmt}; load it with peftplug.PeftModel.from_pretrained or {loader})"
+    ], out
 
 
 @pytest.mark.parametrize("backend", ["torch", "paddle"])
 def test_the_model_line_names_the_default_targets_used(tmp_path, torch, paddle_recipe_backend, backend):
     """LoRA with no ``target_modules``: the line names the architecture's defaults that were
     used (it said "on None"), in the same words on both backends."""
-    recipe = _write(tmp_path, f"backend: {backend}\n{TINY_LLAMA}method: {{name: lora, r: 4}}\n"
-                              f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n")
+    recipe = _write(
+        tmp_path,
+        f"backend: {backend}\n{TINY_LLAMA}method: {{name: lora, r: 4}}\n"
+        f"training: {{steps: 1, batch_size: 4}}\noutput: {{dir: {tmp_path / 'out'}}}\n",
+    )
     code, out, err = _run_main(["train", str(recipe), "--no-progress"])
     assert code == 0, err
-    framework = {"torch": "random Llama (hidden 32, 2 layers) on PyTorch",
-                 "paddle": "random PaddleNLP Llama (hidden 32, 2 layers) on Paddle"}[backend]
+    framework = {
+        "torch": "random Llama (hidden 32, 2 layers) on PyTorch",
+        "paddle": "random PaddleNLP Llama (hidden 32, 2 layers) on Paddle",
+    }[backend]
     assert f"model: {framework}, LoRA r=4 alpha=8 on q_proj, v_proj\n" in out, out
 
 
@@ -485,21 +543,28 @@ def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(
         ["Task: add two numbers\nAnswer: 5", "Name a color. Blue."] * 10,
-        trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
     )
-    PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(tmp_path / "tok")
+    PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    ).save_pretrained(tmp_path / "tok")
     tokenizer = load_tokenizer(str(tmp_path / "tok"), "torch")
     assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
     encoded = encode_pair(tokenizer, PromptPair("Task: add", " 5"), 64)
     assert encoded.input_ids[0] == 1 and encoded.input_ids[-1] == 2
-    assert encoded.labels[:encoded.prompt_length] == [IGNORE_INDEX] * encoded.prompt_length
-    assert tokenizer.decode(encoded.input_ids[encoded.prompt_length:]) == " 5"
+    assert encoded.labels[: encoded.prompt_length] == [IGNORE_INDEX] * encoded.prompt_length
+    assert tokenizer.decode(encoded.input_ids[encoded.prompt_length :]) == " 5"
 
     output = tmp_path / "out"
-    recipe = _write(tmp_path, f"tokenizer: {tmp_path / 'tok'}\nmodel: {{config: {{hidden_size: 32, intermediate_size: 64}}}}\n"
-                              f"training: {{steps: 2}}\noutput: {{dir: {output}}}\n")
+    recipe = _write(
+        tmp_path,
+        f"tokenizer: {tmp_path / 'tok'}\nmodel: {{config: {{hidden_size: 32, intermediate_size: 64}}}}\n"
+        f"training: {{steps: 2}}\noutput: {{dir: {output}}}\n",
+    )
     code, _, err = _run_main(["train", str(recipe), "--no-progress"])
     assert code == 0, err
     from safetensors.numpy import load_file
@@ -519,19 +584,34 @@ def test_every_field_error_of_a_recipe_is_reported_at_once(tmp_path):
     """A recipe with errors in several sections and fields: one run names all of them (file,
     line, field, value), in one line, and writes nothing."""
     output = tmp_path / "out"
-    recipe = _write(tmp_path, (
-        "method:\n  name: lora\n  r: 0\n"
-        "data:\n  eval_split: 2\n"
-        f"training:\n  lr: -1\n  batch_size: 0\n  stesp: 3\n"
-        f"output:\n  dir: {output}\n  format: pef\n"
-    ))
+    recipe = _write(
+        tmp_path,
+        (
+            "method:\n  name: lora\n  r: 0\n"
+            "data:\n  eval_split: 2\n"
+            f"training:\n  lr: -1\n  batch_size: 0\n  stesp: 3\n"
+            f"output:\n  dir: {output}\n  format: pef\n"
+        ),
+    )
     code, out, err = _run_main(["train", str(recipe), "--no-progress"])
     assert code == 1 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("peftplug train: error: 6 errors in the recipe: "), err
-    for fragment in ["line 3", "method.r=0", "line 5", "data.eval_split=2", "line 7", "training.lr=-1",
-                     "line 8", "training.batch_size=0", "line 9", "training.stesp=3", "did you mean 'steps'",
-                     "line 12", "output.format='pef'"]:
+    for fragment in [
+        "line 3",
+        "method.r=0",
+        "line 5",
+        "data.eval_split=2",
+        "line 7",
+        "training.lr=-1",
+        "line 8",
+        "training.batch_size=0",
+        "line 9",
+        "training.stesp=3",
+        "did you mean 'steps'",
+        "line 12",
+        "output.format='pef'",
+    ]:
         assert fragment in lines[0], (fragment, lines[0])
     assert not output.exists()

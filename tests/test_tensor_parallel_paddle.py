@@ -21,10 +21,10 @@ import pytest
 
 from peftplug import IA3Config, LoraConfig
 from peftplug.adapter_io import write_adapter
+from peftplug.distributed.tp_shards import write_shard_directory
 from peftplug.plugins.formats.pdparams import read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.state import AdapterState
-from peftplug.distributed.tp_shards import write_shard_directory
 
 WORKERS = Path(__file__).parent / "tp_workers"
 sys.path.insert(0, str(WORKERS))
@@ -43,9 +43,7 @@ pytestmark = pytest.mark.skipif(
 def launch(mode: str, out: Path, devices: str | None = None) -> list[dict]:
     """Run the worker on 2 ranks; each rank's report. Fails the test with the workers' logs
     when the job fails or outlives ``TIMEOUT``."""
-    env = dict(
-        os.environ, MKL_DEBUG_CPU_TYPE="5", OMP_NUM_THREADS="1", PEFTPLUG_TP_TIMEOUT="60", PYTHONUNBUFFERED="1"
-    )
+    env = dict(os.environ, MKL_DEBUG_CPU_TYPE="5", OMP_NUM_THREADS="1", PEFTPLUG_TP_TIMEOUT="60", PYTHONUNBUFFERED="1")
     logs = out / "logs"
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(logs)]
     if devices:
@@ -66,14 +64,23 @@ def launch(mode: str, out: Path, devices: str | None = None) -> list[dict]:
 def write_inputs(out: Path) -> None:
     """The full LoRA and IA3 adapters the worker loads, and a degree-4 split of the LoRA one."""
     lora = AdapterState(
-        LoraConfig(task_type="CAUSAL_LM", r=common.RANK, lora_alpha=common.ALPHA, target_modules=common.LORA_TARGETS,
-                   inference_mode=True),
+        LoraConfig(
+            task_type="CAUSAL_LM",
+            r=common.RANK,
+            lora_alpha=common.ALPHA,
+            target_modules=common.LORA_TARGETS,
+            inference_mode=True,
+        ),
         common.lora_tensors(),
     )
     write_adapter(lora, out / "lora_init")
     ia3 = AdapterState(
-        IA3Config(task_type="CAUSAL_LM", target_modules=common.IA3_TARGETS, feedforward_modules=common.IA3_FEEDFORWARD,
-                  inference_mode=True),
+        IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=common.IA3_TARGETS,
+            feedforward_modules=common.IA3_FEEDFORWARD,
+            inference_mode=True,
+        ),
         common.ia3_tensors(),
     )
     write_adapter(ia3, out / "ia3_init")
@@ -99,10 +106,16 @@ def test_adapters_are_sharded_as_paddlenlp_shards_them(job):
         assert report["rank"] == rank and report["group"] == [rank, 2, "PaddleTensorParallelGroup"]
         assert report["lora_layers"] == ["ColumnParallelLoraLinear", "RowParallelLoraLinear"]
         # [shape, is_distributed, split_axis] in Paddle's layout, as PaddleNLP's own layers on the same model
-        assert report["lora_marks"] == report["paddlenlp_marks"] == {
-            "q_A": [[64, 4], False, None], "q_B": [[4, 32], True, 1],
-            "o_A": [[32, 4], True, 0], "o_B": [[4, 64], False, None],
-        }
+        assert (
+            report["lora_marks"]
+            == report["paddlenlp_marks"]
+            == {
+                "q_A": [[64, 4], False, None],
+                "q_B": [[4, 32], True, 1],
+                "o_A": [[32, 4], True, 0],
+                "o_B": [[4, 64], False, None],
+            }
+        )
         assert report["ia3_local_shapes"] == {"q": [1, 32], "o": [1, 64], "up": [1, 64], "down": [1, 64]}
 
 
@@ -119,7 +132,10 @@ def test_loading_a_whole_adapter_gives_each_rank_its_slice(job):
 def test_merged_save_is_the_full_adapter_without_a_trace_of_the_degree(job):
     out, ranks = job
     lora, ia3 = common.lora_tensors(), common.ia3_tensors()
-    assert sorted(p.name for p in (out / "lora_merged").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in (out / "lora_merged").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     config = (out / "lora_merged" / "adapter_config.json").read_text()
     assert "tensor_parallel" not in config and json.loads(config)["r"] == common.RANK
     for directory, want in (("lora_merged", lora), ("ia3_merged", ia3)):
@@ -139,7 +155,7 @@ def test_merged_save_is_the_full_adapter_without_a_trace_of_the_degree(job):
     got = read_pdparams(paddlenlp / "lora_model_state.pdparams")
     assert len(got) == LORA_KEYS
     for key, value in lora.items():
-        paddle_key = key[len("base_model.model."):].removesuffix(".weight")
+        paddle_key = key[len("base_model.model.") :].removesuffix(".weight")
         np.testing.assert_array_equal(got[paddle_key], value.T, err_msg=key)
 
 
@@ -160,16 +176,24 @@ def test_merged_file_loads_in_paddlenlp_without_model_parallelism(job):
 def test_unmerged_saves_are_per_rank_files_like_paddlenlp_writes(job):
     out, ranks = job
     assert sorted(p.name for p in (out / "lora_shards").iterdir()) == [
-        "adapter_config.json", "adapter_model.tp00-of-02.safetensors", "adapter_model.tp01-of-02.safetensors",
+        "adapter_config.json",
+        "adapter_model.tp00-of-02.safetensors",
+        "adapter_model.tp01-of-02.safetensors",
         "tensor_parallel.json",
     ]
     ours, theirs = out / "lora_shards_pnlp", out / "pnlp_shards"
     # PaddleNLP also writes the model's config.json; peftplug writes the index of split axes
     assert sorted(p.name for p in ours.iterdir()) == [
-        "lora_config.json", "lora_model_state.tp00.pdparams", "lora_model_state.tp01.pdparams", "tensor_parallel.json",
+        "lora_config.json",
+        "lora_model_state.tp00.pdparams",
+        "lora_model_state.tp01.pdparams",
+        "tensor_parallel.json",
     ]
     assert sorted(p.name for p in theirs.iterdir()) == [
-        "config.json", "lora_config.json", "lora_model_state.tp00.pdparams", "lora_model_state.tp01.pdparams",
+        "config.json",
+        "lora_config.json",
+        "lora_model_state.tp00.pdparams",
+        "lora_model_state.tp01.pdparams",
     ]
     our_config = json.loads((ours / "lora_config.json").read_text())
     their_config = json.loads((theirs / "lora_config.json").read_text())
@@ -207,8 +231,11 @@ def test_peftplug_merge_joins_paddlenlp_shards_into_paddlenlp_merged_save(job, t
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     config = json.loads((joined / "lora_config.json").read_text())
-    assert config["tensor_parallel_degree"] == json.loads((out / "pnlp_merged" / "lora_config.json").read_text())[
-        "tensor_parallel_degree"] == -1
+    assert (
+        config["tensor_parallel_degree"]
+        == json.loads((out / "pnlp_merged" / "lora_config.json").read_text())["tensor_parallel_degree"]
+        == -1
+    )
     for report in ranks:  # and PaddleNLP's files load into the sharded model, merged or not
         _assert_all_equal(report["peftplug_loads_pnlp_shards"], LORA_KEYS)
         _assert_all_equal(report["peftplug_loads_pnlp_merged"], LORA_KEYS)
@@ -243,7 +270,10 @@ def test_a_failing_rank_fails_the_other_and_leaves_no_adapter(job):
 
     assert rank0["rank0_write_fails"]["error"] == "OSError: injected write failure on rank 0"
     assert rank1["rank0_write_fails"]["error"].startswith("TensorParallelError")
-    assert "rank 0" in rank1["rank0_write_fails"]["error"] and "injected write failure" in rank1["rank0_write_fails"]["error"]
+    assert (
+        "rank 0" in rank1["rank0_write_fails"]["error"]
+        and "injected write failure" in rank1["rank0_write_fails"]["error"]
+    )
     assert not rank0["rank0_write_fails"]["contents"] and rank1["rank0_write_fails"]["seconds"] < 5
 
     assert rank0["all_fine"]["error"] is None and rank1["all_fine"]["error"] is None

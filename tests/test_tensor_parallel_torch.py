@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.distributed.tp_shards import (
     TensorParallelError,
     find_shard_set,
@@ -27,6 +26,7 @@ from peftplug.distributed.tp_shards import (
     split_array,
     write_shard_directory,
 )
+from peftplug.plugins.formats.safetensors_io import read_safetensors
 
 WORKERS = Path(__file__).parent / "tp_workers"
 sys.path.insert(0, str(WORKERS))
@@ -40,8 +40,16 @@ def torchrun(mode: str, out: Path, init: Path, timeout_env: str = "60") -> subpr
     """Run the worker on 2 ranks; fail the test with its output when it fails or hangs."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PEFTPLUG_TP_TIMEOUT=timeout_env, PYTHONUNBUFFERED="1")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(WORKERS / "lora_worker.py"), mode, str(out), str(init),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKERS / "lora_worker.py"),
+        mode,
+        str(out),
+        str(init),
     ]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -60,7 +68,8 @@ def run(tmp_path_factory, torch):
     root = tmp_path_factory.mktemp("tp")
     train_ids, eval_ids = tp_common.batches(torch)
     model = peftplug.get_peft_model(
-        tp_common.build_llama(torch), LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=tp_common.TARGETS)
+        tp_common.build_llama(torch),
+        LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=tp_common.TARGETS),
     )
     generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
@@ -115,8 +124,13 @@ def test_forward_and_training_match_one_process(run):
 def test_merged_save_is_one_ordinary_adapter_equal_to_one_process(run):
     merged, single = run["out"] / "merged", run["root"] / "single"
     assert sorted(p.name for p in merged.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
-    assert json.loads((merged / "adapter_config.json").read_text()) == json.loads((single / "adapter_config.json").read_text())
-    got, want = read_safetensors(merged / "adapter_model.safetensors"), read_safetensors(single / "adapter_model.safetensors")
+    assert json.loads((merged / "adapter_config.json").read_text()) == json.loads(
+        (single / "adapter_config.json").read_text()
+    )
+    got, want = (
+        read_safetensors(merged / "adapter_model.safetensors"),
+        read_safetensors(single / "adapter_model.safetensors"),
+    )
     assert sorted(got) == sorted(want) and len(got) == 2 * 2 * 7
     for key in want:
         assert got[key].shape == want[key].shape, key
@@ -132,7 +146,9 @@ def test_merged_adapter_loads_unsharded_in_peftplug_and_peft(run, torch):
 
     merged, eval_ids = run["out"] / "merged", run["eval_ids"]
     ours = tp_common.logits(torch, peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), merged), eval_ids)
-    theirs = tp_common.logits(torch, peft.PeftModel.from_pretrained(tp_common.build_llama(torch), str(merged)), eval_ids)
+    theirs = tp_common.logits(
+        torch, peft.PeftModel.from_pretrained(tp_common.build_llama(torch), str(merged)), eval_ids
+    )
     sharded = np.load(run["out"] / "trained_logits.npy")
     np.testing.assert_allclose(ours, sharded, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(theirs, ours, atol=1e-6, rtol=0)
@@ -150,7 +166,9 @@ def test_unmerged_shards_joined_offline_equal_the_merged_save(run, tmp_path):
     shards = run["out"] / "shards"
     names = sorted(p.name for p in shards.iterdir())
     assert names == [
-        "adapter_config.json", "adapter_model.tp00-of-02.safetensors", "adapter_model.tp01-of-02.safetensors",
+        "adapter_config.json",
+        "adapter_model.tp00-of-02.safetensors",
+        "adapter_model.tp01-of-02.safetensors",
         "tensor_parallel.json",
     ]
     index = json.loads((shards / "tensor_parallel.json").read_text())
@@ -202,7 +220,10 @@ def test_a_failing_rank_fails_the_others_and_leaves_no_adapter(run, tmp_path):
 
     assert rank0["rank0_write_fails"]["type"] == "OSError"
     assert rank1["rank0_write_fails"]["type"] == "TensorParallelError"
-    assert "rank 0" in rank1["rank0_write_fails"]["error"] and "injected write failure" in rank1["rank0_write_fails"]["error"]
+    assert (
+        "rank 0" in rank1["rank0_write_fails"]["error"]
+        and "injected write failure" in rank1["rank0_write_fails"]["error"]
+    )
     assert not rank0["rank0_write_fails"]["contents"]
 
     assert rank0["all_fine"]["error"] is None and rank1["all_fine"]["error"] is None
@@ -256,7 +277,8 @@ def test_ia3_vectors_follow_their_axis_and_train_as_in_one_process(tmp_path, tor
 
     train_ids, _ = tp_common.batches(torch)
     config = IA3Config(
-        task_type="CAUSAL_LM", target_modules=["q_proj", "o_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "o_proj", "up_proj", "down_proj"],
         feedforward_modules=["up_proj", "down_proj"],
     )
     model = peftplug.get_peft_model(tp_common.build_llama(torch), config)
@@ -274,8 +296,10 @@ def test_ia3_vectors_follow_their_axis_and_train_as_in_one_process(tmp_path, tor
     result = json.loads((out / "rank0.json").read_text())
     # column-parallel q/up: output axis split; row-parallel o/down: input axis split
     assert result["placements"] == {
-        "q_proj": "(Shard(dim=0),)", "o_proj": "(Replicate(),)",
-        "up_proj": "(Replicate(),)", "down_proj": "(Shard(dim=1),)",
+        "q_proj": "(Shard(dim=0),)",
+        "o_proj": "(Replicate(),)",
+        "up_proj": "(Replicate(),)",
+        "down_proj": "(Shard(dim=1),)",
     }
     assert np.max(np.abs(np.array(result["losses"]) - np.array(losses))) <= TOLERANCE
     assert losses[-1] < losses[0]
@@ -306,7 +330,9 @@ def test_paddlenlp_style_shards_join_into_the_merged_adapter(run, tmp_path):
     write_shard_directory(state, shards, degree=2, split_axes=_lora_axes(state.tensors), format="paddlenlp")
     (shards / "tensor_parallel.json").unlink()
     assert sorted(p.name for p in shards.iterdir()) == [
-        "lora_config.json", "lora_model_state.tp00.pdparams", "lora_model_state.tp01.pdparams",
+        "lora_config.json",
+        "lora_model_state.tp00.pdparams",
+        "lora_model_state.tp01.pdparams",
     ]
     assert json.loads((shards / "lora_config.json").read_text())["tensor_parallel_degree"] == 2
     piece = read_pdparams(shards / "lora_model_state.tp01.pdparams")

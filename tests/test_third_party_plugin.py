@@ -62,8 +62,15 @@ def bitfit():
         if not _bitfit_is_installed():
             isolation = ["--no-build-isolation"] if _can_build_without_isolation() else []
             command = [
-                sys.executable, "-m", "pip", "install", "--quiet",
-                "--no-deps", *isolation, "-e", str(EXAMPLE_DIR),
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                *isolation,
+                "-e",
+                str(EXAMPLE_DIR),
             ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
@@ -372,7 +379,10 @@ def test_example_plugin_passes_the_contract_tests(bitfit):
     runner = "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", runner, "-q", "-p", "no:cacheprovider", "-rs"],
-        capture_output=True, text=True, timeout=600, cwd=EXAMPLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=EXAMPLE_DIR,
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr

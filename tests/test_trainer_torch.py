@@ -11,7 +11,9 @@ CONFIGS = {
     "lora": lambda: peftplug.LoraConfig(task_type="CAUSAL_LM", r=4),
     "ia3": lambda: peftplug.IA3Config(task_type="CAUSAL_LM"),
     "prompt": lambda: peftplug.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
-    "p-tuning": lambda: peftplug.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, encoder_hidden_size=16),
+    "p-tuning": lambda: peftplug.PromptEncoderConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=4, encoder_hidden_size=16
+    ),
     "prefix": lambda: peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
 }
 
@@ -26,8 +28,14 @@ def test_trainer_checkpoints_load_with_from_pretrained(torch, make_model, tmp_pa
     rows = [torch.randint(3, 128, (12,), generator=generator).tolist() for _ in range(8)]
     dataset = [{"input_ids": row, "labels": row} for row in rows]
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, save_steps=2, per_device_train_batch_size=4,
-        learning_rate=5e-2, report_to=[], use_cpu=True, save_only_model=True,
+        output_dir=str(tmp_path),
+        max_steps=2,
+        save_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=5e-2,
+        report_to=[],
+        use_cpu=True,
+        save_only_model=True,
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     callbacks = [AdapterCheckpointCallback()]

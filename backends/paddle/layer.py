@@ -17,8 +17,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 from peftplug.errors import AdapterShapeError
+from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 
 # numpy has no bfloat16: such tensors (and float16 ones) leave the backend as float32, exactly.
 LOW_PRECISION = (paddle.float16, paddle.bfloat16)

@@ -28,7 +28,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import paddle
 from paddle import nn
@@ -68,9 +69,7 @@ def cache_keyword(model: nn.Layer) -> str:
     for keyword in CACHE_KEYWORDS:
         if keyword in parameters:
             return keyword
-    raise PeftplugError(
-        f"{type(model).__name__}.forward takes no past_key_values or cache, which prefix tuning needs"
-    )
+    raise PeftplugError(f"{type(model).__name__}.forward takes no past_key_values or cache, which prefix tuning needs")
 
 
 def _model_type(model: nn.Layer) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import paddle
@@ -79,9 +79,7 @@ class PaddlePromptEncoder(PromptEncoderBase, nn.Layer):
 
     def _linear_weight_names(self) -> set[str]:
         """Names of the ``nn.Linear`` weights (stored ``[in, out]`` here, ``[out, in]`` in torch)."""
-        return {
-            f"{name}.weight" for name, layer in self.named_sublayers() if isinstance(layer, nn.Linear)
-        }
+        return {f"{name}.weight" for name, layer in self.named_sublayers() if isinstance(layer, nn.Linear)}
 
     def _use_table(self, saved: np.ndarray) -> None:
         """Turn into a plain table holding ``saved`` (trainable as the old embedding was)."""

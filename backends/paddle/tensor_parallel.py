@@ -22,8 +22,8 @@ import paddle
 from paddle import nn
 
 from peftplug.backends.paddle.layer import to_numpy
-from peftplug.errors import BackendError
 from peftplug.distributed.tp_shards import split_array
+from peftplug.errors import BackendError
 
 _POLL_SECONDS = 0.05
 
@@ -62,7 +62,9 @@ class Shards:
         self.group = getattr(base_layer, "model_parallel_group", None) if self.degree > 1 else None
         self.rank = self.group.rank if self.group is not None else 0
         if self.group is not None and self.rank < 0:
-            raise BackendError(f"this process is not in the model-parallel group {self.group} of {type(base_layer).__name__}")
+            raise BackendError(
+                f"this process is not in the model-parallel group {self.group} of {type(base_layer).__name__}"
+            )
 
     def broadcast(self, tensor: paddle.Tensor) -> paddle.Tensor:
         """``tensor`` as the group's first rank holds it (a collective)."""
@@ -90,7 +92,9 @@ class Shards:
         parallel LoRA layers mark theirs."""
         piece = self.piece(to_numpy(whole), axis)
         parameter = layer.create_parameter(
-            list(piece.shape), dtype=whole.dtype, is_bias=False,
+            list(piece.shape),
+            dtype=whole.dtype,
+            is_bias=False,
             default_initializer=nn.initializer.Assign(piece),
         )
         mark(parameter, axis if self.degree > 1 else None)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 from peftplug.backends.torch.tensor_parallel import (
     is_dtensor,
     keep_local_piece,
@@ -23,6 +22,7 @@ from peftplug.backends.torch.tensor_parallel import (
     return_parallel_hooks,
 )
 from peftplug.errors import AdapterShapeError
+from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 
 
 class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
@@ -98,4 +98,3 @@ def copy_into(parameter: Any, array: np.ndarray, key: str) -> None:
         return
     with torch.no_grad():
         parameter.copy_(torch.from_numpy(np.ascontiguousarray(array)))
-

@@ -23,13 +23,14 @@ import contextlib
 import inspect
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from peftplug.backends.torch.layer import copy_into, to_numpy
 from torch import nn
 
+from peftplug.backends.torch.layer import copy_into, to_numpy
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.model.prompt_encoder import PromptEncoderBase
 
@@ -162,7 +163,11 @@ def refuse_gradient_checkpointing(model: nn.Module) -> None:
     """The error for prefix tuning on a model with gradient checkpointing switched on (it names
     the switch the model's transformers has: ``activation_checkpointing_disable`` from 5.x on)."""
     switch = next(
-        (name for name in ("activation_checkpointing_disable", "gradient_checkpointing_disable") if hasattr(model, name)),
+        (
+            name
+            for name in ("activation_checkpointing_disable", "gradient_checkpointing_disable")
+            if hasattr(model, name)
+        ),
         "gradient_checkpointing_disable",
     )
     raise PeftplugError(

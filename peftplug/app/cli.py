@@ -23,7 +23,8 @@ import os
 import re
 import sys
 import warnings
-from typing import Any, Iterator, NoReturn, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from peftplug.app.train_options import TrainOptions
 
@@ -162,12 +163,19 @@ def build_parser() -> _Parser:
 
     def add_command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
         command = commands.add_parser(
-            name, help=help_text, description=help_text, epilog=epilog,
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         # SUPPRESS keeps the top-level --debug when this one is not given.
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the full traceback when the command fails")
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback when the command fails",
+        )
         return command
 
     methods = add_command(
@@ -186,26 +194,60 @@ def build_parser() -> _Parser:
         TRAIN_EXAMPLES,
     )
     defaults = dataclasses.asdict(TrainOptions())
-    train.add_argument("recipe", nargs="?", default=None, metavar="RECIPE",
-                       help="a recipe file (.yaml, .json or .toml); default: the built-in job")
-    train.add_argument("--backend", default=None, help="run on this backend (overrides $PEFTPLUG_BACKEND and the recipe)")
-    train.add_argument("--show-recipe", action="store_true",
-                       help="print the recipe (default: the built-in one) as the other flags would run it, and exit")
-    train.add_argument("--steps", type=_positive_int, default=None,
-                       help=f"optimizer steps (default: the recipe's; {defaults['steps']} in the built-in one)")
-    train.add_argument("--lr", type=_positive_float, default=None,
-                       help=f"peak AdamW learning rate (default: the recipe's; {defaults['lr']})")
-    train.add_argument("--batch-size", type=_positive_int, default=None,
-                       help=f"examples per step (default: the recipe's; {defaults['batch_size']})")
-    train.add_argument("--seed", type=_nonnegative_int, default=None,
-                       help=f"seed of the base model, the adapter init and the batch order (default: {defaults['seed']})")
-    train.add_argument("--output", default=None,
-                       help=f"directory to save the adapter in (default: the recipe's; ./{defaults['output']})")
-    train.add_argument("--max-length", type=_positive_int, default=None,
-                       help="longest sequence in tokens; longer examples are cut, those whose prompt fills it are "
-                            f"dropped, with a warning (default: {defaults['max_length']})")
-    train.add_argument("--data", default=None, metavar="FILE.jsonl",
-                       help="instruction file to train on instead of the recipe's")
+    train.add_argument(
+        "recipe",
+        nargs="?",
+        default=None,
+        metavar="RECIPE",
+        help="a recipe file (.yaml, .json or .toml); default: the built-in job",
+    )
+    train.add_argument(
+        "--backend", default=None, help="run on this backend (overrides $PEFTPLUG_BACKEND and the recipe)"
+    )
+    train.add_argument(
+        "--show-recipe",
+        action="store_true",
+        help="print the recipe (default: the built-in one) as the other flags would run it, and exit",
+    )
+    train.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help=f"optimizer steps (default: the recipe's; {defaults['steps']} in the built-in one)",
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help=f"peak AdamW learning rate (default: the recipe's; {defaults['lr']})",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"examples per step (default: the recipe's; {defaults['batch_size']})",
+    )
+    train.add_argument(
+        "--seed",
+        type=_nonnegative_int,
+        default=None,
+        help=f"seed of the base model, the adapter init and the batch order (default: {defaults['seed']})",
+    )
+    train.add_argument(
+        "--output",
+        default=None,
+        help=f"directory to save the adapter in (default: the recipe's; ./{defaults['output']})",
+    )
+    train.add_argument(
+        "--max-length",
+        type=_positive_int,
+        default=None,
+        help="longest sequence in tokens; longer examples are cut, those whose prompt fills it are "
+        f"dropped, with a warning (default: {defaults['max_length']})",
+    )
+    train.add_argument(
+        "--data", default=None, metavar="FILE.jsonl", help="instruction file to train on instead of the recipe's"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_run_train)
 
@@ -226,10 +268,16 @@ def build_parser() -> _Parser:
         MERGE_EXAMPLES,
     )
     merge.add_argument("directory", metavar="DIR", help="the adapter (or shard) directory")
-    merge.add_argument("--base", default=None, metavar="MODEL",
-                       help="the base model: a local model directory, or the recipe that trained the adapter")
+    merge.add_argument(
+        "--base",
+        default=None,
+        metavar="MODEL",
+        help="the base model: a local model directory, or the recipe that trained the adapter",
+    )
     merge.add_argument("--out", required=True, help="directory to write (must be new or empty)")
-    merge.add_argument("--format", default=None, help="without --base: the format of the joined adapter (default: the shards')")
+    merge.add_argument(
+        "--format", default=None, help="without --base: the format of the joined adapter (default: the shards')"
+    )
     merge.set_defaults(handler=_run_merge)
 
     generate = add_command(
@@ -238,12 +286,21 @@ def build_parser() -> _Parser:
         GENERATE_EXAMPLES,
     )
     generate.add_argument("directory", metavar="DIR", help="the adapter directory")
-    generate.add_argument("--base", required=True, metavar="MODEL",
-                          help="the base model: a local model directory, or the recipe that trained the adapter")
+    generate.add_argument(
+        "--base",
+        required=True,
+        metavar="MODEL",
+        help="the base model: a local model directory, or the recipe that trained the adapter",
+    )
     generate.add_argument("--prompt", required=True, help="the text to continue")
-    generate.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest continuation (default: %(default)s)")
-    generate.add_argument("--raw", action="store_true",
-                          help="feed the prompt as is (default: in the instruction template the training job uses)")
+    generate.add_argument(
+        "--max-new-tokens", type=_positive_int, default=64, help="longest continuation (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--raw",
+        action="store_true",
+        help="feed the prompt as is (default: in the instruction template the training job uses)",
+    )
     generate.set_defaults(handler=_run_generate)
     convert = add_command(
         "convert",
@@ -253,19 +310,43 @@ def build_parser() -> _Parser:
     )
     convert.add_argument("src", metavar="SRC", help="the adapter directory (any registered format)")
     convert.add_argument("dst", metavar="DST", help="the directory to write")
-    convert.add_argument("--to", required=True, choices=("paddlenlp", "peft"),
-                         help="paddlenlp: PaddleNLP's module tree and files; peft: HF transformers' tree, HF PEFT files")
-    convert.add_argument("--architecture", default=None,
-                         help="the model family (llama, qwen2, bloom, gpt2, ...) when the files do not tell it")
-    convert.add_argument("--base-config", default=None, metavar="CONFIG",
-                         help="the base model's config.json (or its directory): family, head counts, rope_theta")
-    convert.add_argument("--fuse-attention-qkv", action="store_true", default=None,
-                         help="target a PaddleNLP Llama with fuse_attention_qkv (default: the base config's)")
-    convert.add_argument("--fuse-attention-ffn", action="store_true", default=None,
-                         help="target a PaddleNLP Llama with fuse_attention_ffn (default: the base config's)")
+    convert.add_argument(
+        "--to",
+        required=True,
+        choices=("paddlenlp", "peft"),
+        help="paddlenlp: PaddleNLP's module tree and files; peft: HF transformers' tree, HF PEFT files",
+    )
+    convert.add_argument(
+        "--architecture",
+        default=None,
+        help="the model family (llama, qwen2, bloom, gpt2, ...) when the files do not tell it",
+    )
+    convert.add_argument(
+        "--base-config",
+        default=None,
+        metavar="CONFIG",
+        help="the base model's config.json (or its directory): family, head counts, rope_theta",
+    )
+    convert.add_argument(
+        "--fuse-attention-qkv",
+        action="store_true",
+        default=None,
+        help="target a PaddleNLP Llama with fuse_attention_qkv (default: the base config's)",
+    )
+    convert.add_argument(
+        "--fuse-attention-ffn",
+        action="store_true",
+        default=None,
+        help="target a PaddleNLP Llama with fuse_attention_ffn (default: the base config's)",
+    )
     convert.set_defaults(handler=_run_convert)
     parser.command_parsers = {
-        "methods": methods, "train": train, "inspect": inspect, "merge": merge, "generate": generate, "convert": convert,
+        "methods": methods,
+        "train": train,
+        "inspect": inspect,
+        "merge": merge,
+        "generate": generate,
+        "convert": convert,
     }
     return parser
 
@@ -286,7 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return exit_.code if isinstance(exit_.code, int) else 2
     if getattr(args, "handler", None) is None:
-        print(f"{PROG}: error: name a command: {', '.join(parser.command_parsers)} (see '{PROG} --help')", file=sys.stderr)
+        print(
+            f"{PROG}: error: name a command: {', '.join(parser.command_parsers)} (see '{PROG} --help')", file=sys.stderr
+        )
         return 2
     try:
         with contextlib.nullcontext() if args.debug else quiet_frameworks():
@@ -349,8 +432,13 @@ def _run_convert(args: argparse.Namespace) -> int:
 
     try:
         written = convert(
-            args.src, args.dst, to=args.to, architecture=args.architecture, base_config=args.base_config,
-            fuse_attention_qkv=args.fuse_attention_qkv, fuse_attention_ffn=args.fuse_attention_ffn,
+            args.src,
+            args.dst,
+            to=args.to,
+            architecture=args.architecture,
+            base_config=args.base_config,
+            fuse_attention_qkv=args.fuse_attention_qkv,
+            fuse_attention_ffn=args.fuse_attention_ffn,
         )
     except ConversionError as error:
         raise ConversionError(_as_options(str(error))) from error
@@ -360,6 +448,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 def _as_options(message: str) -> str:
     """A library message that names keyword arguments, naming the command's options instead."""
+
     def option(match: re.Match) -> str:
         return "--" + match.group(1).replace("_", "-") + (" " if match.group(2) else "")
 
@@ -399,8 +488,14 @@ def methods_report() -> dict[str, Any]:
             for b in sorted(backends, key=lambda b: b.name)
         ],
         "methods": [
-            {"name": m.name, "peft_type": m.peft_type, "kind": m.kind, "config": m.config_class.__name__,
-             "description": m.description, **origin(methods, m.name)}
+            {
+                "name": m.name,
+                "peft_type": m.peft_type,
+                "kind": m.kind,
+                "config": m.config_class.__name__,
+                "description": m.description,
+                **origin(methods, m.name),
+            }
             for m in sorted(methods, key=lambda m: m.name)
         ],
         "formats": [
@@ -411,9 +506,7 @@ def methods_report() -> dict[str, Any]:
             {"name": a.name, "model_types": list(a.model_types), **origin(architectures, a.name)}
             for a in sorted(architectures, key=lambda a: a.name)
         ],
-        "failures": [
-            {"name": f.name, "distribution": f.distribution, "error": f.error} for f in manager.failures
-        ],
+        "failures": [{"name": f.name, "distribution": f.distribution, "error": f.error} for f in manager.failures],
     }
 
 
@@ -435,9 +528,10 @@ def format_methods_report(report: dict[str, Any]) -> str:
         return f"plugin {item['plugin']} (distribution {item['distribution']})"
 
     section("backends", [[b["name"], origin(b)] for b in report["backends"]])
-    section("methods", [
-        [m["name"], f"peft_type {m['peft_type']}", m["kind"], m["config"], origin(m)] for m in report["methods"]
-    ])
+    section(
+        "methods",
+        [[m["name"], f"peft_type {m['peft_type']}", m["kind"], m["config"], origin(m)] for m in report["methods"]],
+    )
     section("formats", [[f["name"], origin(f)] for f in report["formats"]])
     section("architectures", [[a["name"], ", ".join(a["model_types"]), origin(a)] for a in report["architectures"]])
     lines.append("plugin load failures:")
@@ -460,8 +554,13 @@ def _run_train(args: argparse.Namespace) -> int:
     from peftplug.app.train_options import apply_options
 
     options = {
-        "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "output": args.output, "max_length": args.max_length, "data": args.data,
+        "steps": args.steps,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "output": args.output,
+        "max_length": args.max_length,
+        "data": args.data,
     }
     if args.show_recipe:
         print(recipe_text(args.recipe, backend=args.backend, options=options), end="")
@@ -494,8 +593,8 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
     from pathlib import Path
 
     from peftplug.adapter_io import detect_format
-    from peftplug.manager import get_plugin_manager
     from peftplug.distributed.tp_save import shards_to_load
+    from peftplug.manager import get_plugin_manager
 
     manager = get_plugin_manager()
     root = Path(directory)
@@ -520,9 +619,7 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
         "format": fmt.name,
         "format_description": fmt.description,
         "framework_layout": getattr(fmt, "layout", None) or _layout_of(fmt.name),
-        "files": [
-            {"name": p.name, "bytes": p.stat().st_size} for p in sorted(root.iterdir()) if p.is_file()
-        ],
+        "files": [{"name": p.name, "bytes": p.stat().st_size} for p in sorted(root.iterdir()) if p.is_file()],
         "base_model": config.base_model_name_or_path,
         "task_type": config.task_type,
         "target_modules": sorted(target_modules) if isinstance(target_modules, list) else target_modules,
@@ -577,8 +674,10 @@ def _shard_lines(report: dict[str, Any]) -> list[str]:
     degree = report.get("tensor_parallel_degree")
     if not degree:
         return []
-    return [f"tensor parallel: shard files of {degree} ranks, joined for this report "
-            f"(peftplug merge {report['directory']} --out DIR writes them joined)"]
+    return [
+        f"tensor parallel: shard files of {degree} ranks, joined for this report "
+        f"(peftplug merge {report['directory']} --out DIR writes them joined)"
+    ]
 
 
 def _targets(targets: Any) -> str:
@@ -617,7 +716,9 @@ def _run_merge(args: argparse.Namespace) -> int:
         print(f"joined the shards of {args.directory} into {out}: {', '.join(p.name for p in written)}")
         return 0
     if args.format is not None:
-        raise PeftplugError("--format applies to joining shards (no --base); a merged model is saved in the base's format")
+        raise PeftplugError(
+            "--format applies to joining shards (no --base); a merged model is saved in the base's format"
+        )
     from peftplug.adapter_io import read_adapter
     from peftplug.app.recipe_models import base_backend, check_base
 
@@ -629,8 +730,10 @@ def _run_merge(args: argparse.Namespace) -> int:
 
     if backend == "paddle":
         if config.task_type not in (None, "CAUSAL_LM"):
-            raise PeftplugError(f"--base {args.base}: merging onto PaddleNLP models is done for CAUSAL_LM adapters, "
-                                f"not task_type {config.task_type!r}")
+            raise PeftplugError(
+                f"--base {args.base}: merging onto PaddleNLP models is done for CAUSAL_LM adapters, "
+                f"not task_type {config.task_type!r}"
+            )
         base, _ = load_paddle_base(args.base)
         library = "paddlenlp"
     else:
@@ -640,8 +743,10 @@ def _run_merge(args: argparse.Namespace) -> int:
     merged.save_pretrained(str(out))
     copied = copy_tokenizer_files(args.base, out)
     tokenizer_note = f" and the tokenizer files ({', '.join(copied)})" if copied else ""
-    print(f"merged {args.directory} into {args.base}: saved the full model{tokenizer_note} to {out} "
-          f"(load it with {library} alone)")
+    print(
+        f"merged {args.directory} into {args.base}: saved the full model{tokenizer_note} to {out} "
+        f"(load it with {library} alone)"
+    )
     return 0
 
 
@@ -674,10 +779,14 @@ def _generate_torch(args: argparse.Namespace, task_type: str | None, text: str) 
     ids = torch.tensor([tokenizer.encode(text, add_bos=True)])
     with torch.no_grad():
         output = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
-            do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
-    return tokenizer.decode(output[0, ids.shape[1]:].tolist())
+    return tokenizer.decode(output[0, ids.shape[1] :].tolist())
 
 
 def _generate_paddle(args: argparse.Namespace, task_type: str | None, text: str) -> str:
@@ -686,12 +795,13 @@ def _generate_paddle(args: argparse.Namespace, task_type: str | None, text: str)
     import paddle
 
     import peftplug
-    from peftplug.errors import PeftplugError
     from peftplug.app.recipe_models import load_paddle_base, paddle_tokenizer
+    from peftplug.errors import PeftplugError
 
     if task_type not in (None, "CAUSAL_LM"):
-        raise PeftplugError(f"--base {args.base}: generate on PaddleNLP models takes CAUSAL_LM adapters, "
-                            f"not task_type {task_type!r}")
+        raise PeftplugError(
+            f"--base {args.base}: generate on PaddleNLP models takes CAUSAL_LM adapters, not task_type {task_type!r}"
+        )
     base, recipe = load_paddle_base(args.base)
     tokenizer = paddle_tokenizer(args.base, recipe)
     model = peftplug.PeftModel.from_pretrained(base, args.directory)
@@ -699,8 +809,12 @@ def _generate_paddle(args: argparse.Namespace, task_type: str | None, text: str)
     ids = paddle.to_tensor([tokenizer.encode(text, add_bos=True)], dtype="int64")
     with paddle.no_grad():
         output, _ = model.generate(
-            input_ids=ids, attention_mask=paddle.ones_like(ids), max_new_tokens=args.max_new_tokens,
-            decode_strategy="greedy_search", pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            input_ids=ids,
+            attention_mask=paddle.ones_like(ids),
+            max_new_tokens=args.max_new_tokens,
+            decode_strategy="greedy_search",
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
     return tokenizer.decode(output[0].tolist())
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
-from peftplug.errors import PeftplugError
 from peftplug.app.tokenizer import ByteTokenizer
+from peftplug.errors import PeftplugError
 
 IGNORE_INDEX = -100
 DATASET_RESOURCE = "data/instructions.jsonl"
@@ -105,7 +105,7 @@ def encode_example(tokenizer: ByteTokenizer, example: Example, max_length: int) 
     input_ids = (prompt + response)[:max_length]
     if len(input_ids) <= len(prompt):
         return None
-    labels = [IGNORE_INDEX] * len(prompt) + input_ids[len(prompt):]
+    labels = [IGNORE_INDEX] * len(prompt) + input_ids[len(prompt) :]
     return EncodedExample(input_ids, labels, len(prompt))
 
 
@@ -121,7 +121,9 @@ def encode_all(tokenizer: ByteTokenizer, examples: Sequence[Example], max_length
     return encoded
 
 
-def split_examples(examples: Sequence[Example], held_out: float = 0.125, seed: int = 0) -> tuple[list[Example], list[Example]]:
+def split_examples(
+    examples: Sequence[Example], held_out: float = 0.125, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
     """(train, held-out): a seeded shuffle, then the last ``held_out`` fraction (at least one
     example, and at least one left to train on)."""
     if len(examples) < 2:

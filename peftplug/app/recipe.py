@@ -32,20 +32,28 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import math
 import os
 import re
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from peftplug.app.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
 from peftplug.config import AdapterConfig, _accepts_float, _serialized_fields
 from peftplug.errors import ConfigError, RegistryError
-from peftplug.app.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
 
 __all__ = [
-    "BACKEND_ENV", "DEFAULT_RECIPE", "Recipe", "RecipeError", "TINY_ARCHITECTURES", "build_recipe", "load_recipe",
+    "BACKEND_ENV",
+    "DEFAULT_RECIPE",
+    "Recipe",
+    "RecipeError",
+    "TINY_ARCHITECTURES",
+    "build_recipe",
+    "load_recipe",
     "recipe_text",
 ]
 
@@ -74,14 +82,20 @@ class TinyArchitecture:
 
 
 _LLAMA_SHAPE = {
-    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "max_position_embeddings": MAX_POSITIONS, "initializer_range": 0.125,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": MAX_POSITIONS,
+    "initializer_range": 0.125,
 }
 TINY_ARCHITECTURES: dict[str, TinyArchitecture] = {
     "llama": TinyArchitecture("llama", ("torch", "paddle"), _LLAMA_SHAPE, "random Llama"),
     "qwen2": TinyArchitecture("qwen2", ("torch",), _LLAMA_SHAPE, "random Qwen2"),
     "gpt2": TinyArchitecture(
-        "gpt2", ("torch",),
+        "gpt2",
+        ("torch",),
         {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": MAX_POSITIONS, "initializer_range": 0.125},
         "random GPT-2",
     ),
@@ -202,8 +216,16 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
     output = _output(check, data.get("output", {}), manager)
     check.finish()
     return Recipe(
-        backend=chosen, model=model, method=method, method_config=method_config, data_path=data_path,
-        eval_split=eval_split, tokenizer=tokenizer, training=training, output=output, origin=source.origin,
+        backend=chosen,
+        model=model,
+        method=method,
+        method_config=method_config,
+        data_path=data_path,
+        eval_split=eval_split,
+        tokenizer=tokenizer,
+        training=training,
+        output=output,
+        origin=source.origin,
     )
 
 
@@ -230,7 +252,10 @@ def recipe_text(
     data["model"] = {**(data.get("model") or {}), "seed": recipe.model.seed}
     data["data"] = {**_shorthand(data.get("data"), "path"), "path": recipe.data_path}
     data["training"] = {
-        **length, "batch_size": training.batch_size, "lr": training.lr, "seed": training.seed,
+        **length,
+        "batch_size": training.batch_size,
+        "lr": training.lr,
+        "seed": training.seed,
         "max_length": training.max_length,
     }
     data["output"] = {**_shorthand(data.get("output", {}), "dir"), "dir": recipe.output.dir}
@@ -289,7 +314,9 @@ def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
     path = ("model",)
     section = check.mapping(path, section)
     check.known_keys(path, section, ["architecture", "path", "config", "seed"])
-    architecture = check.optional(path + ("architecture",), section.get("architecture"), str, "a built-in architecture name")
+    architecture = check.optional(
+        path + ("architecture",), section.get("architecture"), str, "a built-in architecture name"
+    )
     directory = check.optional(path + ("path",), section.get("path"), str, "a local model directory")
     seed = check.integer(path + ("seed",), section.get("seed", 0), minimum=0)
     overrides = check.mapping(path + ("config",), section.get("config", {}))
@@ -304,17 +331,25 @@ def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
     spec = TINY_ARCHITECTURES.get(architecture)
     if spec is None:
         names = sorted(TINY_ARCHITECTURES)
-        check.fail(path + ("architecture",), architecture,
-                   f"is not a built-in architecture; allowed: {', '.join(names)}{_did_you_mean(architecture, names)}")
+        check.fail(
+            path + ("architecture",),
+            architecture,
+            f"is not a built-in architecture; allowed: {', '.join(names)}{_did_you_mean(architecture, names)}",
+        )
     if backend not in spec.backends:
-        check.fail(path + ("architecture",), architecture,
-                   f"has no {backend} build; allowed with backend {backend}: "
-                   f"{', '.join(n for n, a in sorted(TINY_ARCHITECTURES.items()) if backend in a.backends)}")
+        check.fail(
+            path + ("architecture",),
+            architecture,
+            f"has no {backend} build; allowed with backend {backend}: "
+            f"{', '.join(n for n, a in sorted(TINY_ARCHITECTURES.items()) if backend in a.backends)}",
+        )
     config = dict(spec.defaults)
     for key, value in overrides.items():
         field = path + ("config", key)
         if key not in spec.defaults:
-            check.fail(field, value, f"is not a setting of the tiny {architecture}; allowed: {', '.join(spec.defaults)}")
+            check.fail(
+                field, value, f"is not a setting of the tiny {architecture}; allowed: {', '.join(spec.defaults)}"
+            )
         default = spec.defaults[key]
         if isinstance(default, float):
             config[key] = check.number(field, value, positive=True)
@@ -332,7 +367,11 @@ def _check_model_directory(check: _Checker, field: FieldPath, directory: str, ba
     paddle_weights = any(root.glob("*.pdparams"))
     torch_weights = any(root.glob("*.safetensors")) or any(root.glob("pytorch_model*.bin"))
     if backend == "torch" and paddle_weights and not torch_weights:
-        check.fail(field, directory, "holds PaddleNLP weights (*.pdparams); allowed with backend torch: a transformers model directory")
+        check.fail(
+            field,
+            directory,
+            "holds PaddleNLP weights (*.pdparams); allowed with backend torch: a transformers model directory",
+        )
     if not (paddle_weights or torch_weights):
         check.fail(field, directory, "holds no weights (*.safetensors, pytorch_model*.bin, *.pdparams)")
 
@@ -348,8 +387,11 @@ def _method(check: _Checker, section: Any, manager: Any) -> tuple[str, AdapterCo
     try:
         method = manager.methods.get(name)
     except RegistryError:
-        check.fail(path + ("name",), name,
-                   f"is not a registered method; allowed: {', '.join(registered)}{_did_you_mean(name, registered)}")
+        check.fail(
+            path + ("name",),
+            name,
+            f"is not a registered method; allowed: {', '.join(registered)}{_did_you_mean(name, registered)}",
+        )
     config_class = method.config_class
     fields = {f.name: f for f in _serialized_fields(config_class)}
     hints = typing.get_type_hints(config_class)
@@ -359,16 +401,21 @@ def _method(check: _Checker, section: Any, manager: Any) -> tuple[str, AdapterCo
             continue
         if key not in fields:
             allowed = sorted(fields)
-            check.fail(path + (key,), value,
-                       f"is not a field of {config_class.__name__} ({name}); allowed: {', '.join(allowed)}"
-                       f"{_did_you_mean(key, allowed)}")
+            check.fail(
+                path + (key,),
+                value,
+                f"is not a field of {config_class.__name__} ({name}); allowed: {', '.join(allowed)}"
+                f"{_did_you_mean(key, allowed)}",
+            )
         values[key] = _yaml12_float(value) if _accepts_float(hints[key]) else value
     try:
         config = config_class(**values)
     except ConfigError as error:
         check.fail(path + (error.field,), error.value, f"is invalid for {config_class.__name__}: {error.allowed}")
     except (TypeError, ValueError) as error:
-        raise RecipeError(f"{check.source.where(path)}: method {name!r}: {config_class.__name__} refused the fields: {error}") from None
+        raise RecipeError(
+            f"{check.source.where(path)}: method {name!r}: {config_class.__name__} refused the fields: {error}"
+        ) from None
     return name, config
 
 
@@ -388,8 +435,9 @@ def _data_path(check: _Checker, field: FieldPath, value: Any) -> str | None:
     data_path = check.optional(field, value, str, "a JSON, JSONL or CSV file, or null")
     if data_path is not None:
         if not Path(data_path).is_file():
-            check.fail(field, data_path,
-                       "is not a file; allowed: a JSON, JSONL or CSV file, or null for the shipped dataset")
+            check.fail(
+                field, data_path, "is not a file; allowed: a JSON, JSONL or CSV file, or null for the shipped dataset"
+            )
         if Path(data_path).suffix.lower() not in DATA_SUFFIXES:
             check.fail(field, data_path, f"has an unknown suffix; allowed: {', '.join(DATA_SUFFIXES)}")
     return data_path
@@ -472,8 +520,9 @@ def _output_format(check: _Checker, field: FieldPath, fmt: Any, manager: Any) ->
     check.type(field, fmt, str, "a registered format name")
     formats = manager.formats.names()
     if fmt not in formats:
-        check.fail(field, fmt,
-                   f"is not a registered format; allowed: {', '.join(formats)}{_did_you_mean(fmt, formats)}")
+        check.fail(
+            field, fmt, f"is not a registered format; allowed: {', '.join(formats)}{_did_you_mean(fmt, formats)}"
+        )
     return fmt
 
 
@@ -558,10 +607,10 @@ class _Checker:
         for key, value in section.items():
             if key not in allowed:
                 section_name = f" of section {path[-1]!r}" if path else ""
-                self.collect(lambda: self.fail(
-                    path + (key,), value,
-                    f"is not a recipe field{section_name}; allowed: {', '.join(allowed)}{_did_you_mean(key, allowed)}",
-                ))
+                problem = (
+                    f"is not a recipe field{section_name}; allowed: {', '.join(allowed)}{_did_you_mean(key, allowed)}"
+                )
+                self.collect(functools.partial(self.fail, path + (key,), value, problem))
 
     def mapping(self, path: FieldPath, value: Any) -> dict:
         """``value`` when it is a mapping (None counts as empty)."""

@@ -13,9 +13,10 @@ import io
 import json
 import math
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from peftplug.app.instructions import (
     IGNORE_INDEX,
@@ -92,7 +93,9 @@ def _csv_records(text: str, path: Path) -> Iterator[tuple[str, Any]]:
 
 def _pair(record: Any, where: str) -> PromptPair:
     if not isinstance(record, dict):
-        raise DataError(f"{where}: expected an object with instruction/output or prompt/completion, got {type(record).__name__}")
+        raise DataError(
+            f"{where}: expected an object with instruction/output or prompt/completion, got {type(record).__name__}"
+        )
     if "prompt" in record or "completion" in record:
         fields, build = ("prompt", "completion"), lambda r: PromptPair(r["prompt"], r["completion"])
     elif "instruction" in record or "output" in record:
@@ -100,7 +103,9 @@ def _pair(record: Any, where: str) -> PromptPair:
         fields = ("instruction", "input", "output")
         build = lambda r: PromptPair(format_prompt(Example(r["instruction"], r["input"], r["output"])), r["output"])  # noqa: E731
     else:
-        raise DataError(f"{where}: no instruction/output or prompt/completion fields (found: {', '.join(sorted(record)) or 'none'})")
+        raise DataError(
+            f"{where}: no instruction/output or prompt/completion fields (found: {', '.join(sorted(record)) or 'none'})"
+        )
     for field in fields:
         if not isinstance(record.get(field), str):
             raise DataError(f"{where}: field {field!r} must be a string, got {type(record.get(field)).__name__}")
@@ -152,8 +157,11 @@ def load_tokenizer(directory: str | None, backend: str) -> Any:
     else:
         from transformers import AutoTokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True) if backend != "paddle" \
+        tokenizer = (
+            AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            if backend != "paddle"
             else AutoTokenizer.from_pretrained(directory)
+        )
     except Exception as error:  # the libraries raise many types for an unusable directory
         raise DataError(f"tokenizer {directory} cannot be loaded: {type(error).__name__}: {error}") from None
     return HFTokenizerAdapter(tokenizer, directory)
@@ -168,7 +176,7 @@ def encode_pair(tokenizer: Any, pair: PromptPair, max_length: int) -> EncodedExa
     input_ids = (prompt + response)[:max_length]
     if len(input_ids) <= len(prompt):
         return None
-    return EncodedExample(input_ids, [IGNORE_INDEX] * len(prompt) + input_ids[len(prompt):], len(prompt))
+    return EncodedExample(input_ids, [IGNORE_INDEX] * len(prompt) + input_ids[len(prompt) :], len(prompt))
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[PromptPair], max_length: int) -> list[EncodedExample]:
@@ -198,7 +206,7 @@ def batch_order(examples: Sequence[EncodedExample], batch_size: int, seed: int) 
     while True:
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             if len(chunk) < batch_size and len(order) >= batch_size:
                 break
             yield [examples[i] for i in chunk]

@@ -12,13 +12,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from peftplug.errors import PeftplugError
 from peftplug.app.recipe import Recipe, load_recipe
 from peftplug.app.recipe_source import SUFFIXES
+from peftplug.errors import PeftplugError
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
-    "merges.txt", "tokenizer.model", "added_tokens.json", "sentencepiece.bpe.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
 )
 AUTO_CLASSES = {
     "CAUSAL_LM": "AutoModelForCausalLM",

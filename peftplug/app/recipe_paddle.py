@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import paddle
@@ -25,8 +26,13 @@ from peftplug.app.recipe_run import PreparedData, RunResult, describe_method, tr
 
 # The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
 _LLAMA_FIELDS = (
-    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-    "max_position_embeddings", "initializer_range",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "initializer_range",
 )
 
 
@@ -75,8 +81,8 @@ def torch_initial_adapter(recipe: Recipe, tokenizer: Any, base: Any) -> Any:
     files is, or None when torch is not installed or the base is a directory."""
     if recipe.model.path is not None or not torch_is_installed():
         return None
-    from peftplug.interop.cross_framework import state_for_model
     from peftplug.app.recipe_torch import build_model as build_torch_model
+    from peftplug.interop.cross_framework import state_for_model
 
     state = peftplug.get_peft_model(build_torch_model(recipe.model, tokenizer), recipe.method_config).adapter_state()
     return state_for_model(state, base, "peft")
@@ -93,8 +99,10 @@ def collate(batch: Sequence[EncodedExample], pad_token_id: int) -> dict[str, pad
         input_ids[row, :length] = item.input_ids
         labels[row, :length] = item.labels
         attention_mask[row, :length] = 1
-    return {name: paddle.to_tensor(array) for name, array in
-            (("input_ids", input_ids), ("attention_mask", attention_mask), ("labels", labels))}
+    return {
+        name: paddle.to_tensor(array)
+        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask), ("labels", labels))
+    }
 
 
 def causal_lm_loss_sum(model: Any, batch: dict[str, paddle.Tensor]) -> tuple[paddle.Tensor, int]:
@@ -115,7 +123,7 @@ def evaluate(model: Any, examples: Sequence[EncodedExample], pad_token_id: int, 
     total, count = 0.0, 0
     with paddle.no_grad():
         for start in range(0, len(examples), batch_size):
-            loss, n = causal_lm_loss_sum(model, collate(examples[start:start + batch_size], pad_token_id))
+            loss, n = causal_lm_loss_sum(model, collate(examples[start : start + batch_size], pad_token_id))
             total, count = total + float(loss), count + n
     return total / max(count, 1)
 
@@ -129,14 +137,19 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
     model = peftplug.get_peft_model(base, recipe.method_config)
     if initial is not None:
         model.load_adapter_state(initial, model.active_adapter)
-    shape = recipe.model.path or f"random PaddleNLP Llama (hidden {recipe.model.config['hidden_size']}, " \
-                                 f"{recipe.model.config['num_hidden_layers']} layers)"
+    shape = (
+        recipe.model.path
+        or f"random PaddleNLP Llama (hidden {recipe.model.config['hidden_size']}, "
+        f"{recipe.model.config['num_hidden_layers']} layers)"
+    )
     log(f"model: {shape} on Paddle, {describe_method(recipe, model)}")
     pad = data.tokenizer.pad_token_id
     schedule = paddle.optimizer.lr.LambdaDecay(learning_rate=training.lr, lr_lambda=lr_schedule(data.steps))
     optimizer = paddle.optimizer.AdamW(
-        learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
-        weight_decay=0.0, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
+        learning_rate=schedule,
+        parameters=[p for p in model.parameters() if not p.stop_gradient],
+        weight_decay=0.0,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
     )
 
     def step(examples: list[EncodedExample]) -> tuple[float, int]:
@@ -150,6 +163,12 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         return float(loss), int(batch["attention_mask"].sum())
 
     return train_and_save(
-        model, recipe, data, backend="paddle", step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
-        log=log, progress=progress,
+        model,
+        recipe,
+        data,
+        backend="paddle",
+        step=step,
+        evaluate=lambda: evaluate(model, data.held_out, pad),
+        log=log,
+        progress=progress,
     )

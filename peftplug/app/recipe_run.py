@@ -14,12 +14,20 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from peftplug.app.instructions import EncodedExample
 from peftplug.app.recipe import Recipe
-from peftplug.app.recipe_data import batch_order, encode_pairs, load_pairs, load_tokenizer, split_pairs, steps_for_epochs
+from peftplug.app.recipe_data import (
+    batch_order,
+    encode_pairs,
+    load_pairs,
+    load_tokenizer,
+    split_pairs,
+    steps_for_epochs,
+)
 
 RUNNERS = {"torch": "peftplug.app.recipe_torch", "paddle": "peftplug.app.recipe_paddle"}
 # The model library of each backend: it loads a merged model alone.
@@ -28,10 +36,13 @@ MODEL_LIBRARIES = {"torch": "transformers", "paddle": "paddlenlp"}
 # them: a save is in the format's module tree), and that loader by method (None: any method).
 FORMAT_LOADERS: dict[str, tuple[str, dict[str | None, str]]] = {
     "peft": ("HF PEFT", {None: "peft.PeftModel.from_pretrained"}),
-    "paddlenlp": ("PaddleNLP", {
-        "lora": "paddlenlp.peft.LoRAModel.from_pretrained",
-        "prefix_tuning": "paddlenlp.peft.PrefixModelForCausalLM.from_pretrained",
-    }),
+    "paddlenlp": (
+        "PaddleNLP",
+        {
+            "lora": "paddlenlp.peft.LoRAModel.from_pretrained",
+            "prefix_tuning": "paddlenlp.peft.PrefixModelForCausalLM.from_pretrained",
+        },
+    ),
 }
 
 
@@ -162,7 +173,9 @@ def train_and_save(
     seconds = time.perf_counter() - started
 
     loss_after = evaluate()
-    log(f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)")
+    log(
+        f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)"
+    )
     output = Path(recipe.output.dir)
     model.save_pretrained(output, format=recipe.output.format)
     log(f"saved adapter to {output} ({adapter_note(recipe, backend)})")
@@ -171,9 +184,19 @@ def train_and_save(
         model.merge_and_unload().save_pretrained(str(merged_dir))
         log(f"saved the merged model to {merged_dir} (load it with {MODEL_LIBRARIES.get(backend, backend)} alone)")
     return RunResult(
-        backend=backend, losses=losses, eval_loss_before=loss_before, eval_loss_after=loss_after,
-        trainable_params=trainable, all_params=total, steps=data.steps, seconds=seconds, tokens=tokens,
-        train_examples=len(data.train), held_out_examples=len(data.held_out), output=output, model=model,
+        backend=backend,
+        losses=losses,
+        eval_loss_before=loss_before,
+        eval_loss_after=loss_after,
+        trainable_params=trainable,
+        all_params=total,
+        steps=data.steps,
+        seconds=seconds,
+        tokens=tokens,
+        train_examples=len(data.train),
+        held_out_examples=len(data.held_out),
+        output=output,
+        model=model,
     )
 
 
@@ -209,7 +232,9 @@ def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: boo
     data = prepare_data(recipe)
     runner = importlib.import_module(RUNNERS[recipe.backend]) if recipe.backend in RUNNERS else None
     if runner is None:
-        raise NotImplementedError(f"backend {recipe.backend!r} is registered but peftplug has no training runner for it")
+        raise NotImplementedError(
+            f"backend {recipe.backend!r} is registered but peftplug has no training runner for it"
+        )
     for line in data.summary():
         log(line)
     result = runner.run(recipe, data, log=log, progress=progress)

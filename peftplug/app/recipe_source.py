@@ -74,7 +74,9 @@ def parse_recipe_text(text: str, origin: str, kind: str = "yaml") -> RecipeSourc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RecipeError(f"{origin}: a recipe is a mapping of sections (backend, model, method, ...), got {type(data).__name__}")
+        raise RecipeError(
+            f"{origin}: a recipe is a mapping of sections (backend, model, method, ...), got {type(data).__name__}"
+        )
     return RecipeSource(data, origin, lines)
 
 
@@ -85,7 +87,9 @@ def _parse_toml(text: str, origin: str) -> dict[str, Any]:
         try:
             import tomli as tomllib
         except ImportError:
-            raise RecipeError(f"{origin}: reading TOML recipes on Python 3.10 needs tomli (pip install tomli)") from None
+            raise RecipeError(
+                f"{origin}: reading TOML recipes on Python 3.10 needs tomli (pip install tomli)"
+            ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -6,7 +6,8 @@ Imported by :func:`peftplug.app.recipe_run.run_recipe` for ``backend: torch`` on
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -89,12 +90,14 @@ def causal_lm_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, examples: Sequence[EncodedExample], pad_token_id: int, batch_size: int = 32) -> float:
+def evaluate(
+    model: torch.nn.Module, examples: Sequence[EncodedExample], pad_token_id: int, batch_size: int = 32
+) -> float:
     """Mean cross-entropy per response token over ``examples`` (model put in eval mode)."""
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        loss, n = causal_lm_loss_sum(model, collate(examples[start:start + batch_size], pad_token_id))
+        loss, n = causal_lm_loss_sum(model, collate(examples[start : start + batch_size], pad_token_id))
         total, count = total + float(loss), count + n
     return total / max(count, 1)
 
@@ -122,7 +125,12 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         return loss.item(), int(batch["attention_mask"].sum())
 
     return train_and_save(
-        model, recipe, data, backend="torch", step=step, evaluate=lambda: evaluate(model, data.held_out, pad),
-        log=log, progress=progress,
+        model,
+        recipe,
+        data,
+        backend="torch",
+        step=step,
+        evaluate=lambda: evaluate(model, data.held_out, pad),
+        log=log,
+        progress=progress,
     )
-

@@ -6,7 +6,7 @@ training job (``peftplug train``). Pure Python: importing it imports no framewor
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 BYTE_VOCAB = 256
 

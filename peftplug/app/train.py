@@ -14,7 +14,7 @@ This module imports torch and transformers; the CLI imports it only for ``peftpl
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -26,8 +26,15 @@ from peftplug.app.tokenizer import ByteTokenizer
 from peftplug.app.train_options import TrainOptionError, TrainOptions, apply_options
 
 __all__ = [
-    "RunResult", "TrainOptionError", "TrainOptions", "build_base_model", "causal_lm_loss_sum", "collate",
-    "evaluate", "lora_config", "train",
+    "RunResult",
+    "TrainOptionError",
+    "TrainOptions",
+    "build_base_model",
+    "causal_lm_loss_sum",
+    "collate",
+    "evaluate",
+    "lora_config",
+    "train",
 ]
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

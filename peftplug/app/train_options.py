@@ -57,7 +57,7 @@ class TrainOptions:
             raise TrainOptionError(f"--data {self.data} is not a file")
 
 
-def apply_options(recipe: "Recipe", options: dict) -> "Recipe":
+def apply_options(recipe: Recipe, options: dict) -> Recipe:
     """``recipe`` with the ``peftplug train`` flags that were given (``options``: name -> value,
     names as in :class:`TrainOptions`; ``seed`` seeds both the base model and the batch order)
     put over its values. Each value is checked as the flag it came from."""

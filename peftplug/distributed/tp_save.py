@@ -20,14 +20,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from peftplug.interop.cross_framework import state_for_format
-from peftplug.files import write_files_atomically
-from peftplug.state import AdapterState
 from peftplug.distributed.tp_shards import (
     INDEX_NAME,
     ShardSet,
@@ -40,6 +38,9 @@ from peftplug.distributed.tp_shards import (
     shard_files,
     shard_namer,
 )
+from peftplug.files import write_files_atomically
+from peftplug.interop.cross_framework import state_for_format
+from peftplug.state import AdapterState
 
 if TYPE_CHECKING:
     from peftplug.backend import TensorParallelGroup
@@ -266,7 +267,9 @@ def _stage_and_commit(
     agree(group, f"{key}/committed", commit_error, timeout)
 
 
-def _format_files(peft_model: PeftModel, state: AdapterState, format: str, safe_serialization: bool) -> dict[str, bytes]:
+def _format_files(
+    peft_model: PeftModel, state: AdapterState, format: str, safe_serialization: bool
+) -> dict[str, bytes]:
     from peftplug.adapter_io import adapter_files
 
     return adapter_files(state, format, safe_serialization=safe_serialization, manager=peft_model._peft_manager)

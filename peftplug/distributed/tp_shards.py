@@ -27,10 +27,11 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ _SHARD_NAME = re.compile(r"^(?P<stem>.+)\.tp(?P<rank>\d{2,})(?:-of-(?P<degree>\d
 # pair whose pieces are equal on every rank (an untrained, all-zero B).
 ROW_PARALLEL_NAMES = ("o_proj", "down_proj", "dense", "dense_4h_to_h", "out_proj", "fc2", "wo", "c_proj", "w2")
 
-SplitAxes = Union[Mapping[str, Union[int, None]], Callable[[str], Union[int, None]]]
+SplitAxes = Mapping[str, int | None] | Callable[[str], int | None]
 
 
 class TensorParallelError(PeftplugError):
@@ -203,7 +204,9 @@ def find_shard_set(directory: str | Path) -> ShardSet | None:
         )
     missing = [rank for rank in range(degree) if rank not in files]
     if missing:
-        raise TensorParallelError(f"{str(directory)!r} has shard files for ranks {sorted(files)} but none for rank(s) {missing}")
+        raise TensorParallelError(
+            f"{str(directory)!r} has shard files for ranks {sorted(files)} but none for rank(s) {missing}"
+        )
     layouts = {rank: sorted(names.values()) for rank, names in files.items()}
     if any(layout != layouts[0] for layout in layouts.values()):
         raise TensorParallelError(f"the ranks' shard files in {str(directory)!r} differ: {layouts}")
@@ -268,9 +271,7 @@ def infer_split_axes(pieces: Mapping[str, list[np.ndarray]]) -> dict[str, int | 
     return axes
 
 
-def join_shards(
-    shard_set: ShardSet, format: str | None = None, split_axes: SplitAxes | None = None
-) -> AdapterState:
+def join_shards(shard_set: ShardSet, format: str | None = None, split_axes: SplitAxes | None = None) -> AdapterState:
     """One :class:`AdapterState` from every rank's pieces.
 
     Split axes come from ``split_axes`` (a mapping or a function of the key) when given, else
@@ -291,7 +292,9 @@ def join_shards(
     elif shard_set.split_axes is not None:
         unknown = sorted(set(keys) - set(shard_set.split_axes))
         if unknown:
-            raise TensorParallelError(f"{INDEX_NAME} in {str(shard_set.directory)!r} has no split axis for {unknown[:5]}")
+            raise TensorParallelError(
+                f"{INDEX_NAME} in {str(shard_set.directory)!r} has no split axis for {unknown[:5]}"
+            )
         axes = shard_set.split_axes
     else:
         axes = infer_split_axes(pieces)

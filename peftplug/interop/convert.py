@@ -32,14 +32,26 @@ from typing import Any
 
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
 from peftplug.interop.fused import compress_rank, join_parts, pad_rank, scaled_alpha, split_parts
-from peftplug.interop.prefix_positions import positions_differ, rope_spec, rotate_prefix
 from peftplug.interop.module_tree import (
-    LIBRARY, ConversionError, Routed, map_module_names, module_keys, prefix_for, representatives, route, tree_side,
+    LIBRARY,
+    ConversionError,
+    Routed,
+    map_module_names,
+    module_keys,
+    prefix_for,
+    representatives,
+    route,
+    tree_side,
 )
-from peftplug.manager import PluginManager, get_plugin_manager
 from peftplug.interop.name_maps import (
-    NameMapError, Side, architecture_for, fitting_architectures, map_name_candidates,
+    NameMapError,
+    Side,
+    architecture_for,
+    fitting_architectures,
+    map_name_candidates,
 )
+from peftplug.interop.prefix_positions import positions_differ, rope_spec, rotate_prefix
+from peftplug.manager import PluginManager, get_plugin_manager
 from peftplug.registration import Architecture, ModuleMap
 from peftplug.state import AdapterState
 
@@ -181,7 +193,9 @@ def _family(
 ) -> Architecture | None:
     if architecture is not None or values.get("model_type"):
         try:
-            return architecture_for(architecture, model_type=values.get("model_type"), names=names or None, manager=manager)
+            return architecture_for(
+                architecture, model_type=values.get("model_type"), names=names or None, manager=manager
+            )
         except NameMapError as error:
             raise ConversionError(str(error)) from error
     if not names:
@@ -224,16 +238,25 @@ def _ask_family(reason: str, manager: PluginManager | None) -> str:
 
 
 def _move_tree(
-    state: AdapterState, family: Architecture, to: Side, prefix: str, values: dict[str, Any], fused: dict[str, bool | None]
+    state: AdapterState,
+    family: Architecture,
+    to: Side,
+    prefix: str,
+    values: dict[str, Any],
+    fused: dict[str, bool | None],
 ) -> AdapterState:
-    flags = {kind: fused.get(kind) if fused.get(kind) is not None else bool(values.get(key))
-             for kind, key in (("qkv", "fuse_attention_qkv"), ("ffn", "fuse_attention_ffn"))}
+    flags = {
+        kind: fused.get(kind) if fused.get(kind) is not None else bool(values.get(key))
+        for kind, key in (("qkv", "fuse_attention_qkv"), ("ffn", "fuse_attention_ffn"))
+    }
 
     def use_fused(module: ModuleMap) -> bool:
         if to == "hf":
             return True
         target = module.paddle if isinstance(module.paddle, str) else ""
-        return (flags["qkv"] and target.endswith("qkv_proj")) or (flags["ffn"] and target.endswith("gate_up_fused_proj"))
+        return (flags["qkv"] and target.endswith("qkv_proj")) or (
+            flags["ffn"] and target.endswith("gate_up_fused_proj")
+        )
 
     heads = (values.get("num_attention_heads"), values.get("num_key_value_heads") or values.get("num_attention_heads"))
     routed = route(state.tensors, prefix, family, to, use_fused)
@@ -242,7 +265,7 @@ def _move_tree(
     shrank = 1
     if routed.splits:
         tensors, shrank = compress_rank(split_parts(routed, prefix, heads), tensors)
-    present = {_module_path(key[len(prefix):]) for key in tensors if key.startswith(prefix)}
+    present = {_module_path(key[len(prefix) :]) for key in tensors if key.startswith(prefix)}
     config = _mapped_config(state, routed, family, to, prefix, present)
     if grew > 1 or shrank > 1:
         config = _rescaled(config, grew, shrank)
@@ -261,8 +284,10 @@ def _tree_side(
     except NameMapError:
         if lenient:
             return to
-    sides = {side: [n for n in names if not map_name_candidates(n, family, "paddle" if side == "hf" else "hf")]
-             for side in ("hf", "paddle")}
+    sides = {
+        side: [n for n in names if not map_name_candidates(n, family, "paddle" if side == "hf" else "hf")]
+        for side in ("hf", "paddle")
+    }
     side = min(sides, key=lambda s: len(sides[s]))
     other = "paddle" if side == "hf" else "hf"
     raise ConversionError(
@@ -285,7 +310,7 @@ def _mapped_config(
     by_module: dict[str, set[str]] = {}
     for key in state.tensors:
         if key.startswith(prefix):
-            name = key[len(prefix):]
+            name = key[len(prefix) :]
             suffix = next((s for s in ADAPTER_SUFFIXES if name.endswith("." + s)), None)
             module = name[: -len(suffix) - 1] if suffix else name.rsplit(".", 1)[0]
             by_module.setdefault(module, set()).add(suffix or "")
@@ -295,13 +320,17 @@ def _mapped_config(
         updates["target_modules"] = map_module_names(config.target_modules, adapted, modules, family, to, present)
     if getattr(config, "feedforward_modules", None) is not None:
         feedforward = [m for m in adapted if state.tensors[f"{prefix}{m}.ia3_l"].shape[0] == 1]
-        updates["feedforward_modules"] = map_module_names(config.feedforward_modules, feedforward, modules, family, to, present)
+        updates["feedforward_modules"] = map_module_names(
+            config.feedforward_modules, feedforward, modules, family, to, present
+        )
     if hasattr(config, "fan_in_fan_out") and adapted:
         # transformers' Conv1D stores [in, out] (HF PEFT's fan_in_fan_out); Paddle's Linear needs no flag
         updates["fan_in_fan_out"] = to == "hf" and any(m.kind == "conv1d" for m in family.modules)
     entries = getattr(config, "modules_to_save", None)
     if entries:
-        saved = sorted(m for m, s in by_module.items() if "" in s and any(m == e or m.endswith("." + e) for e in entries))
+        saved = sorted(
+            m for m, s in by_module.items() if "" in s and any(m == e or m.endswith("." + e) for e in entries)
+        )
         if saved:
             updates["modules_to_save"] = map_module_names(entries, saved, modules, family, to, present)
     return dataclasses.replace(config, **updates) if updates else config
@@ -314,7 +343,9 @@ def _rescaled(config: Any, grew: int, shrank: int) -> Any:
             "projection changes the rank, which per-module ranks cannot follow here; convert without them"
         )
     rank = config.r * grew // shrank
-    return dataclasses.replace(config, r=rank, lora_alpha=scaled_alpha(config.lora_alpha, config.r, rank, config.use_rslora))
+    return dataclasses.replace(
+        config, r=rank, lora_alpha=scaled_alpha(config.lora_alpha, config.r, rank, config.use_rslora)
+    )
 
 
 def _check_lora_shapes(state: AdapterState, prefix: str) -> None:
@@ -340,5 +371,11 @@ def _check_lora_shapes(state: AdapterState, prefix: str) -> None:
 
 
 __all__ = [
-    "ConversionError", "LIBRARY", "base_config_values", "convention_of", "convert", "convert_state", "positions_of_format",
+    "ConversionError",
+    "LIBRARY",
+    "base_config_values",
+    "convention_of",
+    "convert",
+    "convert_state",
+    "positions_of_format",
 ]

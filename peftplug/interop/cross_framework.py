@@ -20,8 +20,8 @@ from typing import Any
 
 from peftplug.adapter_io import detect_format
 from peftplug.interop.convert import base_config_values, convention_of, convert_state, positions_of_format
-from peftplug.manager import get_plugin_manager
 from peftplug.interop.name_maps import NameMapError, Side, architecture_for
+from peftplug.manager import get_plugin_manager
 from peftplug.registration import Architecture
 from peftplug.state import AdapterState
 
@@ -41,7 +41,12 @@ def state_for_model(state: AdapterState, model: Any, format_name: str) -> Adapte
     side, family, values = found
     fused = {"qkv": bool(values.get("fuse_attention_qkv")), "ffn": bool(values.get("fuse_attention_ffn"))}
     return convert_state(
-        state, side, architecture=family, positions=positions_of_format(format_name), base_config=values, fused=fused,
+        state,
+        side,
+        architecture=family,
+        positions=positions_of_format(format_name),
+        base_config=values,
+        fused=fused,
         lenient=True,
     )
 

@@ -58,7 +58,9 @@ def join_parts(routed: Routed, prefix: str, heads: tuple[int | None, int | None]
     return result, factor
 
 
-def split_parts(routed: Routed, prefix: str, heads: tuple[int | None, int | None]) -> dict[str, tuple[int, dict[str, np.ndarray]]]:
+def split_parts(
+    routed: Routed, prefix: str, heads: tuple[int | None, int | None]
+) -> dict[str, tuple[int, dict[str, np.ndarray]]]:
     """The parts' tensors of each module the target splits: ``{source module: (count, {key: array})}``
     with full target keys; ``lora_A`` whole in every part (see :func:`compress_rank`)."""
     result = {}
@@ -67,7 +69,9 @@ def split_parts(routed: Routed, prefix: str, heads: tuple[int | None, int | None
         where = f"{prefix}{source}"
         rows = next((v.shape[0] for p, v in params.items() if p in (B, BIAS) or (p == IA3 and v.shape[1] == 1)), None)
         if rows is None:
-            raise ConversionError(f"module {where!r}: nothing tells the size of its fused output (no lora_B, bias or ia3_l)")
+            raise ConversionError(
+                f"module {where!r}: nothing tells the size of its fused output (no lora_B, bias or ia3_l)"
+            )
         sizes = fused_part_sizes(match.module.layout, rows, count, *heads)
         inverse = np.argsort(fused_output_order(match.module.layout, sizes, heads[1]))
         bounds = np.cumsum([0, *sizes])
@@ -89,7 +93,9 @@ def split_parts(routed: Routed, prefix: str, heads: tuple[int | None, int | None
     return result
 
 
-def compress_rank(split: dict[str, tuple[int, dict[str, np.ndarray]]], others: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+def compress_rank(
+    split: dict[str, tuple[int, dict[str, np.ndarray]]], others: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], int]:
     """All LoRA tensors (split parts and ``others``) at the smallest exact rank: ``rank / count``
     when each split ``lora_B`` is block-diagonal and the other modules' extra rank is zero, else
     the split as it is. Returns the tensors and the factor the rank shrank by."""
@@ -128,7 +134,9 @@ def pad_rank(tensors: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]
         if key.endswith(A) and value.shape[0] < rank:
             result[key] = np.concatenate([value, np.zeros((rank - value.shape[0], value.shape[1]), value.dtype)])
         elif key.endswith(B) and value.shape[1] < rank:
-            result[key] = np.concatenate([value, np.zeros((value.shape[0], rank - value.shape[1]), value.dtype)], axis=1)
+            result[key] = np.concatenate(
+                [value, np.zeros((value.shape[0], rank - value.shape[1]), value.dtype)], axis=1
+            )
     return result
 
 
@@ -153,7 +161,9 @@ def _block(a: np.ndarray, b: np.ndarray, count: int, index: int) -> tuple[np.nda
     return np.ascontiguousarray(a[keep]), np.ascontiguousarray(b[:, keep])
 
 
-def _sizes(match: NameMatch, parts: dict[int, dict[str, np.ndarray]], count: int, heads: tuple, where: str) -> list[int]:
+def _sizes(
+    match: NameMatch, parts: dict[int, dict[str, np.ndarray]], count: int, heads: tuple, where: str
+) -> list[int]:
     """Output sizes of the ``count`` parts, from those present (and the model's head counts)."""
     known = {}
     for index, params in parts.items():
@@ -170,11 +180,15 @@ def _sizes(match: NameMatch, parts: dict[int, dict[str, np.ndarray]], count: int
         index, size = next(iter(known.items()))
         head_dim = size // (heads_q if index == 0 else heads_kv)
         return [heads_q * head_dim, heads_kv * head_dim, heads_kv * head_dim]
-    raise ConversionError(f"module {where!r}: cannot tell the sizes of its {count} fused parts (parts present: {sorted(parts)}); "
-                          "pass the base model's config (num_attention_heads, num_key_value_heads)")
+    raise ConversionError(
+        f"module {where!r}: cannot tell the sizes of its {count} fused parts (parts present: {sorted(parts)}); "
+        "pass the base model's config (num_attention_heads, num_key_value_heads)"
+    )
 
 
-def _fuse_lora(parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[int], where: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _fuse_lora(
+    parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[int], where: str
+) -> tuple[np.ndarray, np.ndarray, int]:
     present = {i: p for i, p in parts.items() if B in p}
     for index, params in present.items():
         if A not in params:
@@ -200,12 +214,16 @@ def _fuse_lora(parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[
     return a, b, count
 
 
-def _fuse_ia3(parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[int], order: list[int], where: str) -> np.ndarray:
+def _fuse_ia3(
+    parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[int], order: list[int], where: str
+) -> np.ndarray:
     vectors = {i: p[IA3] for i, p in parts.items() if IA3 in p}
     first = next(iter(vectors.values()))
     if first.shape[0] == 1:  # input scaling: one vector for the shared input
         if len(vectors) != count or any(not np.array_equal(v, first) for v in vectors.values()):
-            raise ConversionError(f"tensor {where}.{IA3}: the parts scale the shared input differently; not representable fused")
+            raise ConversionError(
+                f"tensor {where}.{IA3}: the parts scale the shared input differently; not representable fused"
+            )
         return first
     joined = [vectors.get(i, np.ones((sizes[i], 1), first.dtype)) for i in range(count)]
     return np.ascontiguousarray(np.concatenate(joined)[order])

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def prefix_for(is_prompt: bool) -> str:
 
 def module_keys(tensors: dict[str, np.ndarray], prefix: str) -> list[str]:
     """The names (prefix stripped) of the tensors that belong to modules of the model."""
-    return [key[len(prefix):] for key in tensors if key.startswith(prefix)]
+    return [key[len(prefix) :] for key in tensors if key.startswith(prefix)]
 
 
 def tree_side(names: list[str], architecture: Architecture) -> Side:
@@ -72,7 +72,7 @@ def route(
         if not key.startswith(prefix):
             routed.plain[key] = value
             continue
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         candidates = candidates_of(name, architecture, to)
         match = next((m for m in candidates if m.part is not None and use_fused(m.module)), None)
         match = match or next((m for m in candidates if m.part is None), None) or next(iter(candidates), None)
@@ -106,7 +106,8 @@ def candidates_of(name: str, architecture: Architecture, to: Side) -> list[NameM
     of a 32-layer model has 32 names of each shape)."""
     numbers = _NUMBER.findall(name)
     sentinels = [str(_SENTINEL + i) for i in range(len(numbers))]
-    template = _NUMBER.sub(lambda m, it=iter(sentinels): next(it), name)
+    replacements = iter(sentinels)
+    template = _NUMBER.sub(lambda _: next(replacements), name)
     cached = _cached_candidates(template, architecture, to)
     if not numbers:
         return cached
@@ -192,7 +193,7 @@ def _selects(suffixes: set[str], architecture: Architecture, side: Side, wanted:
     numbers = sorted({m.group(0) for name in wanted for m in re.finditer(r"(?<=\.)\d+(?=\.)", name)})
     chosen = set()
     for module in architecture.modules:
-        patterns = (module.hf if side == "hf" else module.paddle)
+        patterns = module.hf if side == "hf" else module.paddle
         for pattern in (patterns,) if isinstance(patterns, str) else patterns:
             names = [pattern.replace("{n}", n) for n in numbers] if "{n}" in pattern else [pattern]
             chosen.update(n for n in names if any(n == s or n.endswith("." + s) for s in suffixes))

@@ -21,9 +21,10 @@ mapped, the rest is kept, and a parameter the family renames (Bloom's ``lm_head.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable, Literal
+from typing import TYPE_CHECKING, Literal
 
 from peftplug.errors import PeftplugError, RegistryError
 from peftplug.registration import Architecture, ModuleMap
@@ -118,9 +119,7 @@ def architecture_for(
             f"or register a family with a plugin"
         )
     candidates = ", ".join(f"{name} ({' and '.join(sides)} names)" for name, (_, sides) in sorted(fits.items()))
-    raise NameMapError(
-        f"the names fit several architectures: {candidates}; pass architecture= to choose"
-    )
+    raise NameMapError(f"the names fit several architectures: {candidates}; pass architecture= to choose")
 
 
 def fitting_architectures(
@@ -129,7 +128,9 @@ def fitting_architectures(
     """The mapped families whose module map covers every one of ``names`` on one side or both:
     ``{name: (architecture, sides)}``."""
     names = list(names)
-    fits = {a.name: (a, [s for s in SIDES if _covers(a, s, names)]) for a in _manager(manager).architectures if a.modules}
+    fits = {
+        a.name: (a, [s for s in SIDES if _covers(a, s, names)]) for a in _manager(manager).architectures if a.modules
+    }
     return {name: fit for name, fit in fits.items() if fit[1]}
 
 

@@ -107,7 +107,9 @@ def rotate_prefix(state: AdapterState, rope: RopeSpec, sign: int) -> AdapterStat
     rotation = _rotation(rope, sign * tokens)
     tensors, extra = dict(state.tensors), dict(state.extra_tensors)
     if TABLE not in tensors:
-        raise PrefixConversionError(f"the prefix adapter has no {TABLE!r} tensor (tensors: {', '.join(sorted(tensors))})")
+        raise PrefixConversionError(
+            f"the prefix adapter has no {TABLE!r} tensor (tensors: {', '.join(sorted(tensors))})"
+        )
     expected = (tokens, 2 * layers * width)
     if tuple(tensors[TABLE].shape) != expected:
         raise PrefixConversionError(

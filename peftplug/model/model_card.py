@@ -88,4 +88,4 @@ def _split(card: str, where: str) -> tuple[dict[str, Any], str]:
         metadata = {}
     if not isinstance(metadata, dict):
         raise PeftplugError(f"{where}: the metadata block holds a {type(metadata).__name__}, not a mapping")
-    return metadata, card[match.end():]
+    return metadata, card[match.end() :]

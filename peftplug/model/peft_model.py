@@ -12,19 +12,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from peftplug.adapter_io import adapter_files, read_adapter
 from peftplug.adapter_names import check_adapter_name
-from peftplug.files import FileContent, write_files_atomically
-from peftplug.model.model_card import CARD_NAME
 from peftplug.config import AdapterConfig
-from peftplug.interop.cross_framework import format_of, state_for_format, state_for_model
-from peftplug.model.delegation import DelegatesToInner
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, some_names
-from peftplug.model.forward import ForwardDescriptor
+from peftplug.files import FileContent, write_files_atomically
+from peftplug.interop.cross_framework import format_of, state_for_format, state_for_model
 from peftplug.manager import get_plugin_manager
+from peftplug.model.delegation import DelegatesToInner
+from peftplug.model.forward import ForwardDescriptor
+from peftplug.model.model_card import CARD_NAME
 from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
 
@@ -98,8 +99,8 @@ class PeftModel(DelegatesToInner):
         ``format`` names it. With ``is_trainable=False`` (the default, as in HF PEFT) the
         adapter is frozen for inference.
         """
-        from peftplug.model.api import get_peft_model
         from peftplug.distributed.tp_save import load_shards, read_config_of_shards, shards_to_load
+        from peftplug.model.api import get_peft_model
 
         check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
@@ -155,7 +156,7 @@ class PeftModel(DelegatesToInner):
         if prompt:
             encoder = ops.prompt_encoders(self)[adapter_name]
             extra = {
-                key[len(ENCODER_KEY_PREFIX):]: value
+                key[len(ENCODER_KEY_PREFIX) :]: value
                 for key, value in state.extra_tensors.items()
                 if key.startswith(ENCODER_KEY_PREFIX)
             }
@@ -170,7 +171,7 @@ class PeftModel(DelegatesToInner):
             if adapter_name not in layer.adapter_names:
                 continue
             prefix = f"{name}."
-            own = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+            own = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
             consumed = layer.import_adapter(adapter_name, own, prefix_saved + prefix)
             taken.update(prefix + suffix for suffix in consumed)
             if not consumed:
@@ -374,10 +375,8 @@ class PeftModel(DelegatesToInner):
 
         group = group_of(self)
         if group is not None:
-
             directories = {
-                name: Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name
-                for name in names
+                name: Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name for name in names
             }
             save = save_shards if merge_tensor_parallel is False else save_merged
             save(self, group, directories, format, safe_serialization)
@@ -545,7 +544,9 @@ class PeftModel(DelegatesToInner):
             if defaults is None:
                 known = ", ".join(a.name for a in self._peft_manager.architectures if key in a.default_targets)
                 raise ConfigError(
-                    type(config).__name__, field, None,
+                    type(config).__name__,
+                    field,
+                    None,
                     f"no default targets for model_type {model_type!r} with {self._peft_method.name}; "
                     f"set {field} (families with defaults: {known})",
                 )

@@ -22,7 +22,8 @@ round trip / merge tests on every backend it claims.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

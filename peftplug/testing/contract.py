@@ -89,8 +89,13 @@ class MethodContract:
         counted, total = model.get_nb_trainable_parameters()
         assert counted == sum(a.size for a in trainable.values()) and total > counted
         if self.identity_at_init:
-            np.testing.assert_allclose(driver.logits(model, inputs), before, rtol=0, atol=1e-6,
-                                       err_msg=f"{self.method}: a fresh adapter changes the output")
+            np.testing.assert_allclose(
+                driver.logits(model, inputs),
+                before,
+                rtol=0,
+                atol=1e-6,
+                err_msg=f"{self.method}: a fresh adapter changes the output",
+            )
 
     def test_train_step(self, peftplug_manager: Any, peftplug_backend: Any) -> None:
         """Training changes the output and leaves every frozen weight as it was."""
@@ -116,8 +121,13 @@ class MethodContract:
         config = peftplug.AdapterConfig.from_pretrained(tmp_path)
         assert type(config) is type(self.make_config(driver.name))
         loaded = peftplug.PeftModel.from_pretrained(driver.tiny_model(self.family), tmp_path)
-        np.testing.assert_allclose(driver.logits(loaded, inputs), trained, rtol=0, atol=1e-6,
-                                   err_msg=f"{self.method}: the reloaded adapter gives other logits")
+        np.testing.assert_allclose(
+            driver.logits(loaded, inputs),
+            trained,
+            rtol=0,
+            atol=1e-6,
+            err_msg=f"{self.method}: the reloaded adapter gives other logits",
+        )
         assert loaded.get_nb_trainable_parameters()[0] == 0, "a loaded adapter is frozen unless is_trainable=True"
 
     def test_merge(self, peftplug_manager: Any, peftplug_backend: Any) -> None:
@@ -133,5 +143,10 @@ class MethodContract:
         merged = model.merge_and_unload()
         left = [name for name, module in ops.named_modules(merged) if ops.is_adapter_layer(module)]
         assert not left, f"{self.method}: adapter layers left after merge_and_unload: {left[:3]}"
-        np.testing.assert_allclose(driver.logits(merged, inputs), trained, rtol=0, atol=self.atol,
-                                   err_msg=f"{self.method}: the merged model gives other logits")
+        np.testing.assert_allclose(
+            driver.logits(merged, inputs),
+            trained,
+            rtol=0,
+            atol=self.atol,
+            err_msg=f"{self.method}: the merged model gives other logits",
+        )

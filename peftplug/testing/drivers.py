@@ -79,8 +79,14 @@ class TorchDriver(Driver):
             "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
         }[family]
         config = config_class(
-            vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, tie_word_embeddings=False, attn_implementation="eager",
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            attn_implementation="eager",
         )
         return model_class(config).eval()
 
@@ -136,8 +142,13 @@ class PaddleDriver(Driver):
         if family != "llama":
             raise ValueError(f"the paddle driver builds only 'llama', not {family!r}")
         config = transformers.LlamaConfig(
-            vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
         )
         model = transformers.LlamaForCausalLM(config)
         model.eval()

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from peftplug.markers import hookimpl
 from peftplug.plugins.architectures.families import (
-    BLOOM_MODULES, GPT2_MODULES, LLAMA_MODULES, PADDLE_LORA_TARGETS, PREFIX_CACHE, QWEN2_MODULES,
+    BLOOM_MODULES,
+    GPT2_MODULES,
+    LLAMA_MODULES,
+    PADDLE_LORA_TARGETS,
+    PREFIX_CACHE,
+    QWEN2_MODULES,
 )
 from peftplug.registration import Architecture
 
@@ -39,12 +44,22 @@ _QV_DOWN = _ia3(("q_proj", "v_proj", "down_proj"), ("down_proj",))
 
 BUILTIN_ARCHITECTURES = (
     Architecture(
-        "llama", ("llama",), {"lora": _QV, **_KV_DOWN}, paddle_model_types=("llama",), modules=LLAMA_MODULES,
-        paddle_default_targets=_paddle("llama"), prefix_cache=PREFIX_CACHE["llama"],
+        "llama",
+        ("llama",),
+        {"lora": _QV, **_KV_DOWN},
+        paddle_model_types=("llama",),
+        modules=LLAMA_MODULES,
+        paddle_default_targets=_paddle("llama"),
+        prefix_cache=PREFIX_CACHE["llama"],
     ),
     Architecture(
-        "qwen2", ("qwen2",), {"lora": _QV, **_QV_DOWN}, paddle_model_types=("qwen2",), modules=QWEN2_MODULES,
-        paddle_default_targets=_paddle("qwen2"), prefix_cache=PREFIX_CACHE["qwen2"],
+        "qwen2",
+        ("qwen2",),
+        {"lora": _QV, **_QV_DOWN},
+        paddle_model_types=("qwen2",),
+        modules=QWEN2_MODULES,
+        paddle_default_targets=_paddle("qwen2"),
+        prefix_cache=PREFIX_CACHE["qwen2"],
     ),
     Architecture("qwen3", ("qwen3",), {"lora": _QV, **_QV_DOWN}),
     Architecture("mistral", ("mistral",), {"lora": _QV, **_KV_DOWN}),
@@ -57,30 +72,41 @@ BUILTIN_ARCHITECTURES = (
         "phi", ("phi",), {"lora": ("q_proj", "v_proj", "fc1", "fc2"), **_ia3(("q_proj", "v_proj", "fc2"), ("fc2",))}
     ),
     Architecture(
-        "bloom", ("bloom",),
+        "bloom",
+        ("bloom",),
         {"lora": ("query_key_value",), **_ia3(("query_key_value", "mlp.dense_4h_to_h"), ("mlp.dense_4h_to_h",))},
-        paddle_model_types=("bloom",), modules=BLOOM_MODULES, paddle_default_targets=_paddle("bloom"),
+        paddle_model_types=("bloom",),
+        modules=BLOOM_MODULES,
+        paddle_default_targets=_paddle("bloom"),
         prefix_cache=PREFIX_CACHE["bloom"],
     ),
     Architecture(
-        "gpt_neox", ("gpt_neox", "falcon"),
+        "gpt_neox",
+        ("gpt_neox", "falcon"),
         {"lora": ("query_key_value",), **_ia3(("query_key_value", "dense_4h_to_h"), ("dense_4h_to_h",))},
     ),
     Architecture("chatglm", ("chatglm",), {"lora": ("query_key_value",)}),
     Architecture(
-        "gpt2", ("gpt2",), _GPT2_DEFAULTS, paddle_model_types=("gpt",), modules=GPT2_MODULES,
-        paddle_default_targets=_paddle("gpt2"), prefix_cache=PREFIX_CACHE["gpt2"],
+        "gpt2",
+        ("gpt2",),
+        _GPT2_DEFAULTS,
+        paddle_model_types=("gpt",),
+        modules=GPT2_MODULES,
+        paddle_default_targets=_paddle("gpt2"),
+        prefix_cache=PREFIX_CACHE["gpt2"],
     ),
     Architecture("gpt_bigcode", ("gpt_bigcode",), _GPT2_DEFAULTS),
     Architecture("t5", ("t5",), {"lora": ("q", "v"), **_ia3(("k", "v", "wo"), ("wo",))}),
     Architecture("mt5", ("mt5",), {"lora": ("q", "v"), **_ia3(("k", "v", "wi_1"), ())}),
     Architecture(
-        "bert", ("bert", "roberta"),
+        "bert",
+        ("bert", "roberta"),
         {"lora": ("query", "value"), **_ia3(("key", "value", "output.dense"), ("output.dense",))},
     ),
     Architecture("xlm-roberta", ("xlm-roberta",), {"lora": ("query", "value")}),
     Architecture(
-        "deberta-v2", ("deberta-v2",),
+        "deberta-v2",
+        ("deberta-v2",),
         {"lora": ("query_proj", "value_proj"), **_ia3(("key_proj", "value_proj", "output.dense"), ("output.dense",))},
     ),
 )

@@ -41,9 +41,15 @@ def _llama_like(paddle_prefix: str, fused: bool) -> tuple[ModuleMap, ...]:
     fused_modules = (
         ModuleMap(
             tuple(f"{layer_hf}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")),
-            f"{layer_pd}.self_attn.qkv_proj", "linear", layout="kv_groups",
+            f"{layer_pd}.self_attn.qkv_proj",
+            "linear",
+            layout="kv_groups",
         ),
-        ModuleMap(tuple(f"{layer_hf}.mlp.{p}" for p in ("gate_proj", "up_proj")), f"{layer_pd}.mlp.gate_up_fused_proj", "linear"),
+        ModuleMap(
+            tuple(f"{layer_hf}.mlp.{p}" for p in ("gate_proj", "up_proj")),
+            f"{layer_pd}.mlp.gate_up_fused_proj",
+            "linear",
+        ),
     )
     return (
         ModuleMap("model.embed_tokens", f"{paddle_prefix}.embed_tokens"),
@@ -63,7 +69,9 @@ BLOOM_MODULES = (
     ModuleMap("transformer.word_embeddings", "bloom.word_embeddings"),
     ModuleMap("transformer.word_embeddings_layernorm", "bloom.word_embeddings_layernorm"),
     ModuleMap("transformer.h.{n}.input_layernorm", "bloom.h.{n}.input_layernorm"),
-    ModuleMap("transformer.h.{n}.self_attention.query_key_value", "bloom.h.{n}.self_attention.query_key_value", "linear"),
+    ModuleMap(
+        "transformer.h.{n}.self_attention.query_key_value", "bloom.h.{n}.self_attention.query_key_value", "linear"
+    ),
     ModuleMap("transformer.h.{n}.self_attention.dense", "bloom.h.{n}.self_attention.dense", "linear"),
     ModuleMap("transformer.h.{n}.post_attention_layernorm", "bloom.h.{n}.post_attention_layernorm"),
     ModuleMap("transformer.h.{n}.mlp.dense_h_to_4h", "bloom.h.{n}.mlp.dense_h_to_4h", "linear"),
@@ -93,8 +101,15 @@ GPT2_MODULES = (
 # PaddleNLP's LoRA defaults: llm/utils/utils.py get_lora_target_modules (regexes, fullmatch).
 PADDLE_LORA_TARGETS = {
     "llama": (
-        ".*q_proj.*", ".*v_proj.*", ".*k_proj.*", ".*o_proj.*", ".*qkv_proj.*",
-        ".*gate_proj.*", ".*down_proj.*", ".*up_proj.*", ".*gate_up_fused_proj.*",
+        ".*q_proj.*",
+        ".*v_proj.*",
+        ".*k_proj.*",
+        ".*o_proj.*",
+        ".*qkv_proj.*",
+        ".*gate_proj.*",
+        ".*down_proj.*",
+        ".*up_proj.*",
+        ".*gate_up_fused_proj.*",
     ),
     "qwen2": (".*q_proj.*", ".*k_proj.*", ".*v_proj.*", ".*o_proj.*", ".*gate_proj.*", ".*down_proj.*", ".*up_proj.*"),
     "bloom": (".*query_key_value.*", ".*dense.*", ".*dense_h_to_4h.*", ".*dense_4h_to_h.*"),

@@ -115,7 +115,9 @@ class PaddleNLPFormat(Format):
             return AdapterState(paddlenlp_lora.config_from_paddlenlp(data, tensors), tensors)
         if peft_type == "PREFIX_TUNING":
             config = paddlenlp_prefix.config_from_paddlenlp(data)
-            tensors, extra = paddlenlp_prefix.state_from_paddlenlp(config, raw, source, _read_npy(directory / PRE_CACHES))
+            tensors, extra = paddlenlp_prefix.state_from_paddlenlp(
+                config, raw, source, _read_npy(directory / PRE_CACHES)
+            )
             return AdapterState(config, tensors, extra)
         if data.get("peft_type") != peft_type:
             raise AdapterLoadError(f"{config_path}: peft_type is {data.get('peft_type')!r}, expected {peft_type!r}")
@@ -143,7 +145,9 @@ class PaddleNLPFormat(Format):
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (OSError, ValueError, KeyError, TypeError) as error:
-                raise AdapterLoadError(f"{index} is not a safetensors index (a JSON object with weight_map): {error}") from error
+                raise AdapterLoadError(
+                    f"{index} is not a safetensors index (a JSON object with weight_map): {error}"
+                ) from error
             tensors: dict[str, np.ndarray] = {}
             for shard in sorted(set(weight_map.values())):
                 if not (directory / shard).is_file():
@@ -180,7 +184,9 @@ class PaddleNLPFormat(Format):
             tensors = paddlenlp_methods.tensors_to_paddlenlp(peft_type, state.tensors, state.extra_tensors)
             return {config_name(stem): config.to_json_string().encode(), weights_name(stem): pdparams_writer(tensors)}
         raise ConfigError(
-            type(config).__name__, "peft_type", peft_type,
+            type(config).__name__,
+            "peft_type",
+            peft_type,
             f"one of {', '.join(sorted(STEMS.values()))} to save in the paddlenlp format",
         )
 

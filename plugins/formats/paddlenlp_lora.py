@@ -85,23 +85,31 @@ def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) 
     for field, value in data.items():
         if field in _REFUSED:
             if value != PADDLENLP_DEFAULTS[field] and value is not None:
-                raise _fail(field, value, f"peftplug does not implement {_REFUSED[field]}; only {PADDLENLP_DEFAULTS[field]!r} is accepted")
+                raise _fail(
+                    field,
+                    value,
+                    f"peftplug does not implement {_REFUSED[field]}; only {PADDLENLP_DEFAULTS[field]!r} is accepted",
+                )
         elif field not in PADDLENLP_DEFAULTS and field not in _HARMLESS | _CARRIED:
             if value not in (None, False, [], {}, ""):
                 raise _fail(field, value, "a field peftplug does not know; only an empty/false value is accepted")
     targets = data.get("target_modules")
     if not targets:
-        raise _fail("target_modules", targets, "regexes naming the adapted layers (PaddleNLP adds no LoRA layer without them)")
+        raise _fail(
+            "target_modules", targets, "regexes naming the adapted layers (PaddleNLP adds no LoRA layer without them)"
+        )
     trainable_bias = data.get("trainable_bias")
     if trainable_bias not in _BIAS_FROM:
         raise _fail("trainable_bias", trainable_bias, "None, 'lora' or 'all'")
     modules_to_save = None
     if data.get("trainable_modules"):
-        modules = sorted({
-            key[len(KEY_PREFIX):].rsplit(".", 1)[0]
-            for key in tensors
-            if not _is_lora(key) and not _is_bias_of(key, trainable_bias)
-        })
+        modules = sorted(
+            {
+                key[len(KEY_PREFIX) :].rsplit(".", 1)[0]
+                for key in tensors
+                if not _is_lora(key) and not _is_bias_of(key, trainable_bias)
+            }
+        )
         modules_to_save = modules or None
     return LoraConfig(
         r=data.get("r", PADDLENLP_DEFAULTS["r"]),
@@ -117,21 +125,27 @@ def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) 
     )
 
 
-def config_to_paddlenlp(config: LoraConfig, tensors: dict[str, np.ndarray], paddle_tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+def config_to_paddlenlp(
+    config: LoraConfig, tensors: dict[str, np.ndarray], paddle_tensors: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """PaddleNLP's ``lora_config.json`` content for ``config`` with canonical ``tensors``
     (``paddle_tensors``: the same, as :func:`tensors_to_paddlenlp` wrote them)."""
     for field in ("rank_pattern", "alpha_pattern"):
         if getattr(config, field):
             raise ConfigError(
-                "LoraConfig", field, getattr(config, field),
+                "LoraConfig",
+                field,
+                getattr(config, field),
                 "empty to save in PaddleNLP's format (PaddleNLP has one r and one lora_alpha for every layer)",
             )
-    lora_modules = sorted({key[len(KEY_PREFIX):].rsplit(".", 2)[0] for key in tensors if _is_lora(key)})
+    lora_modules = sorted({key[len(KEY_PREFIX) :].rsplit(".", 2)[0] for key in tensors if _is_lora(key)})
     if not lora_modules:
         raise AdapterLoadError("the LoRA adapter holds no lora_A/lora_B tensors; there is nothing to save")
     if isinstance(config.target_modules, list) and not config.exclude_modules and config.layers_to_transform is None:
         targets = targets_to_paddlenlp(config.target_modules)
-    elif isinstance(config.target_modules, str) and config.target_modules != "all-linear" and not config.exclude_modules:
+    elif (
+        isinstance(config.target_modules, str) and config.target_modules != "all-linear" and not config.exclude_modules
+    ):
         targets = targets_to_paddlenlp(config.target_modules)
     else:
         # all-linear, family defaults, exclusions or layer filters: name the adapted layers.
@@ -189,7 +203,9 @@ def tensors_to_paddlenlp(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray
             )
         if _is_lora(key):
             if value.ndim != 2:
-                raise AdapterLoadError(f"tensor {key!r} has shape {tuple(value.shape)}; PaddleNLP's LoRA needs 2-D matrices")
+                raise AdapterLoadError(
+                    f"tensor {key!r} has shape {tuple(value.shape)}; PaddleNLP's LoRA needs 2-D matrices"
+                )
             result[name[: -len(".weight")]] = value.T  # a view: the pdparams writer copies it as it streams
         else:
             result[_paddle_key(key)] = value

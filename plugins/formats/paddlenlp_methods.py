@@ -41,7 +41,9 @@ ENCODER = "prompt_encoder."
 _MLP_WEIGHT = re.compile(r"prompt_encoder\.mlp_head\.\d+\.weight")
 
 
-def tensors_to_paddlenlp(peft_type: str, tensors: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def tensors_to_paddlenlp(
+    peft_type: str, tensors: dict[str, np.ndarray], extra: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The weights file's ``name -> array`` for a canonical IA3 / prompt-tuning / P-tuning state."""
     result = {}
     if peft_type == "IA3":

@@ -97,17 +97,23 @@ def config_to_paddlenlp(config: PrefixTuningConfig, projection: bool, dtype: str
     encoder weights are written)."""
     if config.task_type not in (None, "CAUSAL_LM") or (config.num_transformer_submodules or 1) != 1:
         raise ConfigError(
-            "PrefixTuningConfig", "task_type", config.task_type,
+            "PrefixTuningConfig",
+            "task_type",
+            config.task_type,
             "CAUSAL_LM to save in PaddleNLP's format (PaddleNLP has prefix tuning for causal LMs only)",
         )
     if config.modules_to_save:
         raise ConfigError(
-            "PrefixTuningConfig", "modules_to_save", config.modules_to_save,
+            "PrefixTuningConfig",
+            "modules_to_save",
+            config.modules_to_save,
             "empty to save in PaddleNLP's format (its prefix model saves the prefix encoder only)",
         )
     for field in ("token_dim", "num_attention_heads", "num_layers"):
         if getattr(config, field) is None:
-            raise ConfigError("PrefixTuningConfig", field, None, "set (the adapter's config is resolved when it is injected)")
+            raise ConfigError(
+                "PrefixTuningConfig", field, None, "set (the adapter's config is resolved when it is injected)"
+            )
     return {
         "dtype": dtype,
         "hidden_size": config.token_dim,
@@ -136,16 +142,22 @@ def state_from_paddlenlp(
     if config.prefix_projection:
         hidden = _check(tensors, "1.weight", 2, path).shape[1]
         expected = {
-            "0.weight": (tokens, width), "1.weight": (width, hidden), "1.bias": (hidden,),
-            "3.weight": (hidden, 2 * layers * width), "3.bias": (2 * layers * width,),
+            "0.weight": (tokens, width),
+            "1.weight": (width, hidden),
+            "1.bias": (hidden,),
+            "3.weight": (hidden, 2 * layers * width),
+            "3.bias": (2 * layers * width,),
         }
     for key, shape in expected.items():
         if key not in tensors:
-            raise AdapterLoadError(f"{path}: no tensor {key!r}, which the prefix encoder of prefix_config.json needs "
-                                   f"(tensors present: {', '.join(sorted(tensors)) or 'none'})")
+            raise AdapterLoadError(
+                f"{path}: no tensor {key!r}, which the prefix encoder of prefix_config.json needs "
+                f"(tensors present: {', '.join(sorted(tensors)) or 'none'})"
+            )
         if tuple(tensors[key].shape) != shape:
-            raise AdapterLoadError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
-                                   f"prefix_config.json needs {shape}")
+            raise AdapterLoadError(
+                f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, prefix_config.json needs {shape}"
+            )
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:
         raise AdapterLoadError(f"{path}: unexpected tensors {unexpected} for the prefix encoder of prefix_config.json")
@@ -173,13 +185,25 @@ def state_to_paddlenlp(
     """PaddleNLP's prefix encoder weights for a canonical state, and whether they are the
     projection form."""
     if TABLE not in tensors:
-        raise AdapterLoadError(f"the prefix adapter has no {TABLE!r} tensor (tensors: {', '.join(sorted(tensors)) or 'none'})")
+        raise AdapterLoadError(
+            f"the prefix adapter has no {TABLE!r} tensor (tensors: {', '.join(sorted(tensors)) or 'none'})"
+        )
     others = sorted(set(tensors) - {TABLE})
     if others:
-        raise AdapterLoadError(f"tensors {others} have no place in PaddleNLP's prefix files (only the prefix encoder is saved)")
+        raise AdapterLoadError(
+            f"tensors {others} have no place in PaddleNLP's prefix files (only the prefix encoder is saved)"
+        )
     layers = config.num_layers
-    names = [ENCODER + name for name in ("embedding.weight", "transform.0.weight", "transform.0.bias",
-                                         "transform.2.weight", "transform.2.bias")]
+    names = [
+        ENCODER + name
+        for name in (
+            "embedding.weight",
+            "transform.0.weight",
+            "transform.0.bias",
+            "transform.2.weight",
+            "transform.2.bias",
+        )
+    ]
     if config.prefix_projection and all(name in extra for name in names):
         embedding, w0, b0, w2, b2 = (extra[name] for name in names)
         return {
@@ -215,8 +239,10 @@ def _table_from_pre_caches(config: PrefixTuningConfig, pre_caches: np.ndarray | 
 
 def _check(tensors: dict[str, np.ndarray], key: str, ndim: int, path: str) -> np.ndarray:
     if key not in tensors:
-        raise AdapterLoadError(f"{path}: no tensor {key!r}, which a prefix projection needs "
-                               f"(tensors present: {', '.join(sorted(tensors)) or 'none'})")
+        raise AdapterLoadError(
+            f"{path}: no tensor {key!r}, which a prefix projection needs "
+            f"(tensors present: {', '.join(sorted(tensors)) or 'none'})"
+        )
     if tensors[key].ndim != ndim:
         raise AdapterLoadError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {ndim}-D")
     return tensors[key]

@@ -83,7 +83,7 @@ def targets_from_paddlenlp(patterns: str | list[str]) -> str | list[str]:
         patterns = [patterns]
     names = []
     for pattern in patterns:
-        literal = _unescape(pattern[len(_SUFFIX_PREFIX):]) if pattern.startswith(_SUFFIX_PREFIX) else None
+        literal = _unescape(pattern[len(_SUFFIX_PREFIX) :]) if pattern.startswith(_SUFFIX_PREFIX) else None
         names.append(literal)
     if names and all(name is not None for name in names):
         return names

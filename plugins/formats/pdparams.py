@@ -22,9 +22,10 @@ import io
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -68,10 +69,7 @@ _ALLOWED = {
         (module, "scalar"): (lambda: _numpy_core("scalar"))
         for module in ("numpy.core.multiarray", "numpy._core.multiarray")
     },
-    **{
-        (module, "_frombuffer"): _numpy_frombuffer
-        for module in ("numpy.core.numeric", "numpy._core.numeric")
-    },
+    **{(module, "_frombuffer"): _numpy_frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
     ("collections", "OrderedDict"): lambda: collections.OrderedDict,
@@ -135,9 +133,7 @@ def read_pdparams(path: Path) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     for key, value in loaded.items():
         if not isinstance(key, str) or not isinstance(value, np.ndarray):
-            raise AdapterLoadError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor (numpy array)"
-            )
+            raise AdapterLoadError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor (numpy array)")
         if value.dtype.hasobject:
             raise AdapterLoadError(f"{path}: tensor {key!r} has dtype object; only numeric tensors are loaded")
         tensors[key] = value
@@ -156,10 +152,14 @@ def _join_big_arrays(loaded: dict[str, Any], path: Path) -> None:
             parts = [loaded.pop(part) for part in entry["slices"]]
             loaded[key] = np.concatenate(parts).reshape(entry["OriginShape"])
         except (KeyError, TypeError, ValueError) as error:
-            raise AdapterLoadError(f"{path}: tensor {key!r} is split into slices that cannot be joined: {error}") from error
+            raise AdapterLoadError(
+                f"{path}: tensor {key!r} is split into slices that cannot be joined: {error}"
+            ) from error
 
 
-def pdparams_writer(tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None) -> Callable[[BinaryIO], None]:
+def pdparams_writer(
+    tensors: dict[str, np.ndarray], name_table: dict[str, str] | None = None
+) -> Callable[[BinaryIO], None]:
     """A function that writes, to a binary file, the bytes ``paddle.save`` writes for a state
     dict holding ``tensors`` (in that order), pickling straight to the file.
 

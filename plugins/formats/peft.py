@@ -84,7 +84,9 @@ def _config_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise AdapterLoadError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from error
+        raise AdapterLoadError(
+            f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from error
     except (OSError, UnicodeDecodeError) as error:
         raise AdapterLoadError(f"cannot read {path}: {error}") from error
     if not isinstance(data, dict):
@@ -100,8 +102,12 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise AdapterLoadError(f"{path} cannot be read safely (only tensors and plain containers are allowed): {error}") from error
-    return {key: value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy() for key, value in loaded.items()}
+        raise AdapterLoadError(
+            f"{path} cannot be read safely (only tensors and plain containers are allowed): {error}"
+        ) from error
+    return {
+        key: value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy() for key, value in loaded.items()
+    }
 
 
 def _torch_bin_bytes(tensors: dict[str, np.ndarray]) -> bytes:

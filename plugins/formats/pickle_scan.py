@@ -161,12 +161,12 @@ def _pop(stack: list[_Item], op: pickletools.OpcodeInfo) -> list[_Item] | None:
         if not marks or marks[-1] < below:
             return None
         mark = marks[-1]
-        popped = stack[mark - below:mark] + stack[mark + 1:]
-        del stack[mark - below:]
+        popped = stack[mark - below : mark] + stack[mark + 1 :]
+        del stack[mark - below :]
         return popped
     count = len(before)
-    if len(stack) < count or any(item is _MARK for item in stack[len(stack) - count:]):
+    if len(stack) < count or any(item is _MARK for item in stack[len(stack) - count :]):
         return None
-    popped = stack[len(stack) - count:] if count else []
-    del stack[len(stack) - count:]
+    popped = stack[len(stack) - count :] if count else []
+    del stack[len(stack) - count :]
     return popped

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import numpy as np
 
 from peftplug.errors import AdapterLoadError
 
 _DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
-    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U64": np.uint64,
+    "U32": np.uint32,
+    "U16": np.uint16,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
 }
 
 
@@ -57,12 +67,17 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 _NAMES = {np.dtype(dtype).newbyteorder("<"): name for name, dtype in _DTYPES.items()}
 # safetensors writes tensors by this dtype rank, highest first (its Rust Dtype enum order), then by name
-_WRITE_RANK = {name: rank for rank, name in enumerate(
-    ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
-)}
+_WRITE_RANK = {
+    name: rank
+    for rank, name in enumerate(
+        ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
+    )
+}
 
 
-def safetensors_writer(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Callable[[BinaryIO], None]:
+def safetensors_writer(
+    tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> Callable[[BinaryIO], None]:
     """A function that writes ``tensors`` as a safetensors file to a binary file, streaming.
 
     The bytes are those ``safetensors.numpy.save`` gives (tensors ordered by dtype, then name;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar
 
 from peftplug.config import AdapterConfig
 
@@ -22,18 +22,18 @@ class IA3Config(AdapterConfig):
     """
 
     peft_type: ClassVar[str] = "IA3"
-    default_target_fields: ClassVar[dict[str, Optional[str]]] = {
+    default_target_fields: ClassVar[dict[str, str | None]] = {
         "target_modules": "ia3",
         "feedforward_modules": "ia3_feedforward",
     }
     # Every field HF PEFT's IA3Config writes is implemented; nothing to accept at a default only.
     hf_fields_at_default: ClassVar[dict[str, Any]] = {}
 
-    target_modules: Optional[Union[list[str], str]] = None
-    exclude_modules: Optional[Union[list[str], str]] = None
-    feedforward_modules: Optional[Union[list[str], str]] = None
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    feedforward_modules: list[str] | str | None = None
     fan_in_fan_out: bool = False
-    modules_to_save: Optional[list[str]] = None
+    modules_to_save: list[str] | None = None
     init_ia3_weights: bool = True
 
     def validate(self) -> None:
@@ -42,7 +42,8 @@ class IA3Config(AdapterConfig):
             extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
             if extra:
                 self._fail(
-                    "feedforward_modules", self.feedforward_modules,
+                    "feedforward_modules",
+                    self.feedforward_modules,
                     f"a subset of target_modules {self.target_modules!r}; not in target_modules: {extra!r}",
                 )
 

@@ -34,6 +34,7 @@ from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
 
+
 class IA3Linear(InexactUnmerge, PaddleAdapterLayer):
     """(IA)³ around ``paddle.nn.Linear``; parameters ``ia3_l.<adapter>``.
 

@@ -22,7 +22,6 @@ layer takes the base layer's parallel hooks, so forward runs on DTensors in betw
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn
@@ -34,6 +33,8 @@ from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
     """Adapters of half-precision models train in float32, as HF PEFT's autocast does."""
     return torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype

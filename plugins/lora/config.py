@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal
 
 from peftplug.config import AdapterConfig
 from peftplug.targets import pattern_value
@@ -45,20 +45,20 @@ class LoraConfig(AdapterConfig):
     }
 
     r: int = 8
-    target_modules: Optional[Union[list[str], str]] = None
-    exclude_modules: Optional[Union[list[str], str]] = None
-    lora_alpha: Union[int, float] = 8
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    lora_alpha: int | float = 8
     lora_dropout: float = 0.0
     fan_in_fan_out: bool = False
     bias: Literal["none", "all", "lora_only"] = "none"
     use_rslora: bool = False
     use_dora: bool = False
-    modules_to_save: Optional[list[str]] = None
-    init_lora_weights: Union[bool, Literal["gaussian"]] = True
-    layers_to_transform: Optional[Union[list[int], int]] = None
-    layers_pattern: Optional[Union[list[str], str]] = None
-    rank_pattern: Optional[dict[str, int]] = dataclasses.field(default_factory=dict)
-    alpha_pattern: Optional[dict[str, Union[int, float]]] = dataclasses.field(default_factory=dict)
+    modules_to_save: list[str] | None = None
+    init_lora_weights: bool | Literal["gaussian"] = True
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] | None = dataclasses.field(default_factory=dict)
+    alpha_pattern: dict[str, int | float] | None = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         """r and every rank_pattern value positive; dropout in [0, 1); layer options consistent."""

@@ -241,7 +241,9 @@ class LoraLinear(_PaddleLoraLayer):
         for suffix in sorted(taken):
             copy_transposed_into(holders[suffix], tensors[suffix], key_prefix + suffix)
         if name in self.lora_magnitude_vector and "lora_magnitude_vector" in tensors:
-            copy_into(self.lora_magnitude_vector[name], tensors["lora_magnitude_vector"], key_prefix + "lora_magnitude_vector")
+            copy_into(
+                self.lora_magnitude_vector[name], tensors["lora_magnitude_vector"], key_prefix + "lora_magnitude_vector"
+            )
             taken.add("lora_magnitude_vector")
         return taken
 
@@ -262,8 +264,10 @@ class LoraConv2D(_PaddleLoraLayer):
         base = self.base_layer
         plain = base._groups == 1 and list(base._dilation) == [1, 1] and base._data_format == "NCHW"
         if not plain or config.use_dora:
-            found = "use_dora=True" if config.use_dora else (
-                f"groups={base._groups}, dilation={list(base._dilation)}, data_format={base._data_format}"
+            found = (
+                "use_dora=True"
+                if config.use_dora
+                else (f"groups={base._groups}, dilation={list(base._dilation)}, data_format={base._data_format}")
             )
             raise PeftplugError(
                 f"LoRA on {module_name} (Conv2D, {found}): peftplug's Conv2D LoRA takes plain LoRA on ungrouped, "

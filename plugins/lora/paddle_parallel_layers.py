@@ -74,7 +74,9 @@ class _ParallelLoraLinear(LoraLinear):
         """The whole ``lora_A.weight`` / ``lora_B.weight`` in HF PEFT's layout (gathers: every
         rank of the group must call it)."""
         return {
-            suffix: np.ascontiguousarray(self.shards.gather(getattr(self, attribute)[name], self.split.get(attribute)).T)
+            suffix: np.ascontiguousarray(
+                self.shards.gather(getattr(self, attribute)[name], self.split.get(attribute)).T
+            )
             for attribute, suffix in SUFFIXES.items()
         }
 
@@ -96,7 +98,9 @@ class _ParallelLoraLinear(LoraLinear):
             expected = self._whole_hf_shape(attribute, name)
             if tuple(array.shape) != expected:
                 raise AdapterShapeError(key, tuple(array.shape), expected)
-            copy_transposed_into(getattr(self, attribute)[name], self.shards.piece(array, self._hf_axis(attribute)), key)
+            copy_transposed_into(
+                getattr(self, attribute)[name], self.shards.piece(array, self._hf_axis(attribute)), key
+            )
             taken.add(suffix)
         return taken
 

@@ -279,6 +279,7 @@ class LoraLinear(_ModulePairLayer):
             result = result + delta.to(result.dtype)
         return result
 
+
 class LoraConv2d(_ModulePairLayer):
     """LoRA around ``nn.Conv2d`` (HF PEFT's): ``conv(x) + s * B(A(dropout(x)))``, where A is a
     convolution with the base's kernel, stride and padding from ``in`` to ``r`` channels
@@ -366,8 +367,13 @@ class LoraEmbedding(LoraLayer):
         base = self.base_layer
         for name in self._active_unmerged():
             after_a = F.embedding(
-                x, self.lora_embedding_A[name].T, base.padding_idx, base.max_norm,
-                base.norm_type, base.scale_grad_by_freq, base.sparse,
+                x,
+                self.lora_embedding_A[name].T,
+                base.padding_idx,
+                base.max_norm,
+                base.norm_type,
+                base.scale_grad_by_freq,
+                base.sparse,
             )
             result = result + ((after_a @ self.lora_embedding_B[name].T) * self.scaling[name]).to(result.dtype)
         return result

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftplug.plugins.p_tuning.config import PromptEncoderConfig, PromptEncoderReparameterizationType
-
 from peftplug.config import AdapterConfig
 from peftplug.markers import hookimpl
+from peftplug.plugins.p_tuning.config import PromptEncoderConfig, PromptEncoderReparameterizationType
 from peftplug.registration import Method
 
 __all__ = ["PromptEncoderConfig", "PromptEncoderReparameterizationType"]

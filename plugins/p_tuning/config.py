@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from peftplug.config import PromptLearningConfig
 
@@ -31,7 +31,7 @@ class PromptEncoderConfig(PromptLearningConfig):
     peft_type: ClassVar[str] = "P_TUNING"
 
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
-    encoder_hidden_size: Optional[int] = None
+    encoder_hidden_size: int | None = None
     encoder_num_layers: int = 2
     encoder_dropout: float = 0.0
 

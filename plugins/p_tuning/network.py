@@ -13,8 +13,9 @@ Each backend builds those modules under HF PEFT's names (``embedding``, ``lstm_h
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from peftplug.plugins.p_tuning.config import PromptEncoderConfig
 

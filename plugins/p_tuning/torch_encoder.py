@@ -10,10 +10,11 @@ exactly.
 
 from __future__ import annotations
 
+from torch import nn
+
 from peftplug.backends.torch.prompt import TorchPromptEncoder
 from peftplug.plugins.p_tuning.config import PromptEncoderConfig
 from peftplug.plugins.p_tuning.network import NetworkShape, PTuningTable, with_relu_between
-from torch import nn
 
 
 class PromptEncoder(PTuningTable, TorchPromptEncoder):
@@ -40,4 +41,3 @@ class PromptEncoder(PTuningTable, TorchPromptEncoder):
             )
         linears = [nn.Linear(fan_in, fan_out) for fan_in, fan_out in shape.mlp_widths()]
         self.mlp_head = nn.Sequential(*with_relu_between(linears, nn.ReLU))
-

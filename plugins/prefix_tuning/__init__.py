@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
-
 from peftplug.config import AdapterConfig
 from peftplug.markers import hookimpl
+from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
 from peftplug.registration import Method
 
 __all__ = ["PrefixTuningConfig"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from peftplug.config import PromptLearningConfig
 
@@ -24,8 +24,8 @@ class PrefixTuningConfig(PromptLearningConfig):
 
     peft_type: ClassVar[str] = "PREFIX_TUNING"
 
-    init_weights: Optional[Literal["zero"]] = None
-    encoder_hidden_size: Optional[int] = None
+    init_weights: Literal["zero"] | None = None
+    encoder_hidden_size: int | None = None
     prefix_projection: bool = False
 
     def validate(self) -> None:

@@ -37,12 +37,16 @@ class PaddlePrefixEncoder(PaddlePromptEncoder):
         tokens, token_dim, layers = config.num_virtual_tokens, config.token_dim, config.num_layers
         if token_dim % config.num_attention_heads:
             raise ConfigError(
-                type(config).__name__, "token_dim", token_dim,
+                type(config).__name__,
+                "token_dim",
+                token_dim,
                 f"a multiple of num_attention_heads={config.num_attention_heads} (keys and values are split per head)",
             )
         if config.num_transformer_submodules != 1:
             raise ConfigError(
-                type(config).__name__, "num_transformer_submodules", config.num_transformer_submodules,
+                type(config).__name__,
+                "num_transformer_submodules",
+                config.num_transformer_submodules,
                 "1: prefix tuning on Paddle runs decoder-only causal LMs",
             )
         self.num_layers = layers
@@ -86,4 +90,3 @@ class PaddlePrefixEncoder(PaddlePromptEncoder):
         values = table.reshape([1, tokens, self.num_layers * 2, self.num_heads, self.head_dim])
         values = values.expand([batch_size, tokens, self.num_layers * 2, self.num_heads, self.head_dim])
         return [(values[:, :, 2 * layer], values[:, :, 2 * layer + 1]) for layer in range(self.num_layers)]
-

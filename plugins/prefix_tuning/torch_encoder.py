@@ -17,11 +17,11 @@ prefix for seq2seq, where HF PEFT's layout is repeated: ``num_transformer_submod
 from __future__ import annotations
 
 import torch
-from peftplug.backends.torch.prompt import TorchPromptEncoder
-from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
 from torch import nn
 
+from peftplug.backends.torch.prompt import TorchPromptEncoder
 from peftplug.errors import ConfigError
+from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
 
 
 class PrefixEncoder(TorchPromptEncoder):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from peftplug.plugins.prompt_tuning.config import PromptTuningConfig, PromptTuningInit
-
 from peftplug.config import AdapterConfig
 from peftplug.markers import hookimpl
+from peftplug.plugins.prompt_tuning.config import PromptTuningConfig, PromptTuningInit
 from peftplug.registration import Method
 from peftplug.state import AdapterState
 

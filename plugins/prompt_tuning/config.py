@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from peftplug.config import PromptLearningConfig
 
@@ -35,9 +35,9 @@ class PromptTuningConfig(PromptLearningConfig):
     peft_type: ClassVar[str] = "PROMPT_TUNING"
 
     prompt_tuning_init: Literal["RANDOM", "SAMPLE_VOCAB", "TEXT"] = "RANDOM"
-    prompt_tuning_init_text: Optional[str] = None
-    tokenizer_name_or_path: Optional[str] = None
-    tokenizer_kwargs: Optional[dict] = None
+    prompt_tuning_init_text: str | None = None
+    tokenizer_name_or_path: str | None = None
+    tokenizer_kwargs: dict | None = None
     tokenizer: Any = dataclasses.field(default=None, repr=False, compare=False, metadata={"serialize": False})
 
     def validate(self) -> None:

@@ -42,7 +42,9 @@ class PaddlePromptEmbedding(PaddlePromptEncoder):
             return
         if word_embeddings is None:
             raise ConfigError(
-                type(config).__name__, "prompt_tuning_init", config.prompt_tuning_init,
+                type(config).__name__,
+                "prompt_tuning_init",
+                config.prompt_tuning_init,
                 "'RANDOM' for a model without word embeddings",
             )
         if config.prompt_tuning_init == "SAMPLE_VOCAB":
@@ -79,7 +81,9 @@ def text_token_ids(config: PromptTuningConfig, count: int) -> list[int]:
         ids = tokenizer.encode(text)
     else:
         raise ConfigError(
-            type(config).__name__, "tokenizer", type(tokenizer).__name__,
+            type(config).__name__,
+            "tokenizer",
+            type(tokenizer).__name__,
             "a tokenizer object that is callable (PaddleNLP, transformers) or has encode(text)",
         )
     ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
@@ -100,6 +104,8 @@ def _load_tokenizer(config: PromptTuningConfig) -> Any:
         return AutoTokenizer.from_pretrained(config.tokenizer_name_or_path, **kwargs)
     except (OSError, ValueError, RuntimeError) as error:
         raise ConfigError(
-            type(config).__name__, "tokenizer_name_or_path", config.tokenizer_name_or_path,
+            type(config).__name__,
+            "tokenizer_name_or_path",
+            config.tokenizer_name_or_path,
             f"a tokenizer that loads with paddlenlp's AutoTokenizer.from_pretrained ({type(error).__name__}: {error})",
         ) from error

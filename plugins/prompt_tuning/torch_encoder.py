@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 
 import torch
-from peftplug.backends.torch.prompt import TorchPromptEncoder, input_embeddings
-from peftplug.plugins.prompt_tuning.config import PromptTuningConfig
 from torch import nn
 
+from peftplug.backends.torch.prompt import TorchPromptEncoder, input_embeddings
 from peftplug.errors import ConfigError
+from peftplug.plugins.prompt_tuning.config import PromptTuningConfig
 
 
 class PromptEmbedding(TorchPromptEncoder):

@@ -77,10 +77,17 @@ def run_train(out: Path, init: Path, mesh) -> None:
         np.save(out / "resplit_logits.npy", resplit)
         np.save(out / "from_shards_logits.npy", from_shards)
         np.save(out / "merged_logits.npy", merged_logits)
-        tp_common.write_json(out / "rank0.json", {
-            "losses": losses, "placements": placements, "degree_error": degree_error, "prefix_error": prefix_error,
-            "trainable": trainable, "total": total,
-        })
+        tp_common.write_json(
+            out / "rank0.json",
+            {
+                "losses": losses,
+                "placements": placements,
+                "degree_error": degree_error,
+                "prefix_error": prefix_error,
+                "trainable": trainable,
+                "total": total,
+            },
+        )
     else:
         tp_common.write_json(out / "rank1.json", {"sees_merged_after_save": rank1_sees_merged})
 
@@ -92,8 +99,10 @@ def run_ia3(out: Path, init: Path, mesh) -> None:
     placements = {
         name: str(module.ia3_l["default"].placements)
         for name, module in {
-            "q_proj": layers.self_attn.q_proj, "o_proj": layers.self_attn.o_proj,
-            "up_proj": layers.mlp.up_proj, "down_proj": layers.mlp.down_proj,
+            "q_proj": layers.self_attn.q_proj,
+            "o_proj": layers.self_attn.o_proj,
+            "up_proj": layers.mlp.up_proj,
+            "down_proj": layers.mlp.down_proj,
         }.items()
     }
     losses = tp_common.train(torch, model, train_ids)

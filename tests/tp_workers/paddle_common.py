@@ -25,16 +25,19 @@ def features(module: str) -> tuple[int, int]:
     """(in, out) of ``module`` (``self_attn.q_proj``, ...) in the whole model."""
     head_dim = HIDDEN // HEADS
     return {
-        "self_attn.q_proj": (HIDDEN, HIDDEN), "self_attn.k_proj": (HIDDEN, KV_HEADS * head_dim),
-        "self_attn.v_proj": (HIDDEN, KV_HEADS * head_dim), "self_attn.o_proj": (HIDDEN, HIDDEN),
-        "mlp.gate_proj": (HIDDEN, INTERMEDIATE), "mlp.up_proj": (HIDDEN, INTERMEDIATE),
+        "self_attn.q_proj": (HIDDEN, HIDDEN),
+        "self_attn.k_proj": (HIDDEN, KV_HEADS * head_dim),
+        "self_attn.v_proj": (HIDDEN, KV_HEADS * head_dim),
+        "self_attn.o_proj": (HIDDEN, HIDDEN),
+        "mlp.gate_proj": (HIDDEN, INTERMEDIATE),
+        "mlp.up_proj": (HIDDEN, INTERMEDIATE),
         "mlp.down_proj": (INTERMEDIATE, HIDDEN),
     }[module]
 
 
 def module_of(key: str) -> str:
     """``base_model.model.llama.layers.0.self_attn.q_proj.lora_A.weight`` -> ``self_attn.q_proj``."""
-    parts = key[len(PREFIX):].split(".")
+    parts = key[len(PREFIX) :].split(".")
     return ".".join(parts[1:3])
 
 

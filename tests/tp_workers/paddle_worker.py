@@ -21,13 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import failing_saves  # noqa: E402
-import paddle_common as common  # noqa: E402
-
 import paddle  # noqa: E402
+import paddle_common as common  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 import peftplug  # noqa: E402
-from peftplug import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig  # noqa: E402
+from peftplug import PrefixTuningConfig, PromptTuningConfig  # noqa: E402
 from peftplug.adapter_io import read_adapter  # noqa: E402
 from peftplug.distributed.tp_save import group_of  # noqa: E402
 from peftplug.distributed.tp_shards import split_array  # noqa: E402
@@ -41,9 +40,15 @@ def build_llama(degree: int, rank: int):
 
     paddle.seed(0)
     config = LlamaConfig(
-        vocab_size=common.VOCAB, hidden_size=common.HIDDEN, intermediate_size=common.INTERMEDIATE,
-        num_hidden_layers=common.LAYERS, num_attention_heads=common.HEADS, num_key_value_heads=common.KV_HEADS,
-        tie_word_embeddings=False, tensor_parallel_degree=degree, tensor_parallel_rank=rank,
+        vocab_size=common.VOCAB,
+        hidden_size=common.HIDDEN,
+        intermediate_size=common.INTERMEDIATE,
+        num_hidden_layers=common.LAYERS,
+        num_attention_heads=common.HEADS,
+        num_key_value_heads=common.KV_HEADS,
+        tie_word_embeddings=False,
+        tensor_parallel_degree=degree,
+        tensor_parallel_rank=rank,
         tensor_parallel_output=False,
     )
     model = LlamaForCausalLM(config)
@@ -97,8 +102,13 @@ def run_lora(out: Path, rank: int, result: dict) -> None:
     o = model.base_model.model.llama.layers[0].self_attn.o_proj
     result["lora_layers"] = [type(q).__name__, type(o).__name__]
     result["lora_marks"] = {
-        f"{name}_{m}": [list(p.shape), bool(p.is_distributed), getattr(p, "split_axis", None) if p.is_distributed else None]
-        for name, layer in (("q", q), ("o", o)) for m, p in (("A", layer.lora_A["default"]), ("B", layer.lora_B["default"]))
+        f"{name}_{m}": [
+            list(p.shape),
+            bool(p.is_distributed),
+            getattr(p, "split_axis", None) if p.is_distributed else None,
+        ]
+        for name, layer in (("q", q), ("o", o))
+        for m, p in (("A", layer.lora_A["default"]), ("B", layer.lora_B["default"]))
     }
     result["trainable"] = list(model.get_nb_trainable_parameters())
 
@@ -113,10 +123,16 @@ def run_lora(out: Path, rank: int, result: dict) -> None:
         again = peftplug.PeftModel.from_pretrained(build_llama(2, rank), out / source)
         result[f"lora_reload_{source}"] = compare_pieces(again, full, common.lora_axis, rank)
     result["degree_error"] = error_of(lambda: peftplug.PeftModel.from_pretrained(build_llama(2, rank), out / "degree4"))
-    result["prefix_error"] = error_of(lambda: peftplug.get_peft_model(
-        build_llama(2, rank), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)))
-    result["prompt_error"] = error_of(lambda: peftplug.get_peft_model(
-        build_llama(2, rank), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)))
+    result["prefix_error"] = error_of(
+        lambda: peftplug.get_peft_model(
+            build_llama(2, rank), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+        )
+    )
+    result["prompt_error"] = error_of(
+        lambda: peftplug.get_peft_model(
+            build_llama(2, rank), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+        )
+    )
 
     # merging works on the local pieces: each rank's weight moves by its slice of s * A B
     before = {prefix: layer.get_base_layer().weight.numpy().copy() for prefix, layer in layers_of(model).items()}
@@ -126,7 +142,7 @@ def run_lora(out: Path, rank: int, result: dict) -> None:
         module = common.module_of(prefix + ".x")
         delta = (full[f"{prefix}.lora_B.weight"] @ full[f"{prefix}.lora_A.weight"]).T * (common.ALPHA / common.RANK)
         want = split_array(delta, 0 if module in common.ROW else 1, rank, common.DEGREE)
-        got = dict(merged.named_parameters())[prefix[len("base_model.model."):] + ".weight"].numpy() - weight
+        got = dict(merged.named_parameters())[prefix[len("base_model.model.") :] + ".weight"].numpy() - weight
         worst = max(worst, float(np.abs(got - want).max()))
     result["lora_merge_local"] = {"max_diff": worst, "count": len(before)}
 
@@ -138,8 +154,12 @@ def run_ia3(out: Path, rank: int, result: dict) -> None:
     layers = model.base_model.model.llama.layers[0]
     result["ia3_local_shapes"] = {
         name: list(module.ia3_l["default"].shape)
-        for name, module in (("q", layers.self_attn.q_proj), ("o", layers.self_attn.o_proj),
-                             ("up", layers.mlp.up_proj), ("down", layers.mlp.down_proj))
+        for name, module in (
+            ("q", layers.self_attn.q_proj),
+            ("o", layers.self_attn.o_proj),
+            ("up", layers.mlp.up_proj),
+            ("down", layers.mlp.down_proj),
+        )
     }
     model.save_pretrained(out / "ia3_merged")
     model.save_pretrained(out / "ia3_shards", merge_tensor_parallel=False)
@@ -158,7 +178,7 @@ def run_paddlenlp(out: Path, rank: int, result: dict) -> None:
     ours = peftplug.PeftModel.from_pretrained(build_llama(2, rank), out / "lora_merged")
     worst, count = 0.0, 0
     for prefix, layer in layers_of(ours).items():
-        paddle_name = prefix[len("base_model.model."):]
+        paddle_name = prefix[len("base_model.model.") :]
         for matrix in ("lora_A", "lora_B"):
             mine = getattr(layer, matrix)["default"].numpy()
             worst = max(worst, float(np.abs(theirs[f"{paddle_name}.{matrix}"] - mine).max()))
@@ -167,8 +187,13 @@ def run_paddlenlp(out: Path, rank: int, result: dict) -> None:
     q = lora.model.llama.layers[0].self_attn.q_proj
     o = lora.model.llama.layers[0].self_attn.o_proj
     result["paddlenlp_marks"] = {
-        f"{name}_{m}": [list(p.shape), bool(p.is_distributed), getattr(p, "split_axis", None) if p.is_distributed else None]
-        for name, layer in (("q", q), ("o", o)) for m, p in (("A", layer.lora_A), ("B", layer.lora_B))
+        f"{name}_{m}": [
+            list(p.shape),
+            bool(p.is_distributed),
+            getattr(p, "split_axis", None) if p.is_distributed else None,
+        ]
+        for name, layer in (("q", q), ("o", o))
+        for m, p in (("A", layer.lora_A), ("B", layer.lora_B))
     }
     lora.save_pretrained(str(out / "pnlp_merged"), merge_tensor_parallel=True)
     lora.save_pretrained(str(out / "pnlp_shards"), merge_tensor_parallel=False)
@@ -219,7 +244,9 @@ def run_forward(out: Path, rank: int, result: dict) -> None:
     whole_state = {k: v.numpy() for k, v in whole.state_dict().items()}
     sharded = build_llama(2, rank)
     actions = LlamaForCausalLM._get_tensor_parallel_mappings(sharded.config, is_split=True)
-    names = ConversionMixin._resolve_prefix_keys(actions.keys(), whole_state.keys())  # "layers.0..." -> "llama.layers.0..."
+    names = ConversionMixin._resolve_prefix_keys(
+        actions.keys(), whole_state.keys()
+    )  # "layers.0..." -> "llama.layers.0..."
     actions = {names[k]: action for k, action in actions.items() if k in names}
     state = {k: (actions[k](v) if k in actions else v) for k, v in whole_state.items()}
     sharded.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import ClassVar, Optional, Union
+from typing import ClassVar
 
 from peftplug.config import AdapterConfig
 from peftplug.targets import ALL_LINEAR
@@ -24,9 +24,9 @@ class BitFitConfig(AdapterConfig):
 
     peft_type: ClassVar[str] = "BITFIT"
 
-    target_modules: Union[list[str], str] = ALL_LINEAR
-    exclude_modules: Optional[Union[list[str], str]] = None
-    modules_to_save: Optional[list[str]] = None
+    target_modules: list[str] | str = ALL_LINEAR
+    exclude_modules: list[str] | str | None = None
+    modules_to_save: list[str] | None = None
 
     def validate(self) -> None:
         """``target_modules`` non-empty; every regex (target or exclude) compiles."""

@@ -31,7 +31,8 @@ class BitFitLinear(PaddleAdapterLayer):
         """Add adapter ``adapter_name``: a zero delta of ``out_features`` values (float32 for
         half-precision bases)."""
         self.bitfit_bias[adapter_name] = self.create_parameter(
-            shape=[self.out_features], dtype=adapter_dtype(self.base_layer.weight),
+            shape=[self.out_features],
+            dtype=adapter_dtype(self.base_layer.weight),
             default_initializer=nn.initializer.Constant(0.0),
         )
 
@@ -51,7 +52,9 @@ class BitFitLinear(PaddleAdapterLayer):
                     continue
                 if base.bias is None:
                     bias = base.create_parameter(
-                        shape=[self.out_features], dtype=base.weight.dtype, is_bias=True,
+                        shape=[self.out_features],
+                        dtype=base.weight.dtype,
+                        is_bias=True,
                         default_initializer=nn.initializer.Constant(0.0),
                     )
                     bias.stop_gradient = True
