@@ -18,7 +18,7 @@ def test_wheel_contains_every_subpackage(tmp_path):
     pytest.importorskip("build")
     source = tmp_path / "src"
     source.mkdir()
-    for name in ["pyproject.toml", "README.md", *INSTALLED_AS]:
+    for name in ["pyproject.toml", "setup.py", "README.md", *INSTALLED_AS]:
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
         copy(ROOT / name, source / name)
     subprocess.run(
