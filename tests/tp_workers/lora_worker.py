@@ -133,7 +133,14 @@ def main() -> None:
         traceback.print_exc()
         sys.stdout.flush()
         os._exit(1)
+    # Every rank waits for the others, then leaves without interpreter teardown: gloo's threads,
+    # torn down by the interpreter while a peer still runs, abort with "terminate called without
+    # an active exception" (seen once in CI on this worker).
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
