@@ -23,6 +23,7 @@ from peftplug.errors import BackendError, PluginError, RegistryError
 from peftplug.markers import PROJECT_NAME
 from peftplug.registration import Architecture, Backend, Format, Method
 from peftplug.registry import Registry
+from peftplug.tensor_roles import AXES, check_roles
 
 ENTRY_POINT_GROUP = "peftplug"
 DISABLE_ENV = "PEFTPLUG_DISABLE_PLUGINS"
@@ -101,6 +102,15 @@ def _check_method(item: Any) -> str | None:
         return f"method {item.name!r}: {item.config_class.__name__}.peft_type is empty"
     if item.kind not in ("layer", "prompt"):
         return f"method {item.name!r}: kind must be 'layer' or 'prompt', got {item.kind!r}"
+    problem = check_roles(item.tensors)
+    if problem:
+        return f"method {item.name!r}: {problem}"
+    for field_name, axis in item.module_fields.items():
+        if axis not in AXES:
+            return f"method {item.name!r}: module_fields[{field_name!r}] is {axis!r}, not one of {', '.join(AXES)}"
+    for what, value in (("rescale_rank", item.rescale_rank), *((f"codecs[{k!r}]", v) for k, v in item.codecs.items())):
+        if value is not None and (not isinstance(value, str) or value.count(":") != 1 or value.startswith(":")):
+            return f"method {item.name!r}: {what} is {value!r}, not a 'module:attribute' string"
     return None
 
 

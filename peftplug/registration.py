@@ -12,10 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from peftplug.tensor_roles import TensorRole
+
 if TYPE_CHECKING:
     from peftplug.config import AdapterConfig
     from peftplug.files import FileContent
     from peftplug.state import AdapterState
+
+
+def load_declared(spec: str, owner: str) -> Any:
+    """The object a ``"module:attribute"`` declaration names, imported now; ``owner`` (a
+    method or backend name) is named when it cannot be imported."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ImportError(f"{owner!r} declares {spec!r}, which cannot be imported: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -44,17 +56,42 @@ class Method:
 
     ``kind`` is ``"layer"`` for methods that wrap modules (LoRA, IA3) and ``"prompt"`` for
     methods that prepend virtual tokens (prompt tuning, P-tuning, prefix tuning).
+
+    What conversion, the formats and tensor parallelism need to know of a layer method's saved
+    tensors, declared here so that none of them names a method:
+
+    - ``tensors``: a :class:`~peftplug.tensor_roles.TensorRole` per tensor suffix;
+    - ``rank_field``: the config field that holds the rank (``"r"``), when tensors have a rank axis;
+    - ``rescale_rank``: ``"module:function"``, ``function(config, new_rank) -> config``, called when
+      fusing modules changes the rank (LoRA keeps ``scaling`` by scaling ``lora_alpha``);
+    - ``module_fields``: config fields listing a subset of the adapted modules, by the axis their
+      tensors' layout has (IA3's ``feedforward_modules``: ``"in"``);
+    - ``prefix_cache``: True when the state is per-layer attention key/value prefixes, whose
+      position convention conversion moves (prefix tuning);
+    - ``codecs``: ``{format name: "module:attribute"}``, the method's own codec for a format
+      whose files have method-specific fields (PaddleNLP's ``lora_config.json``); the format
+      documents the codec's interface.
     """
 
     name: str
     config_class: type[AdapterConfig]
     kind: Literal["layer", "prompt"] = "layer"
     description: str = ""
+    tensors: tuple[TensorRole, ...] = ()
+    rank_field: str | None = None
+    rescale_rank: str | None = None
+    module_fields: Mapping[str, str] = field(default_factory=dict)
+    prefix_cache: bool = False
+    codecs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def peft_type(self) -> str:
         """The ``peft_type`` string that adapter_config.json files use for this method."""
         return self.config_class.peft_type
+
+    def role(self, suffix: str) -> TensorRole | None:
+        """The declared role of tensor ``suffix``, None when the method declares none."""
+        return next((role for role in self.tensors if role.suffix == suffix), None)
 
 
 class Format:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
-from peftplug.interop.fused import compress_rank, join_parts, pad_rank, scaled_alpha, split_parts
+from peftplug.interop.fused import compress_rank, join_parts, pad_rank, split_parts
 from peftplug.interop.module_tree import (
     LIBRARY,
     ConversionError,
@@ -52,11 +52,11 @@ from peftplug.interop.name_maps import (
 )
 from peftplug.interop.prefix_positions import positions_differ, rope_spec, rotate_prefix
 from peftplug.manager import PluginManager, get_plugin_manager
-from peftplug.registration import Architecture, ModuleMap
+from peftplug.registration import Architecture, Method, ModuleMap, load_declared
 from peftplug.state import AdapterState
+from peftplug.tensor_roles import TensorRole, roles_by_suffix, split_suffix
 
 TARGET_SIDE: dict[str, Side] = {"paddlenlp": "paddle", "peft": "hf"}
-ADAPTER_SUFFIXES = ("lora_A.weight", "lora_B.weight", "ia3_l", "base_layer.bias")
 
 
 def convert(
@@ -135,11 +135,13 @@ def convert_state(
         values = {**_local_base_config(named_base), **values}
     prefix = prefix_for(config.is_prompt_learning)
     names = module_keys(state.tensors, prefix)
-    family = _family(architecture, values, names, named_base, manager)
+    method = (manager or get_plugin_manager()).method_for_config(config)
+    roles = roles_by_suffix(method.tensors)
+    family = _family(architecture, values, names, named_base, roles, manager)
     if names and family is not None and _tree_side(state, prefix, names, family, to, lenient) != to:
-        _check_lora_shapes(state, prefix)
-        state = _move_tree(state, family, to, prefix, values, fused or {})
-    if config.peft_type == "PREFIX_TUNING" and positions is not None and positions != to:
+        _check_tensors(state, method, roles)
+        state = _move_tree(state, family, to, prefix, values, fused or {}, method, roles)
+    if method.prefix_cache and positions is not None and positions != to:
         if family is None:
             raise ConversionError(_ask_family("a prefix-tuning adapter names no module", manager))
         if positions_differ(family):
@@ -189,6 +191,7 @@ def _family(
     values: dict[str, Any],
     names: list[str],
     named_base: str | None,
+    roles: dict[str, TensorRole],
     manager: PluginManager | None,
 ) -> Architecture | None:
     if architecture is not None or values.get("model_type"):
@@ -200,7 +203,7 @@ def _family(
             raise ConversionError(str(error)) from error
     if not names:
         return None
-    modules = representatives(_module_names(names))
+    modules = representatives([split_suffix(name, roles)[0] for name in names])
     named = _named_family(named_base, [family for family, _ in fitting_architectures(modules, manager).values()])
     if named is not None:
         return named
@@ -220,18 +223,6 @@ def _named_family(named_base: str | None, candidates: list[Architecture]) -> Arc
     return named[0] if len(named) == 1 else None
 
 
-def _module_names(names: list[str]) -> list[str]:
-    """Parameter names without the adapter's own suffixes (module paths, or base parameters)."""
-    result = []
-    for name in names:
-        for suffix in ADAPTER_SUFFIXES:
-            if name.endswith("." + suffix):
-                name = name[: -len(suffix) - 1]
-                break
-        result.append(name)
-    return result
-
-
 def _ask_family(reason: str, manager: PluginManager | None) -> str:
     known = ", ".join(sorted(a.name for a in (manager or get_plugin_manager()).architectures if a.modules))
     return f"cannot tell the model family: {reason}; pass architecture= (one of: {known}) or base_config="
@@ -244,6 +235,8 @@ def _move_tree(
     prefix: str,
     values: dict[str, Any],
     fused: dict[str, bool | None],
+    method: Method,
+    roles: dict[str, TensorRole],
 ) -> AdapterState:
     flags = {
         kind: fused.get(kind) if fused.get(kind) is not None else bool(values.get(key))
@@ -265,12 +258,12 @@ def _move_tree(
     shrank = 1
     if routed.splits:
         tensors, shrank = compress_rank(split_parts(routed, prefix, heads), tensors)
-    present = {_module_path(key[len(prefix) :]) for key in tensors if key.startswith(prefix)}
-    config = _mapped_config(state, routed, family, to, prefix, present)
+    present = {_module_path(key[len(prefix) :], roles) for key in tensors if key.startswith(prefix)}
+    config = _mapped_config(state, routed, family, to, prefix, present, method, roles)
     if grew > 1 or shrank > 1:
-        config = _rescaled(config, grew, shrank)
+        config = _rescaled(config, grew, shrank, method)
         if grew > 1:
-            tensors = pad_rank(tensors, config.r)
+            tensors = pad_rank(tensors, getattr(config, method.rank_field))
     return AdapterState(config, tensors, dict(state.extra_tensors))
 
 
@@ -297,32 +290,41 @@ def _tree_side(
     )
 
 
-def _module_path(name: str) -> str:
-    suffix = next((s for s in ADAPTER_SUFFIXES if name.endswith("." + s)), None)
-    return name[: -len(suffix) - 1] if suffix else name.rsplit(".", 1)[0]
+def _module_path(name: str, roles: dict[str, TensorRole]) -> str:
+    module, role = split_suffix(name, roles)
+    return module if role else name.rsplit(".", 1)[0]
 
 
 def _mapped_config(
-    state: AdapterState, routed: Routed, family: Architecture, to: Side, prefix: str, present: set[str]
+    state: AdapterState,
+    routed: Routed,
+    family: Architecture,
+    to: Side,
+    prefix: str,
+    present: set[str],
+    method: Method,
+    roles: dict[str, TensorRole],
 ) -> Any:
     config = state.config
     modules = routed.modules
-    by_module: dict[str, set[str]] = {}
-    for key in state.tensors:
+    by_module: dict[str, dict[str, Any]] = {}
+    for key, value in state.tensors.items():
         if key.startswith(prefix):
-            name = key[len(prefix) :]
-            suffix = next((s for s in ADAPTER_SUFFIXES if name.endswith("." + s)), None)
-            module = name[: -len(suffix) - 1] if suffix else name.rsplit(".", 1)[0]
-            by_module.setdefault(module, set()).add(suffix or "")
+            module, role = split_suffix(key[len(prefix) :], roles)
+            if role is None:
+                module = module.rsplit(".", 1)[0]
+            by_module.setdefault(module, {})[role.suffix if role else ""] = value
     updates: dict[str, Any] = {}
-    adapted = sorted(m for m, s in by_module.items() if s & {"lora_A.weight", "ia3_l"})
+    adapted = sorted(m for m, found in by_module.items() if any(roles[s].required for s in found if s))
     if hasattr(config, "target_modules") and config.target_modules is not None:
         updates["target_modules"] = map_module_names(config.target_modules, adapted, modules, family, to, present)
-    if getattr(config, "feedforward_modules", None) is not None:
-        feedforward = [m for m in adapted if state.tensors[f"{prefix}{m}.ia3_l"].shape[0] == 1]
-        updates["feedforward_modules"] = map_module_names(
-            config.feedforward_modules, feedforward, modules, family, to, present
-        )
+    for field_name, axis in method.module_fields.items():
+        if getattr(config, field_name, None) is None:
+            continue
+        listed = [
+            m for m in adapted if any(s and axis in roles[s].layout(value.shape) for s, value in by_module[m].items())
+        ]
+        updates[field_name] = map_module_names(getattr(config, field_name), listed, modules, family, to, present)
     if hasattr(config, "fan_in_fan_out") and adapted:
         # transformers' Conv1D stores [in, out] (HF PEFT's fan_in_fan_out); Paddle's Linear needs no flag
         updates["fan_in_fan_out"] = to == "hf" and any(m.kind == "conv1d" for m in family.modules)
@@ -336,37 +338,51 @@ def _mapped_config(
     return dataclasses.replace(config, **updates) if updates else config
 
 
-def _rescaled(config: Any, grew: int, shrank: int) -> Any:
-    if getattr(config, "rank_pattern", None) or getattr(config, "alpha_pattern", None):
+def _rescaled(config: Any, grew: int, shrank: int, method: Method) -> Any:
+    """``config`` at the rank fusing gave, by the method's declared rule (LoRA keeps ``scaling``)."""
+    if method.rank_field is None or method.rescale_rank is None:
         raise ConversionError(
-            f"LoraConfig rank_pattern={config.rank_pattern!r} / alpha_pattern={config.alpha_pattern!r}: a fused "
-            "projection changes the rank, which per-module ranks cannot follow here; convert without them"
+            f"method {method.name!r}: fusing modules changes its rank, but it declares no rank_field / rescale_rank"
         )
-    rank = config.r * grew // shrank
-    return dataclasses.replace(
-        config, r=rank, lora_alpha=scaled_alpha(config.lora_alpha, config.r, rank, config.use_rslora)
-    )
+    rank = getattr(config, method.rank_field) * grew // shrank
+    rescale = load_declared(method.rescale_rank, method.name)
+    try:
+        return rescale(config, rank)
+    except ValueError as error:
+        raise ConversionError(str(error)) from error
 
 
-def _check_lora_shapes(state: AdapterState, prefix: str) -> None:
-    """Every lora_A has its lora_B, ranks agree and equal ``r`` (or its rank_pattern entry)."""
+def _check_tensors(state: AdapterState, method: Method, roles: dict[str, TensorRole]) -> None:
+    """Each adapted module has every required tensor, each in a declared layout, and their
+    rank axes agree with each other and with the config's rank (unless per-module ranks)."""
     config = state.config
-    tensors = state.tensors
-    for key, a in tensors.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
-        if b_key not in tensors:
-            raise ConversionError(f"tensor {key!r} has no {b_key!r} beside it")
-        b = tensors[b_key]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+    modules: dict[str, dict[str, Any]] = {}
+    for key, value in state.tensors.items():
+        module, role = split_suffix(key, roles)
+        if role is not None:
+            modules.setdefault(module, {})[role.suffix] = value
+    required = [suffix for suffix, role in roles.items() if role.required]
+    per_module_ranks = bool(getattr(config, "rank_pattern", None))
+    config_rank = getattr(config, method.rank_field, None) if method.rank_field else None
+    for module, found in modules.items():
+        missing = [suffix for suffix in required if suffix not in found]
+        if missing and len(missing) < len(required):
+            raise ConversionError(f"module {module!r} has {sorted(found)} but no {missing[0]!r} beside them")
+        ranks = {}
+        for suffix, value in found.items():
+            try:
+                ranks[suffix] = roles[suffix].size_of(tuple(value.shape), "rank")
+            except ValueError as error:
+                raise ConversionError(f"tensor {module}.{suffix}: {error}") from None
+        ranked = sorted((suffix, rank) for suffix, rank in ranks.items() if rank is not None)
+        shapes = " and ".join(
+            f"{module + '.' + suffix!r} has shape {list(found[suffix].shape)}" for suffix, _ in ranked
+        )
+        if len({rank for _, rank in ranked}) > 1:
+            raise ConversionError(f"tensor {shapes}: their rank axes differ")
+        if ranked and config_rank is not None and not per_module_ranks and ranked[0][1] != config_rank:
             raise ConversionError(
-                f"tensor {key!r} has shape {list(a.shape)} and {b_key!r} has shape {list(b.shape)}: "
-                "lora_A [r, in] and lora_B [out, r] must share r"
-            )
-        if not getattr(config, "rank_pattern", None) and a.shape[0] != getattr(config, "r", a.shape[0]):
-            raise ConversionError(
-                f"tensor {key!r} has shape {list(a.shape)}: rank {a.shape[0]}, but the config's r is {config.r}"
+                f"tensor {shapes}: rank {ranked[0][1]}, but the config's {method.rank_field} is {config_rank}"
             )
 
 

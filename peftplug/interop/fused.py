@@ -18,9 +18,6 @@ what makes a round trip bit-identical.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
 from peftplug.interop.module_tree import ConversionError, Routed
@@ -138,15 +135,6 @@ def pad_rank(tensors: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]
                 [value, np.zeros((value.shape[0], rank - value.shape[1]), value.dtype)], axis=1
             )
     return result
-
-
-def scaled_alpha(alpha: Any, old_rank: int, new_rank: int, rslora: bool) -> Any:
-    """``lora_alpha`` keeping ``scaling`` when the rank goes from ``old_rank`` to ``new_rank``."""
-    if rslora:
-        return alpha * math.sqrt(new_rank / old_rank)
-    if (alpha * new_rank) % old_rank == 0:
-        return type(alpha)((alpha * new_rank) // old_rank) if isinstance(alpha, int) else alpha * new_rank / old_rank
-    return alpha * new_rank / old_rank
 
 
 def _block(a: np.ndarray, b: np.ndarray, count: int, index: int) -> tuple[np.ndarray, np.ndarray] | None:

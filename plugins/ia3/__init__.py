@@ -7,13 +7,19 @@ from typing import Any
 from peftplug.markers import hookimpl
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.registration import Method
+from peftplug.tensor_roles import TensorRole
 
 
 @hookimpl
 def peftplug_register_methods() -> Method:
     """(IA)³, configured by :class:`IA3Config` (``peft_type`` ``IA3``)."""
     return Method(
-        name="ia3", config_class=IA3Config, description="(IA)³: learned vectors rescale activations (Liu et al., 2022)"
+        name="ia3",
+        config_class=IA3Config,
+        description="(IA)³: learned vectors rescale activations (Liu et al., 2022)",
+        # [out, 1] scales a layer's output, [1, in] a feed-forward layer's input (HF PEFT's layout).
+        tensors=(TensorRole("ia3_l", (("out", "one"), ("one", "in")), fill=1.0),),
+        module_fields={"feedforward_modules": "in"},
     )
 
 

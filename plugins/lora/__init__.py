@@ -7,12 +7,30 @@ from typing import Any
 from peftplug.markers import hookimpl
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.registration import Method
+from peftplug.tensor_roles import TensorRole
+
+# HF PEFT's layout: lora_A [r, in], lora_B [out, r]; the trained bias (bias="lora_only"/"all")
+# and DoRA's magnitude follow the output. Embedding and convolution LoRA tensors are not
+# declared: they do not convert between frameworks or shard.
+TENSORS = (
+    TensorRole("lora_A.weight", (("rank", "in"),)),
+    TensorRole("lora_B.weight", (("out", "rank"),)),
+    TensorRole("base_layer.bias", (("out",),), required=False),
+    TensorRole("lora_magnitude_vector", (("out",),), required=False),
+)
 
 
 @hookimpl
 def peftplug_register_methods() -> Method:
     """LoRA, configured by :class:`LoraConfig` (``peft_type`` ``LORA``)."""
-    return Method(name="lora", config_class=LoraConfig, description="Low-rank adaptation (Hu et al., 2021)")
+    return Method(
+        name="lora",
+        config_class=LoraConfig,
+        description="Low-rank adaptation (Hu et al., 2021)",
+        tensors=TENSORS,
+        rank_field="r",
+        rescale_rank="peftplug.plugins.lora.rank:rescale_rank",
+    )
 
 
 @hookimpl

@@ -19,6 +19,7 @@ def peftplug_register_methods() -> Method:
         name="prefix_tuning",
         config_class=PrefixTuningConfig,
         kind="prompt",
+        prefix_cache=True,
         description="Prefix tuning: learned keys and values before every attention layer (Li & Liang, 2021)",
     )
 
