@@ -361,7 +361,7 @@ def test_paddlenlp_prefix_files_both_ways(paddle, pnlp, make_paddle_model, tmp_p
 
 
 def test_prefix_column_order_sections_to_interleaved_with_three_layers():
-    from peftplug.plugins.formats.paddlenlp_prefix import interleaved_to_sections, sections_to_interleaved
+    from peftplug.plugins.prefix_tuning.paddlenlp_codec import interleaved_to_sections, sections_to_interleaved
 
     # PaddleNLP's blocks: k0 k1 k2 v0 v1 v2 (block j holds j); HF PEFT's: k0 v0 k1 v1 k2 v2.
     paddle_order = np.repeat(np.arange(6, dtype="float32"), 2)[None, :].repeat(2, axis=0)
@@ -371,7 +371,7 @@ def test_prefix_column_order_sections_to_interleaved_with_three_layers():
 
 
 def test_prefix_config_mapping_for_grouped_query_attention():
-    from peftplug.plugins.formats import paddlenlp_prefix
+    from peftplug.plugins.prefix_tuning import paddlenlp_codec as paddlenlp_prefix
 
     data = {
         "dtype": "float32",
@@ -556,7 +556,7 @@ def test_target_modules_round_trip_losslessly_and_select_the_same_names(paddle_t
 
 def lora_dir(tmp_path, **fields):
     """A PaddleNLP-style LoRA adapter directory with the given lora_config.json fields."""
-    from peftplug.plugins.formats.paddlenlp_lora import PADDLENLP_DEFAULTS
+    from peftplug.plugins.lora.paddlenlp_codec import PADDLENLP_DEFAULTS
 
     data = {**PADDLENLP_DEFAULTS, "r": 2, "target_modules": [".*q_proj"], "dtype": "float32", "scaling": 4.0, **fields}
     (tmp_path / "lora_config.json").write_text(json.dumps(data))

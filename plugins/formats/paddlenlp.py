@@ -1,13 +1,20 @@
 """PaddleNLP's adapter format, read and written without Paddle or PaddleNLP.
 
-Files, as ``paddlenlp.peft`` (2.8) writes them:
+Files, as ``paddlenlp.peft`` (2.8) writes them, are ``<stem>_config.json`` +
+``<stem>_model_state.pdparams`` (+ other files). What a method's files hold is its codec's
+business: a method whose PaddleNLP files have fields of their own declares a codec
+(``Method(codecs={"paddlenlp": "module:attribute"})``), an object with
 
-- LoRA: ``lora_config.json`` + ``lora_model_state.pdparams``
-  (:mod:`~peftplug.plugins.formats.paddlenlp_lora` maps names, layouts and config fields);
-- prefix tuning: ``prefix_config.json`` + ``prefix_model_state.pdparams`` + ``pre_caches.npy``
-  (:mod:`~peftplug.plugins.formats.paddlenlp_prefix`);
-- IA3, prompt tuning, P-tuning, which PaddleNLP lacks: peftplug's files in the same manner
-  (:mod:`~peftplug.plugins.formats.paddlenlp_methods` documents them).
+- ``stem``: the file names' stem (LoRA: ``"lora"``, prefix tuning: ``"prefix"``);
+- ``read(data, weights, source, directory) -> AdapterState``: the canonical state from the
+  config file's JSON object, the weights file's arrays (``source`` names that file for errors)
+  and the directory (for other files);
+- ``write(state) -> (config data, weights, {other file name: bytes})``.
+
+LoRA's codec lives in ``plugins/lora/paddlenlp_codec.py``, prefix tuning's in
+``plugins/prefix_tuning/paddlenlp_codec.py``. Every other method (IA3, prompt tuning, P-tuning,
+a third party's) gets peftplug's files in the same manner, named by the method, which PaddleNLP
+itself cannot read (:mod:`~peftplug.plugins.formats.paddlenlp_methods` documents them).
 
 Read only: paddleformers' safetensors variant, ``peft_model-0000K-of-0000N.safetensors`` +
 ``peft_model.safetensors.index.json`` (or one ``peft_model.safetensors``) beside the config,
@@ -28,21 +35,34 @@ from typing import Any
 import numpy as np
 
 from peftplug.config import config_from_dict
-from peftplug.errors import AdapterLoadError, ConfigError
+from peftplug.errors import AdapterLoadError
 from peftplug.files import FileContent
+from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl
-from peftplug.plugins.formats import paddlenlp_lora, paddlenlp_methods, paddlenlp_prefix
+from peftplug.plugins.formats import paddlenlp_methods
 from peftplug.plugins.formats.pdparams import pdparams_writer, read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors
-from peftplug.registration import Format
+from peftplug.registration import Format, Method, load_declared
 from peftplug.state import AdapterState
 
-# config file stem -> peft_type; the weights are "<stem>_model_state.pdparams".
-STEMS = {"lora": "LORA", "prefix": "PREFIX_TUNING", **{stem: t for t, stem in paddlenlp_methods.STEMS.items()}}
 SAFE_INDEX = "peft_model.safetensors.index.json"
 SAFE_SINGLE = "peft_model.safetensors"
-PRE_CACHES = "pre_caches.npy"
 _SHARD = re.compile(r"_model_state\.tp\d+\.pdparams$")
+
+
+def codec_of(method: Method) -> Any | None:
+    """The method's declared PaddleNLP codec (see the module docstring), None when it has none."""
+    spec = method.codecs.get("paddlenlp")
+    return load_declared(spec, method.name) if spec else None
+
+
+def stems() -> dict[str, Method]:
+    """File stem -> method, for every registered method: its codec's stem, else its name."""
+    result = {}
+    for method in get_plugin_manager().methods:
+        spec = method.codecs.get("paddlenlp")
+        result[codec_of(method).stem if spec else method.name] = method
+    return result
 
 
 def config_name(stem: str) -> str:
@@ -75,7 +95,7 @@ class PaddleNLPFormat(Format):
         return f"{stem}.tp{rank:02d}.{ext}" if dot else f"{name}.tp{rank:02d}"
 
     def _stem(self, directory: Path, strict: bool = True) -> str | None:
-        found = [stem for stem in STEMS if (directory / config_name(stem)).is_file()]
+        found = [stem for stem in stems() if (directory / config_name(stem)).is_file()]
         weights = [stem for stem in found if self._has_weights(directory, stem)]
         if len(weights) > 1 and strict:
             raise AdapterLoadError(
@@ -109,19 +129,15 @@ class PaddleNLPFormat(Format):
         raw, source = self._read_weights(directory, stem)
         if data.get("dtype") == "bfloat16":
             raw = {key: _widen_bf16(value) for key, value in raw.items()}
-        peft_type = STEMS[stem]
-        if peft_type == "LORA":
-            tensors = paddlenlp_lora.tensors_from_paddlenlp(raw, source)
-            return AdapterState(paddlenlp_lora.config_from_paddlenlp(data, tensors), tensors)
-        if peft_type == "PREFIX_TUNING":
-            config = paddlenlp_prefix.config_from_paddlenlp(data)
-            tensors, extra = paddlenlp_prefix.state_from_paddlenlp(
-                config, raw, source, _read_npy(directory / PRE_CACHES)
+        method = stems()[stem]
+        codec = codec_of(method)
+        if codec is not None:
+            return codec.read(data, raw, source, directory)
+        if data.get("peft_type") != method.peft_type:
+            raise AdapterLoadError(
+                f"{config_path}: peft_type is {data.get('peft_type')!r}, expected {method.peft_type!r}"
             )
-            return AdapterState(config, tensors, extra)
-        if data.get("peft_type") != peft_type:
-            raise AdapterLoadError(f"{config_path}: peft_type is {data.get('peft_type')!r}, expected {peft_type!r}")
-        tensors, extra = paddlenlp_methods.tensors_from_paddlenlp(peft_type, raw, source)
+        tensors, extra = paddlenlp_methods.tensors_from_paddlenlp(method, raw, source)
         return AdapterState(config_from_dict(data), tensors, extra)
 
     @staticmethod
@@ -165,45 +181,25 @@ class PaddleNLPFormat(Format):
     def write(self, state: AdapterState, *, safe_serialization: bool = True) -> dict[str, FileContent]:
         """``{file name: content}`` of PaddleNLP's files for ``state``."""
         config = state.config
-        peft_type = config.peft_type
-        if peft_type == "LORA":
-            tensors = paddlenlp_lora.tensors_to_paddlenlp(state.tensors)
-            data = paddlenlp_lora.config_to_paddlenlp(config, state.tensors, tensors)
-            return {config_name("lora"): _json(data), weights_name("lora"): pdparams_writer(tensors)}
-        if peft_type == "PREFIX_TUNING":
-            tensors, projection = paddlenlp_prefix.state_to_paddlenlp(config, state.tensors, state.extra_tensors)
-            table = state.tensors[paddlenlp_prefix.TABLE]
-            data = paddlenlp_prefix.config_to_paddlenlp(config, projection, table.dtype.name)
+        method = get_plugin_manager().method_for_config(config)
+        codec = codec_of(method)
+        if codec is not None:
+            data, tensors, others = codec.write(state)
             return {
-                config_name("prefix"): _json(data),
-                weights_name("prefix"): pdparams_writer(tensors),
-                PRE_CACHES: paddlenlp_prefix.pre_caches_bytes(config, table),
+                config_name(codec.stem): _json(data),
+                weights_name(codec.stem): pdparams_writer(tensors),
+                **others,
             }
-        if peft_type in paddlenlp_methods.STEMS:
-            stem = paddlenlp_methods.STEMS[peft_type]
-            tensors = paddlenlp_methods.tensors_to_paddlenlp(peft_type, state.tensors, state.extra_tensors)
-            return {config_name(stem): config.to_json_string().encode(), weights_name(stem): pdparams_writer(tensors)}
-        raise ConfigError(
-            type(config).__name__,
-            "peft_type",
-            peft_type,
-            f"one of {', '.join(sorted(STEMS.values()))} to save in the paddlenlp format",
-        )
+        tensors = paddlenlp_methods.tensors_to_paddlenlp(method, state.tensors, state.extra_tensors)
+        return {
+            config_name(method.name): config.to_json_string().encode(),
+            weights_name(method.name): pdparams_writer(tensors),
+        }
 
 
 def _json(data: dict[str, Any]) -> bytes:
     """JSON as PaddleNLP's configs write it: sorted keys, indent 2, no final newline."""
     return json.dumps(data, indent=2, sort_keys=True).encode()
-
-
-def _read_npy(path: Path) -> np.ndarray | None:
-    """An ``.npy`` file's array (no pickled objects), or None when it is absent or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
 
 
 def _widen_bf16(value: np.ndarray) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""PaddleNLP-style files for the methods PaddleNLP lacks: IA3, prompt tuning and P-tuning.
+"""PaddleNLP-style files for every method without a codec of its own (IA3, prompt tuning,
+P-tuning, and any third-party method).
 
 PaddleNLP (and paddleformers) have no IA3, prompt tuning or P-tuning, so no file of theirs to
-match; peftplug defines one in PaddleNLP's manner, so that ``save_pretrained(dir,
-format="paddlenlp")`` works for all five methods:
+match; peftplug defines one in PaddleNLP's manner, named by the method, so that
+``save_pretrained(dir, format="paddlenlp")`` works for every registered method. PaddleNLP itself
+cannot read these files; LoRA and prefix tuning, which PaddleNLP has, bring their own codecs
+(:attr:`peftplug.registration.Method.codecs`) that write PaddleNLP's own files.
 
 =============  ===============================  ==========================================
 method         config                           weights
@@ -10,6 +13,7 @@ method         config                           weights
 IA3            ``ia3_config.json``              ``ia3_model_state.pdparams``
 prompt tuning  ``prompt_tuning_config.json``    ``prompt_tuning_model_state.pdparams``
 P-tuning       ``p_tuning_config.json``         ``p_tuning_model_state.pdparams``
+any other      ``<method name>_config.json``    ``<method name>_model_state.pdparams``
 =============  ===============================  ==========================================
 
 - The config file holds the HF PEFT config dict (``adapter_config.json``'s content, with
@@ -17,12 +21,14 @@ P-tuning       ``p_tuning_config.json``         ``p_tuning_model_state.pdparams`
 - Keys are the model's own names, as PaddleNLP's LoRA files have them: no ``base_model.model.``
   (``base_model.`` for the prompt methods' ``modules_to_save``) prefix. ``prompt_embeddings``
   keeps its name.
-- Matrices are in Paddle's layout, the transpose of HF PEFT's: an IA3 vector is ``[1, out]``
-  (scales a layer's output) or ``[in, 1]`` (a feed-forward layer's input), so it broadcasts
-  against Paddle's ``[..., features]`` activations as it multiplies them; the P-tuning MLP's
-  Linear weights (``prompt_encoder.mlp_head.N.weight``) are ``[in, out]`` as a Paddle Linear
-  keeps them. Embedding tables (``prompt_embeddings``, ``prompt_encoder.embedding.weight``) and
-  LSTM weights are the same in both frameworks and kept as they are. P-tuning's encoder weights,
+- Matrices are in Paddle's layout, the transpose of HF PEFT's: every 2-D tensor a layer method
+  declares (:class:`~peftplug.tensor_roles.TensorRole`) is transposed, so an IA3 vector is
+  ``[1, out]`` (scales a layer's output) or ``[in, 1]`` (a feed-forward layer's input) and
+  broadcasts against Paddle's ``[..., features]`` activations; 1-D tensors and undeclared ones
+  (``modules_to_save`` copies) are kept as they are. The P-tuning MLP's Linear weights
+  (``prompt_encoder.mlp_head.N.weight``) are ``[in, out]`` as a Paddle Linear keeps them.
+  Embedding tables (``prompt_embeddings``, ``prompt_encoder.embedding.weight``) and LSTM
+  weights are the same in both frameworks and kept as they are. P-tuning's encoder weights,
   which HF PEFT drops, are in the same file under ``prompt_encoder.``.
 """
 
@@ -33,8 +39,9 @@ import re
 import numpy as np
 
 from peftplug.errors import AdapterLoadError
+from peftplug.registration import Method
+from peftplug.tensor_roles import TensorRole, roles_by_suffix, split_suffix
 
-STEMS = {"IA3": "ia3", "PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning"}
 LAYER_PREFIX = "base_model.model."
 PROMPT_PREFIX = "base_model."
 ENCODER = "prompt_encoder."
@@ -42,14 +49,15 @@ _MLP_WEIGHT = re.compile(r"prompt_encoder\.mlp_head\.\d+\.weight")
 
 
 def tensors_to_paddlenlp(
-    peft_type: str, tensors: dict[str, np.ndarray], extra: dict[str, np.ndarray]
+    method: Method, tensors: dict[str, np.ndarray], extra: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """The weights file's ``name -> array`` for a canonical IA3 / prompt-tuning / P-tuning state."""
+    """The weights file's ``name -> array`` for a canonical state of ``method``."""
     result = {}
-    if peft_type == "IA3":
+    if method.kind == "layer":
+        roles = roles_by_suffix(method.tensors)
         for key, value in tensors.items():
             name = key.removeprefix(LAYER_PREFIX)
-            result[name] = _transposed(name, value) if name.endswith(".ia3_l") else value
+            result[name] = _transposed(name, value) if _declared_matrix(name, value, roles) else value
         return result
     for key, value in tensors.items():
         result[key.removeprefix(PROMPT_PREFIX)] = value
@@ -61,13 +69,16 @@ def tensors_to_paddlenlp(
 
 
 def tensors_from_paddlenlp(
-    peft_type: str, tensors: dict[str, np.ndarray], path: str
+    method: Method, tensors: dict[str, np.ndarray], path: str
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Canonical ``(tensors, extra_tensors)`` from the weights file's ``name -> array``."""
+    """Canonical ``(tensors, extra_tensors)`` of ``method`` from the weights file's ``name -> array``."""
     result, extra = {}, {}
-    if peft_type == "IA3":
+    if method.kind == "layer":
+        roles = roles_by_suffix(method.tensors)
         for name, value in tensors.items():
-            result[LAYER_PREFIX + name] = _transposed(name, value, path) if name.endswith(".ia3_l") else value
+            result[LAYER_PREFIX + name] = (
+                _transposed(name, value, path) if _declared_matrix(name, value, roles) else value
+            )
         return result, extra
     for name, value in tensors.items():
         if name.startswith(ENCODER):
@@ -77,6 +88,11 @@ def tensors_from_paddlenlp(
         else:
             result[PROMPT_PREFIX + name] = value
     return result, extra
+
+
+def _declared_matrix(name: str, value: np.ndarray, roles: dict[str, TensorRole]) -> bool:
+    """True for a declared tensor of more than one axis (stored transposed by Paddle)."""
+    return split_suffix(name, roles)[1] is not None and value.ndim > 1
 
 
 def _transposed(name: str, value: np.ndarray, path: str | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ def peftplug_register_methods() -> Method:
         config_class=PrefixTuningConfig,
         kind="prompt",
         prefix_cache=True,
+        codecs={"paddlenlp": "peftplug.plugins.prefix_tuning.paddlenlp_codec:CODEC"},
         description="Prefix tuning: learned keys and values before every attention layer (Li & Liang, 2021)",
     )
 

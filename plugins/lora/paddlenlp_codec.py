@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from peftplug.plugins.formats.paddlenlp_targets import (
     targets_to_paddlenlp,
 )
 from peftplug.plugins.lora.config import LoraConfig
+from peftplug.state import AdapterState
 
 KEY_PREFIX = "base_model.model."
 BASE_BIAS = ".base_layer.bias"
@@ -232,3 +234,23 @@ def _is_bias_of(key: str, trainable_bias: str | None) -> bool:
     if trainable_bias == "lora":
         return key.endswith(BASE_BIAS)
     return False
+
+
+class LoraPaddleNLPCodec:
+    """LoRA in PaddleNLP's own files (``lora_config.json`` + ``lora_model_state.pdparams``): the
+    codec the PaddleNLP format plugin uses for this method (its interface is documented there)."""
+
+    stem = "lora"
+
+    def read(self, data: dict[str, Any], weights: dict[str, np.ndarray], source: str, directory: Path) -> AdapterState:
+        """The canonical state from the config file's ``data`` and the weights file's arrays."""
+        tensors = tensors_from_paddlenlp(weights, source)
+        return AdapterState(config_from_paddlenlp(data, tensors), tensors)
+
+    def write(self, state: AdapterState) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
+        """``(lora_config.json's data, the weights, no other file)`` for a canonical state."""
+        tensors = tensors_to_paddlenlp(state.tensors)
+        return config_to_paddlenlp(state.config, state.tensors, tensors), tensors, {}
+
+
+CODEC = LoraPaddleNLPCodec()

@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from peftplug.errors import AdapterLoadError, ConfigError
 from peftplug.plugins.prefix_tuning.config import PrefixTuningConfig
+from peftplug.state import AdapterState
 
 ENCODER = "prompt_encoder."
 TABLE = "prompt_embeddings"
+PRE_CACHES = "pre_caches.npy"
 _PROJECTION_KEYS = ("0.weight", "1.weight", "1.bias", "3.weight", "3.bias")
 
 
@@ -246,3 +249,38 @@ def _check(tensors: dict[str, np.ndarray], key: str, ndim: int, path: str) -> np
     if tensors[key].ndim != ndim:
         raise AdapterLoadError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {ndim}-D")
     return tensors[key]
+
+
+class PrefixPaddleNLPCodec:
+    """Prefix tuning in PaddleNLP's own files (``prefix_config.json``,
+    ``prefix_model_state.pdparams``, ``pre_caches.npy``): the codec the PaddleNLP format plugin
+    uses for this method (its interface is documented there)."""
+
+    stem = "prefix"
+
+    def read(self, data: dict[str, Any], weights: dict[str, np.ndarray], source: str, directory: Path) -> AdapterState:
+        """The canonical state from the config, the encoder weights and ``pre_caches.npy``."""
+        config = config_from_paddlenlp(data)
+        tensors, extra = state_from_paddlenlp(config, weights, source, _read_npy(directory / PRE_CACHES))
+        return AdapterState(config, tensors, extra)
+
+    def write(self, state: AdapterState) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
+        """``(prefix_config.json's data, the encoder weights, {"pre_caches.npy": ...})``."""
+        config = state.config
+        tensors, projection = state_to_paddlenlp(config, state.tensors, state.extra_tensors)
+        table = state.tensors[TABLE]
+        data = config_to_paddlenlp(config, projection, table.dtype.name)
+        return data, tensors, {PRE_CACHES: pre_caches_bytes(config, table)}
+
+
+def _read_npy(path: Path) -> np.ndarray | None:
+    """An ``.npy`` file's array (no pickled objects), or None when it is absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+CODEC = PrefixPaddleNLPCodec()
