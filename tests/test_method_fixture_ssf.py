@@ -1,0 +1,93 @@
+"""A sixth method, SSF, added as a folder of its own (tests/fixtures/peftplug_ssf): its torch and
+Paddle layers and a declaration of its tensors. With no file of peftplug's edited for it, it
+passes the method contract on both backends, moves between torch and Paddle with the same
+logits, directly and through ``peftplug.convert``, and saves and loads in both formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fixtures import peftplug_ssf
+from test_convert import assert_changed, assert_close, hf_model, paddle_logits, paddle_model, torch_logits
+
+import peftplug
+from peftplug.manager import get_plugin_manager, reset_plugin_manager
+from peftplug.testing import MethodContract, peftplug_backend, peftplug_manager  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ["q_proj", "v_proj", "down_proj"]
+
+
+class TestSSFContract(MethodContract):
+    """Inject, train step, save/load and merge from the plugin-author kit, on both backends."""
+
+    method = "ssf"
+    backends = ("torch", "paddle")
+    plugin = peftplug_ssf
+
+    def make_config(self, backend: str) -> peftplug_ssf.SSFConfig:
+        return peftplug_ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS)
+
+
+@pytest.fixture
+def ssf():
+    """A process-wide plugin manager with SSF registered, for this test only."""
+    reset_plugin_manager()
+    get_plugin_manager().register(peftplug_ssf, name="peftplug_ssf", distribution="<tests/fixtures>")
+    yield peftplug_ssf
+    reset_plugin_manager()
+
+
+def test_trained_on_torch_loads_on_paddle_in_both_formats(ssf, torch, paddle, tmp_path):
+    from test_convert import train_torch
+
+    hf = hf_model(torch, "llama")
+    base = torch_logits(torch, hf)
+    model = peftplug.get_peft_model(hf, ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS))
+    train_torch(torch, model, steps=3)
+    expected = torch_logits(torch, model)
+    assert_changed(expected, base)
+    model.save_pretrained(tmp_path / "peft")
+    model.save_pretrained(tmp_path / "paddlenlp", format="paddlenlp")
+    assert sorted(p.name for p in (tmp_path / "paddlenlp").iterdir()) == [
+        "ssf_config.json",
+        "ssf_model_state.pdparams",
+    ]
+    peftplug.convert(tmp_path / "peft", tmp_path / "converted", to="paddlenlp", architecture="llama")
+
+    for source in ("peft", "paddlenlp", "converted"):
+        loaded = peftplug.PeftModel.from_pretrained(
+            paddle_model(paddle, "llama", hf_model(torch, "llama")), tmp_path / source
+        )
+        assert_close(paddle_logits(paddle, loaded), expected, f"Paddle, from the {source} files")
+    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "paddlenlp")
+    assert_close(torch_logits(torch, back), expected, "torch, from the paddlenlp files")
+
+
+def test_trained_on_paddle_loads_on_torch_in_both_formats(ssf, torch, paddle, tmp_path):
+    from test_convert import train_paddle
+
+    pd = paddle_model(paddle, "llama", hf_model(torch, "llama"))
+    base = paddle_logits(paddle, pd)
+    model = peftplug.get_peft_model(pd, ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS))
+    train_paddle(paddle, model, steps=3)
+    expected = paddle_logits(paddle, model)
+    assert_changed(expected, base)
+    model.save_pretrained(tmp_path / "paddlenlp", format="paddlenlp")
+    model.save_pretrained(tmp_path / "peft")
+    peftplug.convert(tmp_path / "paddlenlp", tmp_path / "converted", to="peft", architecture="llama")
+    converted = peftplug.AdapterConfig.from_pretrained(tmp_path / "converted")
+    assert sorted(converted.target_modules) == sorted(TARGETS)
+
+    for source in ("paddlenlp", "peft", "converted"):
+        loaded = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / source)
+        assert_close(torch_logits(torch, loaded), expected, f"torch, from the {source} files")
+
+
+def test_peftplug_names_no_file_of_the_fixture_method():
+    """The method lives in its folder only: no module of peftplug, its plugins or backends
+    mentions it."""
+    sources = [p for folder in ("peftplug", "plugins", "backends") for p in (ROOT / folder).rglob("*.py")]
+    naming = [str(p.relative_to(ROOT)) for p in sources if "ssf" in p.read_text().lower()]
+    assert sources and not naming, naming
