@@ -91,3 +91,29 @@ def test_peftplug_names_no_file_of_the_fixture_method():
     sources = [p for folder in ("peftplug", "plugins", "backends") for p in (ROOT / folder).rglob("*.py")]
     naming = [str(p.relative_to(ROOT)) for p in sources if "ssf" in p.read_text().lower()]
     assert sources and not naming, naming
+
+
+def test_fused_projections_take_the_declared_fill_for_a_missing_part(ssf, torch, paddle, tmp_path):
+    """On PaddleNLP Llama's fused qkv_proj / gate_up_fused_proj, k_proj's and up_proj's parts,
+    which SSF does not adapt, scale by 1 and shift by 0: read from the declaration (fill)."""
+    from test_convert import train_torch
+
+    hf = hf_model(torch, "llama")
+    fused = {"fuse_attention_qkv": True, "fuse_attention_ffn": True}
+    model = peftplug.get_peft_model(hf, ssf.SSFConfig(target_modules=["q_proj", "v_proj", "gate_proj"]))
+    train_torch(torch, model, steps=3)
+    expected = torch_logits(torch, model)
+    model.save_pretrained(tmp_path / "torch")
+    fused_base = paddle_model(paddle, "llama", hf_model(torch, "llama"), **fused)
+
+    peftplug.convert(tmp_path / "torch", tmp_path / "fused", to="paddlenlp", base_config=fused_base.config)
+    state = peftplug.adapter_io.read_adapter(tmp_path / "fused")
+    assert sorted(state.config.target_modules) == ["gate_up_fused_proj", "qkv_proj"]
+    scale = state.tensors["base_model.model.llama.layers.0.self_attn.qkv_proj.ssf_scale"]
+    assert scale.shape == (64,) and (scale == 1).sum() >= 16, "k_proj's part filled with ones"
+    loaded = peftplug.PeftModel.from_pretrained(fused_base, tmp_path / "fused")
+    assert_close(paddle_logits(paddle, loaded), expected, "Paddle, fused projections")
+
+    peftplug.convert(tmp_path / "fused", tmp_path / "back", to="peft", base_config=fused_base.config)
+    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "back")
+    assert_close(torch_logits(torch, back), expected, "torch, split back")

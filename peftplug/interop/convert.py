@@ -253,17 +253,17 @@ def _move_tree(
 
     heads = (values.get("num_attention_heads"), values.get("num_key_value_heads") or values.get("num_attention_heads"))
     routed = route(state.tensors, prefix, family, to, use_fused)
-    joined, grew = join_parts(routed, prefix, heads)
+    joined, grew = join_parts(routed, prefix, heads, roles)
     tensors = {**routed.plain, **joined}
     shrank = 1
     if routed.splits:
-        tensors, shrank = compress_rank(split_parts(routed, prefix, heads), tensors)
+        tensors, shrank = compress_rank(split_parts(routed, prefix, heads, roles), tensors, roles)
     present = {_module_path(key[len(prefix) :], roles) for key in tensors if key.startswith(prefix)}
     config = _mapped_config(state, routed, family, to, prefix, present, method, roles)
     if grew > 1 or shrank > 1:
         config = _rescaled(config, grew, shrank, method)
         if grew > 1:
-            tensors = pad_rank(tensors, getattr(config, method.rank_field))
+            tensors = pad_rank(tensors, getattr(config, method.rank_field), roles)
     return AdapterState(config, tensors, dict(state.extra_tensors))
 
 

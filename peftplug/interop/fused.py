@@ -1,19 +1,26 @@
-"""LoRA / IA3 tensors of a module one library fuses and the other keeps in parts, exactly.
+"""A layer method's tensors of a module one library fuses and the other keeps in parts, exactly.
+
+What happens to each tensor is read from its declared axes (:mod:`peftplug.tensor_roles`), so
+any method that declares them fuses and splits:
 
 Fusing (HF ``q_proj``, ``k_proj``, ``v_proj`` -> PaddleNLP Llama's ``qkv_proj``; PaddleNLP GPT's
-``q_proj``.. -> GPT-2's ``c_attn``): ``lora_A`` of the parts stacked along the rank axis,
-``lora_B`` block-diagonal, its rows put in the fused output order (the family map's layout), so
-the rank grows to ``parts * r``; a part without LoRA contributes zero blocks. When every part has
-the same ``lora_A`` (a split made by this module) the parts share it and the rank stays ``r``.
-PaddleNLP has one ``r`` for every layer, so the other LoRA modules are padded with zero rank
-rows/columns to the new rank (``B @ A`` unchanged) and ``lora_alpha`` is scaled so that
-``scaling`` stays the same. IA3 vectors of the output are joined (a part without IA3 scales by
-1); an input (feed-forward) vector must be the same for every part.
+``q_proj``.. -> GPT-2's ``c_attn``):
 
-Splitting: each part gets ``lora_A`` whole and its rows of ``lora_B`` (always exact). When every
-fused ``lora_B`` is block-diagonal in the parts and every other module's padding is zero (an
-adapter fused by this module), the rank is given back: part ``i`` takes block ``i``; this is
-what makes a round trip bit-identical.
+- a tensor along the output (``"out"``: IA3's output vector, a bias, SSF's scale) is the parts'
+  tensors concatenated in the fused output order (the family map's layout); a missing part takes
+  the role's ``fill`` (IA3: 1), or is refused when the role has none (a trained bias);
+- a tensor with no output axis (IA3's feed-forward input vector) must be the same in every part;
+- low-rank pairs (``("rank", "in")`` down, ``("out", "rank")`` up, LoRA's ``lora_A``, ``lora_B``):
+  the downs stacked along the rank, the up block-diagonal with its rows in the fused order, so
+  the rank grows to ``parts * r`` and a part without the pair contributes zero blocks. When
+  every part has the same down (a split made by this module) they share it and the rank stays.
+  The method's other modules are padded with zero rank rows/columns (``up @ down`` unchanged) and
+  its ``rescale_rank`` keeps the config in step.
+
+Splitting: each part gets the tensors without an output axis whole, and its rows of the others
+(always exact). When every split up is block-diagonal in the parts and every other module's
+padding is zero (an adapter fused by this module), the rank is given back: part ``i`` takes
+block ``i``; this is what makes a round trip bit-identical.
 """
 
 from __future__ import annotations
@@ -22,52 +29,51 @@ import numpy as np
 
 from peftplug.interop.module_tree import ConversionError, Routed
 from peftplug.interop.name_maps import NameMatch, fused_output_order, fused_part_sizes
+from peftplug.tensor_roles import TensorRole
 
-A, B, BIAS, IA3 = "lora_A.weight", "lora_B.weight", "base_layer.bias", "ia3_l"
+Parts = dict[int, dict[str, np.ndarray]]
 
 
-def join_parts(routed: Routed, prefix: str, heads: tuple[int | None, int | None]) -> tuple[dict[str, np.ndarray], int]:
-    """The fused modules' tensors (full keys), and the factor the LoRA rank grew by (1: none)."""
+def join_parts(
+    routed: Routed, prefix: str, heads: tuple[int | None, int | None], roles: dict[str, TensorRole]
+) -> tuple[dict[str, np.ndarray], int]:
+    """The fused modules' tensors (full keys), and the factor the rank grew by (1: none)."""
     result: dict[str, np.ndarray] = {}
     factor = 1
     for target, (match, parts) in routed.fuses.items():
         count = match.part[1]
         where = f"{prefix}{target}"
-        params = {param for part in parts.values() for param in part}
-        sizes = _sizes(match, parts, count, heads, where)
+        params = sorted({param for part in parts.values() for param in part})
+        _check_declared(params, roles, where, "fuses", count)
+        sizes = _sizes(match, parts, count, heads, roles, where)
         order = fused_output_order(match.module.layout, sizes, heads[1])
-        for param in sorted(params):
-            if param == A:
-                continue
-            if param == B:
-                a, b, grew = _fuse_lora(parts, count, sizes, where)
-                result[f"{where}.{A}"], result[f"{where}.{B}"] = a, np.ascontiguousarray(b[order])
-                factor = max(factor, grew)
-            elif param == IA3:
-                result[f"{where}.{IA3}"] = _fuse_ia3(parts, count, sizes, order, where)
-            elif param == BIAS and len(parts) == count:
-                result[f"{where}.{BIAS}"] = np.concatenate([parts[i][BIAS] for i in range(count)])[order]
-            else:
-                raise ConversionError(
-                    f"tensor {where}.{param}: the other library fuses this module; only LoRA, IA3 and a complete bias "
-                    f"can be joined (parts present: {sorted(parts)} of {count})"
-                )
+        down, up = _pair(params, roles)
+        if up is not None:
+            a, b, grew = _fuse_pair(parts, count, sizes, down, up, where)
+            result[f"{where}.{down}"], result[f"{where}.{up}"] = a, np.ascontiguousarray(b[order])
+            factor = max(factor, grew)
+        for param in params:
+            if param not in (down, up):
+                result[f"{where}.{param}"] = _fuse_plain(parts, param, roles[param], count, sizes, order, where)
     return result, factor
 
 
 def split_parts(
-    routed: Routed, prefix: str, heads: tuple[int | None, int | None]
+    routed: Routed, prefix: str, heads: tuple[int | None, int | None], roles: dict[str, TensorRole]
 ) -> dict[str, tuple[int, dict[str, np.ndarray]]]:
     """The parts' tensors of each module the target splits: ``{source module: (count, {key: array})}``
-    with full target keys; ``lora_A`` whole in every part (see :func:`compress_rank`)."""
+    with full target keys; a low-rank down whole in every part (see :func:`compress_rank`)."""
     result = {}
     for source, (match, params) in routed.splits.items():
         count = len(match.names)
         where = f"{prefix}{source}"
-        rows = next((v.shape[0] for p, v in params.items() if p in (B, BIAS) or (p == IA3 and v.shape[1] == 1)), None)
+        _check_declared(sorted(params), roles, where, "splits", count)
+        axes = {param: roles[param].layout(value.shape) for param, value in params.items()}
+        rows = next((v.shape[axes[p].index("out")] for p, v in params.items() if "out" in axes[p]), None)
         if rows is None:
             raise ConversionError(
-                f"module {where!r}: nothing tells the size of its fused output (no lora_B, bias or ia3_l)"
+                f"module {where!r}: nothing tells the size of its fused output (no tensor along the output: "
+                f"{', '.join(sorted(params))})"
             )
         sizes = fused_part_sizes(match.module.layout, rows, count, *heads)
         inverse = np.argsort(fused_output_order(match.module.layout, sizes, heads[1]))
@@ -76,65 +82,90 @@ def split_parts(
         for index, name in enumerate(match.names):
             module = name[: -len(match.param) - 1] if match.param else name
             for param, value in params.items():
-                key = f"{prefix}{module}.{param}"
-                if param == A or (param == IA3 and value.shape[0] == 1):
-                    tensors[key] = value
-                elif param in (B, BIAS, IA3):
-                    tensors[key] = np.ascontiguousarray(value[inverse][bounds[index] : bounds[index + 1]])
-                else:
-                    raise ConversionError(
-                        f"tensor {where}.{param} ({list(value.shape)}): the other library splits this module in "
-                        f"{count}; only LoRA, IA3 and biases can be split"
-                    )
+                if "out" not in axes[param]:
+                    tensors[f"{prefix}{module}.{param}"] = value
+                    continue
+                axis = axes[param].index("out")
+                rows_of_part = np.take(value, inverse, axis=axis)
+                piece = np.take(rows_of_part, np.arange(bounds[index], bounds[index + 1]), axis=axis)
+                tensors[f"{prefix}{module}.{param}"] = np.ascontiguousarray(piece)
         result[source] = (count, tensors)
     return result
 
 
 def compress_rank(
-    split: dict[str, tuple[int, dict[str, np.ndarray]]], others: dict[str, np.ndarray]
+    split: dict[str, tuple[int, dict[str, np.ndarray]]], others: dict[str, np.ndarray], roles: dict[str, TensorRole]
 ) -> tuple[dict[str, np.ndarray], int]:
-    """All LoRA tensors (split parts and ``others``) at the smallest exact rank: ``rank / count``
-    when each split ``lora_B`` is block-diagonal and the other modules' extra rank is zero, else
-    the split as it is. Returns the tensors and the factor the rank shrank by."""
-    counts = {count for count, tensors in split.values() if any(k.endswith(B) for k in tensors)}
+    """All low-rank tensors (split parts and ``others``) at the smallest exact rank:
+    ``rank / count`` when each split up is block-diagonal and the other modules' extra rank is
+    zero, else the split as it is. Returns the tensors and the factor the rank shrank by."""
+    down, up = _pair(list(roles), roles)
     merged = {**others, **{k: v for _, tensors in split.values() for k, v in tensors.items()}}
+    if up is None:
+        return merged, 1
+    counts = {count for count, tensors in split.values() if any(k.endswith("." + up) for k in tensors)}
     if not counts:
         return merged, 1
     count = max(counts)  # the rank of a join is padded to the largest: blocks of rank / count
     shrunk: dict[str, np.ndarray] = dict(others)
     for _, tensors in split.values():
         pieces = {}
-        for index, b_key in enumerate(k for k in tensors if k.endswith(B)):
-            a_key = b_key[: -len(B)] + A
-            piece = _block(tensors[a_key], tensors[b_key], count, index)
+        for index, up_key in enumerate(k for k in tensors if k.endswith("." + up)):
+            down_key = up_key[: -len(up)] + down
+            piece = _block(tensors[down_key], tensors[up_key], count, index)
             if piece is None:
                 return merged, 1
-            pieces[a_key, b_key] = piece
+            pieces[down_key, up_key] = piece
         nonzero = any(np.any(b) for _, b in pieces.values())
-        for (a_key, b_key), piece in pieces.items():
-            if np.any(piece[1]) or not nonzero:  # a part left at zero beside trained ones had no LoRA
-                shrunk[a_key], shrunk[b_key] = piece
-        shrunk.update({k: v for k, v in tensors.items() if not k.endswith((A, B))})
-    for b_key in [k for k in others if k.endswith(B)]:
-        a_key = b_key[: -len(B)] + A
-        piece = _block(others[a_key], others[b_key], count, 0)
+        for (down_key, up_key), piece in pieces.items():
+            if np.any(piece[1]) or not nonzero:  # a part left at zero beside trained ones had no pair
+                shrunk[down_key], shrunk[up_key] = piece
+        shrunk.update({k: v for k, v in tensors.items() if not k.endswith(("." + down, "." + up))})
+    for up_key in [k for k in others if k.endswith("." + up)]:
+        down_key = up_key[: -len(up)] + down
+        piece = _block(others[down_key], others[up_key], count, 0)
         if piece is None:
             return merged, 1
-        shrunk[a_key], shrunk[b_key] = piece
+        shrunk[down_key], shrunk[up_key] = piece
     return shrunk, count
 
 
-def pad_rank(tensors: dict[str, np.ndarray], rank: int) -> dict[str, np.ndarray]:
-    """Every LoRA pair padded with zero rank rows (A) / columns (B) up to ``rank``."""
+def pad_rank(tensors: dict[str, np.ndarray], rank: int, roles: dict[str, TensorRole]) -> dict[str, np.ndarray]:
+    """Every tensor with a rank axis padded with zeros along it up to ``rank``."""
     result = dict(tensors)
     for key, value in tensors.items():
-        if key.endswith(A) and value.shape[0] < rank:
-            result[key] = np.concatenate([value, np.zeros((rank - value.shape[0], value.shape[1]), value.dtype)])
-        elif key.endswith(B) and value.shape[1] < rank:
-            result[key] = np.concatenate(
-                [value, np.zeros((value.shape[0], rank - value.shape[1]), value.dtype)], axis=1
-            )
+        role = next((r for suffix, r in roles.items() if key.endswith("." + suffix)), None)
+        if role is None or "rank" not in (layout := role.layout(value.shape)):
+            continue
+        axis = layout.index("rank")
+        if value.shape[axis] < rank:
+            padding = [(0, 0)] * value.ndim
+            padding[axis] = (0, rank - value.shape[axis])
+            result[key] = np.pad(value, padding)
     return result
+
+
+def _pair(params: list[str], roles: dict[str, TensorRole]) -> tuple[str | None, str | None]:
+    """The low-rank ``(down, up)`` suffixes among ``params``: ``("rank", "in")`` and ``("out", "rank")``."""
+    down = next((p for p in params if ("rank", "in") in roles[p].layouts), None)
+    up = next((p for p in params if ("out", "rank") in roles[p].layouts), None)
+    return (down, up) if up is not None else (None, None)
+
+
+def _check_declared(params: list[str], roles: dict[str, TensorRole], where: str, verb: str, count: int) -> None:
+    unknown = [param for param in params if param not in roles]
+    if unknown:
+        raise ConversionError(
+            f"tensor {where}.{unknown[0]}: the other library {verb} this module ({count} parts); only the tensors "
+            f"a method declares ({', '.join(roles) or 'none'}) can follow"
+        )
+    for param in params:
+        rank_layouts = [layout for layout in roles[param].layouts if "rank" in layout]
+        if any(layout not in (("rank", "in"), ("out", "rank")) for layout in rank_layouts):
+            raise ConversionError(
+                f"tensor {where}.{param}: the other library {verb} this module; a rank tensor must be laid out "
+                f"('rank', 'in') or ('out', 'rank') to follow, not {rank_layouts}"
+            )
 
 
 def _block(a: np.ndarray, b: np.ndarray, count: int, index: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -150,14 +181,15 @@ def _block(a: np.ndarray, b: np.ndarray, count: int, index: int) -> tuple[np.nda
 
 
 def _sizes(
-    match: NameMatch, parts: dict[int, dict[str, np.ndarray]], count: int, heads: tuple, where: str
+    match: NameMatch, parts: Parts, count: int, heads: tuple, roles: dict[str, TensorRole], where: str
 ) -> list[int]:
     """Output sizes of the ``count`` parts, from those present (and the model's head counts)."""
     known = {}
     for index, params in parts.items():
         for param, value in params.items():
-            if param in (B, BIAS) or (param == IA3 and value.shape[1] == 1):
-                known[index] = value.shape[0]
+            size = roles[param].size_of(value.shape, "out")
+            if size is not None:
+                known[index] = size
     if len(known) == count:
         return [known[i] for i in range(count)]
     if match.module.layout == "concat" and known:
@@ -174,44 +206,60 @@ def _sizes(
     )
 
 
-def _fuse_lora(
-    parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[int], where: str
+def _fuse_pair(
+    parts: Parts, count: int, sizes: list[int], down: str, up: str, where: str
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    present = {i: p for i, p in parts.items() if B in p}
+    present = {i: p for i, p in parts.items() if up in p}
     for index, params in present.items():
-        if A not in params:
-            raise ConversionError(f"module {where!r}: part {index} has lora_B but no lora_A")
-        if params[A].shape[0] != params[B].shape[1]:
+        if down not in params:
+            raise ConversionError(f"module {where!r}: part {index} has {up} but no {down}")
+        if params[down].shape[0] != params[up].shape[1]:
             raise ConversionError(
-                f"tensor {where} part {index}: lora_A {list(params[A].shape)} and lora_B {list(params[B].shape)} ranks differ"
+                f"tensor {where} part {index}: {down} {list(params[down].shape)} and {up} "
+                f"{list(params[up].shape)} ranks differ"
             )
     first = next(iter(present.values()))
-    rank, width, dtype = first[A].shape[0], first[A].shape[1], first[A].dtype
-    if len(present) == count and all(np.array_equal(p[A], first[A]) for p in present.values()):
-        return first[A], np.concatenate([present[i][B] for i in range(count)]), 1
+    rank, width, dtype = first[down].shape[0], first[down].shape[1], first[down].dtype
+    if len(present) == count and all(np.array_equal(p[down], first[down]) for p in present.values()):
+        return first[down], np.concatenate([present[i][up] for i in range(count)]), 1
     a = np.zeros((count * rank, width), dtype)
     b = np.zeros((sum(sizes), count * rank), dtype)
     offsets = np.cumsum([0, *sizes])
     for index, params in present.items():
-        if params[A].shape != (rank, width):
+        if params[down].shape != (rank, width):
             raise ConversionError(
-                f"tensor {where} part {index}: lora_A is {list(params[A].shape)}, part {next(iter(present))} has {[rank, width]}"
+                f"tensor {where} part {index}: {down} is {list(params[down].shape)}, part "
+                f"{next(iter(present))} has {[rank, width]}"
             )
-        a[index * rank : (index + 1) * rank] = params[A]
-        b[offsets[index] : offsets[index + 1], index * rank : (index + 1) * rank] = params[B]
+        a[index * rank : (index + 1) * rank] = params[down]
+        b[offsets[index] : offsets[index + 1], index * rank : (index + 1) * rank] = params[up]
     return a, b, count
 
 
-def _fuse_ia3(
-    parts: dict[int, dict[str, np.ndarray]], count: int, sizes: list[int], order: list[int], where: str
+def _fuse_plain(
+    parts: Parts, param: str, role: TensorRole, count: int, sizes: list[int], order: list[int], where: str
 ) -> np.ndarray:
-    vectors = {i: p[IA3] for i, p in parts.items() if IA3 in p}
-    first = next(iter(vectors.values()))
-    if first.shape[0] == 1:  # input scaling: one vector for the shared input
-        if len(vectors) != count or any(not np.array_equal(v, first) for v in vectors.values()):
+    """A tensor without a rank axis, fused: joined along the output, or shared when it has none."""
+    values = {i: p[param] for i, p in parts.items() if param in p}
+    first = next(iter(values.values()))
+    layout = role.layout(first.shape)
+    if "out" not in layout:
+        if len(values) != count or any(not np.array_equal(v, first) for v in values.values()):
             raise ConversionError(
-                f"tensor {where}.{IA3}: the parts scale the shared input differently; not representable fused"
+                f"tensor {where}.{param}: the parts hold different values for the shared input; not representable fused"
             )
         return first
-    joined = [vectors.get(i, np.ones((sizes[i], 1), first.dtype)) for i in range(count)]
-    return np.ascontiguousarray(np.concatenate(joined)[order])
+    if len(values) != count and role.fill is None:
+        raise ConversionError(
+            f"tensor {where}.{param}: the other library fuses this module, and only parts {sorted(values)} of "
+            f"{count} have it (it has no fill value for the others)"
+        )
+    axis = layout.index("out")
+
+    def filled(index: int) -> np.ndarray:
+        shape = list(first.shape)
+        shape[axis] = sizes[index]
+        return np.full(shape, role.fill, first.dtype)
+
+    joined = np.concatenate([values[i] if i in values else filled(i) for i in range(count)], axis=axis)
+    return np.ascontiguousarray(np.take(joined, order, axis=axis))
