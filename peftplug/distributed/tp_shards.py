@@ -36,13 +36,15 @@ from typing import Any
 import numpy as np
 
 from peftplug.errors import AdapterLoadError, PeftplugError
+from peftplug.manager import get_plugin_manager
 from peftplug.state import AdapterState
+from peftplug.tensor_roles import TensorRole, roles_by_suffix, split_suffix
 
 INDEX_NAME = "tensor_parallel.json"
 _SHARD_NAME = re.compile(r"^(?P<stem>.+)\.tp(?P<rank>\d{2,})(?:-of-(?P<degree>\d{2,}))?(?P<ext>\.[A-Za-z0-9]+)$")
 # Leaf module names of row-parallel linears in the families PaddleNLP shards (their output is
-# the residual stream); every other LoRA target is column-parallel. Used only to resolve a LoRA
-# pair whose pieces are equal on every rank (an untrained, all-zero B).
+# the residual stream); every other target is column-parallel. Used only to resolve a module
+# whose pieces are equal on every rank (LoRA's untrained, all-zero B).
 ROW_PARALLEL_NAMES = ("o_proj", "down_proj", "dense", "dense_4h_to_h", "out_proj", "fc2", "wo", "c_proj", "w2")
 
 SplitAxes = Mapping[str, int | None] | Callable[[str], int | None]
@@ -239,35 +241,48 @@ def read_rank(shard_set: ShardSet, rank: int, format: str | None = None) -> Adap
         return read_adapter(view, format or shard_set.format)
 
 
-def infer_split_axes(pieces: Mapping[str, list[np.ndarray]]) -> dict[str, int | None]:
+def infer_split_axes(
+    pieces: Mapping[str, list[np.ndarray]], roles: Mapping[str, TensorRole] | None = None
+) -> dict[str, int | None]:
     """Each tensor's split axis (HF PEFT layout) for shards without an index (PaddleNLP's).
 
-    A tensor whose pieces are equal on every rank is whole. For a LoRA pair, the other matrix
-    is split: ``lora_B`` on axis 0 (column-parallel), ``lora_A`` on axis 1 (row-parallel). When
-    both are equal on every rank (B still zero), the module's leaf name decides
-    (:data:`ROW_PARALLEL_NAMES` are row-parallel). Any other tensor whose pieces differ is an
-    error naming it: pass ``split_axes`` for it.
+    ``roles`` are the method's declared tensor roles (:func:`~peftplug.tensor_roles.roles_by_suffix`).
+    A module is column-parallel when a tensor of it along the output (``"out"``) differs between
+    ranks, row-parallel when one along the input (``"in"``) does; its tensors are then split on
+    that axis (LoRA: ``lora_B`` ``[out, r]`` on axis 0, or ``lora_A`` ``[r, in]`` on axis 1) and
+    whole otherwise. When every piece of a module is equal on every rank (an untrained, all-zero
+    ``lora_B``), the module's leaf name decides (:data:`ROW_PARALLEL_NAMES` are row-parallel). A
+    tensor that differs between ranks with no declared axis to split is an error naming it: pass
+    ``split_axes`` for it.
     """
+    roles = roles or {}
+    modules: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {}
     axes: dict[str, int | None] = {}
     for key, arrays in pieces.items():
+        module, role = split_suffix(key, roles)
         same = all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0]) for a in arrays[1:])
-        module, _, leaf = key.partition(".lora_")
-        if not leaf:
-            if not same:
-                raise TensorParallelError(
-                    f"tensor {key!r} differs between ranks and is not a LoRA matrix; give its split axis in split_axes"
-                )
+        layout = role.layout(arrays[0].shape) if role is not None else ()
+        if not same and not {"out", "in"} & set(layout):
+            raise TensorParallelError(
+                f"tensor {key!r} differs between ranks and has no declared axis along a layer's input or output; "
+                "give its split axis in split_axes"
+            )
+        if role is None:
             axes[key] = None
             continue
-        is_a = leaf.startswith("A")
-        partner = module + (".lora_B" if is_a else ".lora_A") + leaf[1:]
-        partner_same = partner in pieces and all(np.array_equal(a, pieces[partner][0]) for a in pieces[partner][1:])
-        if same and partner_same:
-            row = module.rsplit(".", 1)[-1] in ROW_PARALLEL_NAMES
-            split = row == is_a
-        else:
-            split = not same
-        axes[key] = (1 if is_a else 0) if split else None
+        modules.setdefault(module, {})[key] = (layout, same)
+    for module, tensors in modules.items():
+        split_out = any(not same and "out" in layout for layout, same in tensors.values())
+        split_in = any(not same and "in" in layout for layout, same in tensors.values())
+        if split_out and split_in:
+            raise TensorParallelError(
+                f"module {module!r}: its shards differ along both the output and the input; give split_axes"
+            )
+        if not split_out and not split_in:
+            split_in = module.rsplit(".", 1)[-1] in ROW_PARALLEL_NAMES
+        axis_name = "in" if split_in else "out"
+        for key, (layout, _) in tensors.items():
+            axes[key] = layout.index(axis_name) if axis_name in layout else None
     return axes
 
 
@@ -297,7 +312,8 @@ def join_shards(shard_set: ShardSet, format: str | None = None, split_axes: Spli
             )
         axes = shard_set.split_axes
     else:
-        axes = infer_split_axes(pieces)
+        method = get_plugin_manager().method_for_config(states[0].config)
+        axes = infer_split_axes(pieces, roles_by_suffix(method.tensors))
     tensors = {key: join_arrays(pieces[key], axes[key], key) for key in keys}
     extra = {key: states[0].extra_tensors[key] for key in states[0].extra_tensors}
     config = states[0].config
