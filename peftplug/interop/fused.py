@@ -6,9 +6,9 @@ any method that declares them fuses and splits:
 Fusing (HF ``q_proj``, ``k_proj``, ``v_proj`` -> PaddleNLP Llama's ``qkv_proj``; PaddleNLP GPT's
 ``q_proj``.. -> GPT-2's ``c_attn``):
 
-- a tensor along the output (``"out"``: IA3's output vector, a bias, SSF's scale) is the parts'
-  tensors concatenated in the fused output order (the family map's layout); a missing part takes
-  the role's ``fill`` (IA3: 1), or is refused when the role has none (a trained bias);
+- a tensor along the output (``"out"``: IA3's output vector, a bias, a per-channel scale) is the
+  parts' tensors concatenated in the fused output order (the family map's layout); a missing part
+  takes the role's ``fill`` (IA3: 1), or is refused when the role has none (a trained bias);
 - a tensor with no output axis (IA3's feed-forward input vector) must be the same in every part;
 - low-rank pairs (``("rank", "in")`` down, ``("out", "rank")`` up, LoRA's ``lora_A``, ``lora_B``):
   the downs stacked along the rank, the up block-diagonal with its rows in the fused order, so
