@@ -270,7 +270,9 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     from peftplug.manager import get_plugin_manager
 
     if "peft_type" not in data:
-        raise ConfigError("AdapterConfig", "peft_type", None, "a peft_type such as 'LORA' is required")
+        raise ConfigError(
+            "AdapterConfig", "peft_type", None, "a peft_type (the method's name in adapter_config.json) is required"
+        )
     method = get_plugin_manager().method_for_peft_type(str(data["peft_type"]))
     return method.config_class.from_dict(data)
 

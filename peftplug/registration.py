@@ -71,6 +71,8 @@ class Method:
     - ``codecs``: ``{format name: "module:attribute"}``, the method's own codec for a format
       whose files have method-specific fields (PaddleNLP's ``lora_config.json``); the format
       documents the codec's interface.
+
+    ``card_tags`` are the tags HF PEFT's model card gives an adapter of the method (``"lora"``).
     """
 
     name: str
@@ -83,6 +85,7 @@ class Method:
     module_fields: Mapping[str, str] = field(default_factory=dict)
     prefix_cache: bool = False
     codecs: Mapping[str, str] = field(default_factory=dict)
+    card_tags: tuple[str, ...] = ()
 
     @property
     def peft_type(self) -> str:

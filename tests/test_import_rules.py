@@ -1,12 +1,13 @@
 """Which layer may import which, read from the source (issue 15's rule, the parts that hold now).
 
-Outside ``peftplug/app/`` no module of ``peftplug/`` imports torch or paddle at module level, and
-no backend imports a method plugin. (The core still imports the built-in configs in
-``peftplug/__init__.py``; that rule is not checked yet.)"""
+Outside ``peftplug/app/`` no module of ``peftplug/`` imports torch or paddle at module level or
+names a built-in method (its name, ``peft_type`` or a tensor it declares) in code, and no
+backend imports a method plugin."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,44 @@ def test_no_framework_at_module_level_outside_the_app(path):
 def test_no_backend_imports_a_method(path):
     bad = [(line, name) for line, name in all_imports(path) if name.startswith("peftplug.plugins")]
     assert not bad, f"{path.relative_to(ROOT)}: imports {bad}; a backend never imports a method plugin"
+
+
+# Words of declared tensor suffixes that belong to no method (``base_layer.bias``).
+SHARED_TENSOR_WORDS = {"base_layer", "weight", "bias"}
+
+
+def built_in_method_words() -> set[str]:
+    """The names, ``peft_type`` values and declared tensor-name words of the built-in methods."""
+    from peftplug.manager import get_plugin_manager
+
+    manager = get_plugin_manager()
+    words = set()
+    for method in manager.methods:
+        if manager.distribution_of(manager.methods.owner(method.name)) != "peftplug":
+            continue
+        words |= {method.name, method.peft_type}
+        words |= {word for role in method.tensors for word in role.suffix.split(".")} - SHARED_TENSOR_WORDS
+    return words
+
+
+def code_strings(path: Path) -> list[tuple[int, str]]:
+    """``(line, text)`` of every string constant of the file except docstrings (a string
+    statement of its own, as module, class, function and attribute docstrings are)."""
+    tree = ast.parse(path.read_text(), str(path))
+    documentation = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in documentation
+    ]
+
+
+@pytest.mark.parametrize("path", sources("peftplug", skip="app"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_core_module_names_a_built_in_method(path):
+    """Conversion, formats, sharding and the model API read a method's declaration; a built-in's
+    name in their code would make a third-party method second class. (``prompt_embeddings``,
+    HF PEFT's name for every prompt-learning state, is no method's.)"""
+    words = built_in_method_words()
+    assert {"lora", "LORA", "lora_A", "ia3_l", "PREFIX_TUNING"} <= words
+    bad = [(line, text) for line, text in code_strings(path) if words & set(re.findall(r"[A-Za-z0-9_]+", text))]
+    assert not bad, f"{path.relative_to(ROOT)} names a built-in method in code: {bad}"

@@ -1,9 +1,10 @@
 """The model card (``README.md``) HF PEFT writes beside an adapter in its format.
 
 HF PEFT's ``PeftModel.create_or_update_model_card`` gives the card ``library_name: peft``, the
-base model, tags (the base model's, ``transformers``, ``lora``, ``base_model:adapter:<base>``),
-``pipeline_tag: text-generation`` for a causal LM, and a ``### Framework versions`` section; an
-existing card keeps its text and metadata and is only updated. This module does the same in
+base model, tags (the base model's, ``transformers``, the method's (LoRA's ``lora``),
+``base_model:adapter:<base>``), ``pipeline_tag: text-generation`` for a causal LM, and a
+``### Framework versions`` section; an existing card keeps its text and metadata and is only
+updated. This module does the same in
 plain Python (PyYAML for the metadata), so saving needs no huggingface_hub.
 """
 
@@ -29,13 +30,12 @@ A {method} adapter{for_base}, saved by peftplug in HF PEFT's format: it loads wi
 """
 
 
-def card_tags(config: Any, base_model: Any) -> list[str]:
-    """HF PEFT's tags for an adapter of ``config`` on ``base_model`` (the user's model)."""
-    tags = set(getattr(base_model, "model_tags", None) or [])
+def card_tags(config: Any, base_model: Any, method_tags: tuple[str, ...]) -> list[str]:
+    """HF PEFT's tags for an adapter of ``config`` on ``base_model`` (the user's model);
+    ``method_tags`` are those the method declares (``Method.card_tags``)."""
+    tags = set(getattr(base_model, "model_tags", None) or []) | set(method_tags)
     if any(cls.__module__.split(".")[0] == "transformers" for cls in type(base_model).__mro__):
         tags.add("transformers")
-    if config.peft_type == "LORA":
-        tags.add("lora")
     if config.base_model_name_or_path:
         tags.add(f"base_model:adapter:{config.base_model_name_or_path}")
     return sorted(tags)

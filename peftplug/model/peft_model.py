@@ -445,7 +445,7 @@ class PeftModel(DelegatesToInner):
         path = directory / CARD_NAME
         existing = path.read_text(encoding="utf-8") if path.is_file() else None
         config = self.peft_config[self.active_adapter if self.active_adapter in names else names[0]]
-        tags = card_tags(config, self.base_model.model)
+        tags = card_tags(config, self.base_model.model, self._peft_method.card_tags)
         return model_card(existing, config, tags, __version__, str(path))
 
     # ---------------------------------------------------------------- injection
@@ -498,7 +498,8 @@ class PeftModel(DelegatesToInner):
             raise PeftplugError(
                 f"{method.name} (a prompt-learning method) is not supported on a tensor-parallel model "
                 f"(this one is sharded over {group.degree} ranks): peftplug shards only layer adapters "
-                "(LoRA, IA3). Use LoRA or IA3, or add the prompt adapter to the unsharded model"
+                "(methods whose tensors follow a layer's axes). Use one of those, or add the prompt adapter to the "
+                "unsharded model"
             )
         model = self.base_model.model
         config = self._with_resolved_targets(config, model)

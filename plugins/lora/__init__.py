@@ -31,6 +31,7 @@ def peftplug_register_methods() -> Method:
         rank_field="r",
         rescale_rank="peftplug.plugins.lora.rank:rescale_rank",
         codecs={"paddlenlp": "peftplug.plugins.lora.paddlenlp_codec:CODEC"},
+        card_tags=("lora",),
     )
 
 
