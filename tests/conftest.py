@@ -8,6 +8,17 @@ import pytest
 
 os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
 
+# The plugin-author kit's fixtures (peftplug_manager, peftplug_backend, tiny models) and its
+# drivers are the suite's own: the built-ins are tested with what a third party gets.
+pytest_plugins = ["peftplug.testing"]
+
+CONTRACT_FIRST = "test_contract_methods.py"
+
+
+def pytest_collection_modifyitems(items):
+    """The method contract runs first: when a method breaks it, that is the first failure read."""
+    items.sort(key=lambda item: item.path.name != CONTRACT_FIRST)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_plugin_manager():
@@ -31,21 +42,11 @@ def torch():
 def _build(torch, family: str):
     import transformers
 
+    if family in ("llama", "gpt2"):
+        from peftplug.testing import get_driver
+
+        return get_driver("torch").tiny_model(family)
     torch.manual_seed(0)
-    if family == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        )
-        return transformers.LlamaForCausalLM(config)
-    if family == "gpt2":
-        config = transformers.GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-        return transformers.GPT2LMHeadModel(config)
     if family == "t5":
         config = transformers.T5Config(
             vocab_size=128,
@@ -95,15 +96,10 @@ def logits_of(torch, model, inputs) -> torch.Tensor:
 
 def train_steps(torch, model, inputs, steps: int = 3, lr: float = 1e-2) -> None:
     """A few AdamW steps on the model's trainable parameters (loss: mean of logits squared,
-    so every family trains the same way without labels)."""
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for _ in range(steps):
-        loss = model(**inputs).logits.float().pow(2).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+    so every family trains the same way without labels): the torch driver's."""
+    from peftplug.testing import get_driver
+
+    get_driver("torch").train_steps(model, inputs, steps, lr)
 
 
 @pytest.fixture(scope="session")
@@ -118,18 +114,11 @@ def paddle():
 def _build_paddle(paddle, family: str):
     from paddlenlp import transformers
 
-    paddle.seed(0)
     if family == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        )
-        return transformers.LlamaForCausalLM(config)
+        from peftplug.testing import get_driver
+
+        return get_driver("paddle").tiny_model("llama")
+    paddle.seed(0)
     if family == "bloom":
         config = transformers.BloomConfig(
             vocab_size=128,

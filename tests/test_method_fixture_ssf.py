@@ -13,7 +13,7 @@ from test_convert import assert_changed, assert_close, hf_model, paddle_logits, 
 
 import peftplug
 from peftplug.manager import get_plugin_manager, reset_plugin_manager
-from peftplug.testing import MethodContract, peftplug_backend, peftplug_manager  # noqa: F401 (fixtures)
+from peftplug.testing import MethodContract
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ["q_proj", "v_proj", "down_proj"]
