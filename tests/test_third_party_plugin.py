@@ -396,3 +396,52 @@ def test_example_plugin_passes_the_contract_tests(bitfit):
         assert (passed, skipped) == (10, 0), summary
     else:
         assert "not installed" in out, out  # the skip says why
+
+
+# ---------------------------------------------------------------- between frameworks
+def test_trained_on_torch_loads_on_paddle_in_both_formats(bitfit, torch, paddle, tmp_path):
+    """BitFit declares its one tensor (``bitfit_bias``, along the output, 0 where a fused part is
+    not adapted): with that alone it saves in PaddleNLP's layout (its own file names, which
+    PaddleNLP itself cannot read), converts, and loads on Paddle with the torch logits."""
+    from test_convert import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
+
+    model = peftplug.get_peft_model(
+        hf_model(torch, "llama"), bitfit.BitFitConfig(task_type="CAUSAL_LM", target_modules=TARGETS)
+    )
+    train_torch(torch, model, steps=3)
+    expected = torch_logits(torch, model)
+    model.save_pretrained(tmp_path / "peft")
+    model.save_pretrained(tmp_path / "paddlenlp", format="paddlenlp")
+    assert sorted(p.name for p in (tmp_path / "paddlenlp").iterdir()) == [
+        "bitfit_config.json",
+        "bitfit_model_state.pdparams",
+    ]
+    peftplug.convert(tmp_path / "peft", tmp_path / "converted", to="paddlenlp", architecture="llama")
+    for source in ("peft", "paddlenlp", "converted"):
+        loaded = peftplug.PeftModel.from_pretrained(
+            paddle_model(paddle, "llama", hf_model(torch, "llama")), tmp_path / source
+        )
+        assert_close(paddle_logits(paddle, loaded), expected, f"Paddle, from the {source} files")
+    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "paddlenlp")
+    assert_close(torch_logits(torch, back), expected, "torch, from the paddlenlp files")
+
+
+def test_fused_projections_take_zero_for_a_part_bitfit_does_not_adapt(bitfit, torch, paddle, tmp_path):
+    """On PaddleNLP Llama's fused qkv_proj / gate_up_fused_proj, the bias delta of k_proj and
+    up_proj, which BitFit does not adapt here, is 0: the declaration's fill."""
+    from test_convert import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
+
+    config = bitfit.BitFitConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj", "gate_proj"])
+    model = peftplug.get_peft_model(hf_model(torch, "llama"), config)
+    train_torch(torch, model, steps=3)
+    expected = torch_logits(torch, model)
+    model.save_pretrained(tmp_path / "torch")
+    fused_base = paddle_model(
+        paddle, "llama", hf_model(torch, "llama"), fuse_attention_qkv=True, fuse_attention_ffn=True
+    )
+    peftplug.convert(tmp_path / "torch", tmp_path / "fused", to="paddlenlp", base_config=fused_base.config)
+    loaded = peftplug.PeftModel.from_pretrained(fused_base, tmp_path / "fused")
+    assert_close(paddle_logits(paddle, loaded), expected, "Paddle, fused projections")
+    peftplug.convert(tmp_path / "fused", tmp_path / "back", to="peft", base_config=fused_base.config)
+    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "back")
+    assert_close(torch_logits(torch, back), expected, "torch, split back")

@@ -13,6 +13,7 @@ from typing import Any
 
 import peftplug
 from peftplug.registration import Method
+from peftplug.tensor_roles import TensorRole
 from peftplug_bitfit.config import BitFitConfig
 
 __version__ = "0.1.0"
@@ -27,6 +28,9 @@ def peftplug_register_methods() -> Method:
         name="bitfit",
         config_class=BitFitConfig,
         description="BitFit: a trainable bias delta per target layer (Ben Zaken et al., 2021)",
+        # What conversion, the formats and tensor parallelism need: one tensor along the layer's
+        # output, 0 (no change) for a part of a fused module that BitFit does not adapt.
+        tensors=(TensorRole("bitfit_bias", (("out",),), fill=0.0),),
     )
 
 
