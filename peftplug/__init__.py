@@ -9,6 +9,7 @@ from peftplug.interop.convert import convert
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl, hookspec
 from peftplug.model.api import get_peft_model
+from peftplug.model.kbit import prepare_model_for_kbit_training
 from peftplug.model.peft_model import PeftModel
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.lora.config import LoraConfig
@@ -35,4 +36,5 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "hookspec",
+    "prepare_model_for_kbit_training",
 ]

@@ -190,3 +190,8 @@ class BackendOps(Protocol):
         gives the local pieces; ``save_pretrained`` then merges or writes per-rank files
         (:mod:`peftplug.distributed.tp_save`, :mod:`peftplug.distributed.tp_shards`).
         """
+
+    def prepare_for_kbit_training(self, model: Any, use_gradient_checkpointing: bool, checkpointing: dict) -> None:
+        """Prepare a quantized base for training in place
+        (:func:`peftplug.model.kbit.prepare_model_for_kbit_training`); a backend without
+        quantized bases raises :class:`~peftplug.errors.BackendError` saying so."""

@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "peftplug.plugins.prompt_tuning",
     "peftplug.plugins.p_tuning",
     "peftplug.plugins.prefix_tuning",
+    "peftplug.plugins.bitsandbytes",
     "peftplug.plugins.formats.peft",
     "peftplug.plugins.formats.paddlenlp",
     "peftplug.plugins.architectures",

@@ -12,6 +12,7 @@ from paddle import nn
 from peftplug.backends.paddle.layer import PaddleAdapterLayer, copy_into, to_numpy
 from peftplug.backends.paddle.model import PaddlePeftModel
 from peftplug.backends.paddle.modules_to_save import ModulesToSaveLayer
+from peftplug.errors import BackendError
 
 
 class PaddleBackend:
@@ -115,6 +116,13 @@ class PaddleBackend:
     def model_config(self, model: nn.Layer) -> Any:
         """``model.config`` (a PaddleNLP ``PretrainedConfig``), or None for plain layers."""
         return getattr(model, "config", None)
+
+    def prepare_for_kbit_training(self, model: nn.Layer, use_gradient_checkpointing: bool, checkpointing: dict) -> None:
+        """Refused: PaddleNLP trains its weight-only quantized layers without such a step."""
+        raise BackendError(
+            "prepare_model_for_kbit_training is HF PEFT's preparation of a bitsandbytes-quantized transformers "
+            f"model; this is a Paddle model ({type(model).__name__}), which PaddleNLP trains without it"
+        )
 
     def tensor_parallel(self, model: nn.Layer) -> Any:
         """The :class:`~peftplug.backends.paddle.tensor_parallel.PaddleTensorParallelGroup` of a

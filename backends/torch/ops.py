@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -69,8 +70,10 @@ class TorchBackend:
         return root.named_parameters()
 
     def numel(self, parameter: nn.Parameter) -> int:
-        """Number of values, as HF PEFT counts them."""
-        return parameter.numel()
+        """Number of values, as HF PEFT counts them: a packed quantized weight (one carrying its
+        quantization state, as bitsandbytes' 4-bit ones do) counts the values it stands for."""
+        shape = getattr(getattr(parameter, "quant_state", None), "shape", None)
+        return math.prod(shape) if shape is not None else parameter.numel()
 
     def is_trainable(self, parameter: nn.Parameter) -> bool:
         """``requires_grad``."""
@@ -150,6 +153,14 @@ class TorchBackend:
     def remove_prompt_encoder(self, peft_model: TorchPeftModel, adapter_name: str) -> None:
         """Delete ``peft_model.prompt_encoder[adapter_name]``."""
         del peft_model.prompt_encoder[adapter_name]
+
+    def prepare_for_kbit_training(
+        self, model: nn.Module, use_gradient_checkpointing: bool, checkpointing: dict
+    ) -> None:
+        """HF PEFT's preparation (:mod:`peftplug.backends.torch.kbit`)."""
+        from peftplug.backends.torch.kbit import prepare_for_kbit_training
+
+        prepare_for_kbit_training(model, use_gradient_checkpointing, checkpointing)
 
     def tensor_parallel(self, model: nn.Module) -> Any:
         """The :class:`~peftplug.backends.torch.tensor_parallel.TorchTensorParallelGroup` of a

@@ -36,8 +36,19 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
-    """Adapters of half-precision models train in float32, as HF PEFT's autocast does."""
-    return torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype
+    """Adapters of half-precision models train in float32, as HF PEFT's autocast does, and so do
+    those of quantized ones (an integer-stored weight)."""
+    if weight.dtype in LOW_PRECISION or not weight.dtype.is_floating_point:
+        return torch.float32
+    return weight.dtype
+
+
+def _features(base_layer: nn.Module, fan_in_fan_out: bool) -> tuple[int, int]:
+    """``(in, out)`` of a Linear (its own counts: a packed 4-bit weight's shape is not them) or
+    of a Conv1D (its ``[in, out]`` weight)."""
+    if fan_in_fan_out:
+        return tuple(base_layer.weight.shape)
+    return base_layer.in_features, base_layer.out_features
 
 
 class IA3Linear(InexactUnmerge, TorchAdapterLayer):
@@ -55,8 +66,7 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
         super().__init__()
         self.base_layer = base_layer
         self.fan_in_fan_out = fan_in_fan_out
-        weight = base_layer.weight
-        self.in_features, self.out_features = weight.shape[::-1] if not fan_in_fan_out else weight.shape
+        self.in_features, self.out_features = _features(base_layer, fan_in_fan_out)
         self.ia3_l = nn.ParameterDict()
         self.is_feedforward: dict[str, bool] = {}
         adopt_parallel_hooks(self, base_layer)

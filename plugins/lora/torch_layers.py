@@ -40,8 +40,19 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
-    """Adapters of half-precision models train in float32, as HF PEFT's autocast does."""
-    return torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype
+    """Adapters of half-precision models train in float32, as HF PEFT's autocast does, and so do
+    those of quantized ones (an integer-stored weight)."""
+    if weight.dtype in LOW_PRECISION or not weight.dtype.is_floating_point:
+        return torch.float32
+    return weight.dtype
+
+
+def _features(base_layer: nn.Module, fan_in_fan_out: bool) -> tuple[int, int]:
+    """``(in, out)`` of a Linear (its own counts: a packed 4-bit weight's shape is not them) or
+    of a Conv1D (its ``[in, out]`` weight)."""
+    if fan_in_fan_out:
+        return tuple(base_layer.weight.shape)
+    return base_layer.in_features, base_layer.out_features
 
 
 def _new_linear(in_features: int, out_features: int, device: torch.device, dtype: torch.dtype) -> nn.Linear:
@@ -152,8 +163,7 @@ class LoraLinear(_ModulePairLayer):
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
         super().__init__(base_layer)
         self.fan_in_fan_out = fan_in_fan_out
-        weight = base_layer.weight
-        self.in_features, self.out_features = weight.shape[::-1] if not fan_in_fan_out else weight.shape
+        self.in_features, self.out_features = _features(base_layer, fan_in_fan_out)
         self._dora_norms: dict[str, torch.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         adopt_parallel_hooks(self, base_layer)
 
@@ -239,7 +249,7 @@ class LoraLinear(_ModulePairLayer):
         # [tokens, out] temporaries). Done on a view of a 3-D output instead, autograd would
         # copy the [tokens, out] gradient three times in backward (CopySlices).
         rows = x.reshape(-1, x.shape[-1])
-        result = self.base_layer(rows, *args, **kwargs)
+        result = self._base_output(rows, *args, **kwargs)
         for name in active:
             a, b = self.lora_A[name].weight, self.lora_B[name].weight
             if name in self.lora_magnitude_vector:
@@ -251,6 +261,10 @@ class LoraLinear(_ModulePairLayer):
             else:
                 result = (result + F.linear(hidden, b) * self.scaling[name]).to(result.dtype)
         return result.reshape(*x.shape[:-1], result.shape[-1])
+
+    def _base_output(self, rows: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """The base layer's output for ``rows``, which the adapters then add to in place."""
+        return self.base_layer(rows, *args, **kwargs)
 
     def _dora_output(self, name: str, rows: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """What DoRA adapter ``name`` adds to ``result``, the output so far (HF PEFT's order: with
