@@ -62,7 +62,8 @@ class AdapterLayer(Protocol):
 class PromptEncoder(Protocol):
     """What a prompt-learning method's virtual-token encoder offers the core (one per adapter).
 
-    The encoder is built by the method's ``peftplug_build_prompt_encoder`` hook and attached to
+    The encoder is built by the method's declared ``prompt_encoders`` factory (or a
+    ``peftplug_build_prompt_encoder`` hook that overrides it) and attached to
     the peft model by :meth:`BackendOps.attach_prompt_encoder`; the backend's model runs it in
     forward and generate. Tensors are numpy arrays in HF PEFT's layout.
     """

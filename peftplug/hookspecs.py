@@ -81,23 +81,30 @@ def peftplug_detect_backend(model: Any) -> str | None:
 def peftplug_wrap_layer(
     method: str, backend: str, layer: Any, name: str, config: AdapterConfig, adapter_name: str
 ) -> Any | None:
-    """Build the adapter layer that wraps ``layer``, or add ``adapter_name`` to it.
+    """Override: build the adapter layer that wraps ``layer``, or add ``adapter_name`` to it.
+
+    A method normally declares its layers instead (``Method.layers``: a factory per backend);
+    the core asks this hook first and uses the declaration only when no plugin answers, so an
+    implementation overrides a declaration or fills a (method, backend) pair the method does
+    not declare (a backend plugin answering for a method it did not write).
 
     Receives the method name (``"lora"``), the backend name (``"torch"``), the module that a
     target pattern matched, its dotted ``name`` in the base model (for per-module overrides
     such as ``rank_pattern``), the adapter's config and the adapter's name.
     When ``layer`` is already an adapter layer of this method, the implementation adds the new
     adapter to it and returns it. Returns the layer to put in place of ``layer``, or ``None``
-    for "not my (method, backend) pair or not a layer type I support". First result wins: this
-    is how the method x backend matrix is filled, and a backend plugin can answer for a method
-    it did not write.
+    for "not my (method, backend) pair or not a layer type I support". First result wins.
     """
 
 
 @hookspec(firstresult=True)
 def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
-    """Build the virtual-token encoder of a prompt-learning method (prompt tuning, P-tuning,
-    prefix tuning: methods registered with ``kind="prompt"``).
+    """Override: build the virtual-token encoder of a prompt-learning method (prompt tuning,
+    P-tuning, prefix tuning: methods registered with ``kind="prompt"``).
+
+    A method normally declares its encoders instead (``Method.prompt_encoders``: a factory per
+    backend); the core asks this hook first and uses the declaration only when no plugin
+    answers.
 
     Receives the method name (``"prompt_tuning"``), the backend name (``"torch"``), the
     adapter's config with the model-shape fields already filled from the model

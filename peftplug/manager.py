@@ -109,9 +109,15 @@ def _check_method(item: Any) -> str | None:
     for field_name, axis in item.module_fields.items():
         if axis not in AXES:
             return f"method {item.name!r}: module_fields[{field_name!r}] is {axis!r}, not one of {', '.join(AXES)}"
-    for what, value in (("rescale_rank", item.rescale_rank), *((f"codecs[{k!r}]", v) for k, v in item.codecs.items())):
+    declared = [("rescale_rank", item.rescale_rank)]
+    for table in ("codecs", "layers", "prompt_encoders"):
+        declared += [(f"{table}[{key!r}]", value) for key, value in getattr(item, table).items()]
+    for what, value in declared:
         if value is not None and (not isinstance(value, str) or value.count(":") != 1 or value.startswith(":")):
             return f"method {item.name!r}: {what} is {value!r}, not a 'module:attribute' string"
+    misplaced = "prompt_encoders" if item.kind == "layer" else "layers"
+    if getattr(item, misplaced):
+        return f"method {item.name!r}: a {item.kind} method declares no {misplaced}"
     return None
 
 
@@ -284,10 +290,26 @@ class PluginManager:
         return name
 
     def wrap_layer(self, method: str, backend: str, layer: Any, name: str, config: Any, adapter_name: str) -> Any:
-        """Ask the plugins for the adapter layer wrapping ``layer`` (None when none can)."""
-        return self.pm.hook.peftplug_wrap_layer(
+        """The adapter layer wrapping ``layer``: a plugin's ``peftplug_wrap_layer`` answer if one
+        answers, else what the method's declared layer factory for ``backend`` returns; None when
+        neither handles the layer."""
+        wrapped = self.pm.hook.peftplug_wrap_layer(
             method=method, backend=backend, layer=layer, name=name, config=config, adapter_name=adapter_name
         )
+        if wrapped is not None:
+            return wrapped
+        factory = self.methods.get(method).layer_factory(backend)
+        return None if factory is None else factory(layer, name, config, adapter_name)
+
+    def build_prompt_encoder(self, method: str, backend: str, config: Any, model: Any) -> Any:
+        """The virtual-token encoder of a prompt method: a plugin's
+        ``peftplug_build_prompt_encoder`` answer if one answers, else what the method's declared
+        encoder factory for ``backend`` returns; None when neither builds one."""
+        encoder = self.pm.hook.peftplug_build_prompt_encoder(method=method, backend=backend, config=config, model=model)
+        if encoder is not None:
+            return encoder
+        factory = self.methods.get(method).prompt_encoder_factory(backend)
+        return None if factory is None else factory(config, model)
 
 
 _manager: PluginManager | None = None

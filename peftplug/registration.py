@@ -7,7 +7,7 @@ These are plain descriptions, cheap to build and free of framework imports; the 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -73,6 +73,19 @@ class Method:
       documents the codec's interface.
 
     ``card_tags`` are the tags HF PEFT's model card gives an adapter of the method (``"lora"``).
+
+    How the method is built on each framework, imported the first time a model of it is adapted:
+
+    - ``layers``: ``{backend name: "module:function"}`` of a layer method,
+      ``function(layer, name, config, adapter_name)``: the adapter layer to put in place of
+      ``layer`` (``layer`` itself with the adapter added when it already is one), or None for a
+      layer type it does not wrap;
+    - ``prompt_encoders``: ``{backend name: "module:function"}`` of a prompt method,
+      ``function(config, model)``: the virtual-token encoder, built from the config (its shape
+      fields filled from the model) and the user's base model.
+
+    A plugin's ``peftplug_wrap_layer`` or ``peftplug_build_prompt_encoder`` hook is asked first
+    and overrides these declarations.
     """
 
     name: str
@@ -86,6 +99,8 @@ class Method:
     prefix_cache: bool = False
     codecs: Mapping[str, str] = field(default_factory=dict)
     card_tags: tuple[str, ...] = ()
+    layers: Mapping[str, str] = field(default_factory=dict)
+    prompt_encoders: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def peft_type(self) -> str:
@@ -95,6 +110,17 @@ class Method:
     def role(self, suffix: str) -> TensorRole | None:
         """The declared role of tensor ``suffix``, None when the method declares none."""
         return next((role for role in self.tensors if role.suffix == suffix), None)
+
+    def layer_factory(self, backend: str) -> Callable[..., Any] | None:
+        """The declared layer factory for ``backend``, imported now; None when none is declared."""
+        spec = self.layers.get(backend)
+        return None if spec is None else load_declared(spec, self.name)
+
+    def prompt_encoder_factory(self, backend: str) -> Callable[..., Any] | None:
+        """The declared prompt-encoder factory for ``backend``, imported now; None when none is
+        declared."""
+        spec = self.prompt_encoders.get(backend)
+        return None if spec is None else load_declared(spec, self.name)
 
 
 class Format:

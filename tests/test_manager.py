@@ -14,6 +14,46 @@ from peftplug.manager import PluginManager
 from peftplug.registration import Backend, Method
 
 
+@dataclasses.dataclass
+class TagConfig(AdapterConfig):
+    """The config of "tag", a layer method that exists only in these tests."""
+
+    peft_type: ClassVar[str] = "TAG"
+
+
+@dataclasses.dataclass
+class TagPromptConfig(AdapterConfig):
+    """The config of "tag_prompt", a prompt method that exists only in these tests."""
+
+    peft_type: ClassVar[str] = "TAG_PROMPT"
+
+
+def declared_layer(layer, name, config, adapter_name):
+    """The layer factory "tag" declares for torch: the layer, tagged."""
+    return ("declared", layer)
+
+
+def declared_encoder(config, model):
+    """The prompt-encoder factory "tag_prompt" declares for torch: the model, tagged."""
+    return ("declared encoder", model)
+
+
+class TagMethods:
+    """Registers "tag" and "tag_prompt", whose torch layers and encoders are declared only."""
+
+    @peftplug.hookimpl
+    def peftplug_register_methods(self):
+        return [
+            Method(name="tag", config_class=TagConfig, layers={"torch": f"{__name__}:declared_layer"}),
+            Method(
+                name="tag_prompt",
+                config_class=TagPromptConfig,
+                kind="prompt",
+                prompt_encoders={"torch": f"{__name__}:declared_encoder"},
+            ),
+        ]
+
+
 class Impostor:
     """Registers a second method called 'lora'."""
 
@@ -172,3 +212,58 @@ def test_disable_env_with_known_names_does_not_warn(monkeypatch):
         warnings.simplefilter("error")
         manager = PluginManager(load_entry_points=False)
     assert "ia3" not in manager.methods and "prompt_tuning" not in manager.methods
+
+
+def test_a_declared_factory_answers_when_no_hook_does():
+    """A method that declares its torch layers and encoders, and implements no hook, is built
+    from its declarations on torch; a backend it declares nothing for gets None (the core's
+    "no plugin implements" error)."""
+    manager = PluginManager(load_entry_points=False)
+    manager.register(TagMethods(), "tag-methods")
+    assert manager.wrap_layer("tag", "torch", "q", "q", TagConfig(), "default") == ("declared", "q")
+    assert manager.wrap_layer("tag", "paddle", "q", "q", TagConfig(), "default") is None
+    assert manager.build_prompt_encoder("tag_prompt", "torch", TagPromptConfig(), "m") == ("declared encoder", "m")
+    assert manager.build_prompt_encoder("tag_prompt", "paddle", TagPromptConfig(), "m") is None
+
+
+def test_a_hook_overrides_a_declaration():
+    """``peftplug_wrap_layer`` and ``peftplug_build_prompt_encoder`` are asked first: an answer
+    wins over the method's declaration; a None falls through to it."""
+
+    class Override:
+        @peftplug.hookimpl
+        def peftplug_wrap_layer(self, method, backend, layer, name, config, adapter_name):
+            return ("override", layer) if name == "overridden" else None
+
+        @peftplug.hookimpl
+        def peftplug_build_prompt_encoder(self, method, backend, config, model):
+            return ("override encoder", model) if model == "overridden" else None
+
+    manager = PluginManager(load_entry_points=False)
+    manager.register(TagMethods(), "tag-methods")
+    manager.register(Override(), "override")
+    assert manager.wrap_layer("tag", "torch", "q", "overridden", TagConfig(), "default") == ("override", "q")
+    assert manager.wrap_layer("tag", "torch", "q", "q", TagConfig(), "default") == ("declared", "q")
+    encoder = manager.build_prompt_encoder("tag_prompt", "torch", TagPromptConfig(), "overridden")
+    assert encoder == ("override encoder", "overridden")
+    assert manager.build_prompt_encoder("tag_prompt", "torch", TagPromptConfig(), "m") == ("declared encoder", "m")
+
+
+@pytest.mark.parametrize(
+    "declaration, problem",
+    [
+        ({"layers": {"torch": "tag_layers.wrap"}}, r"layers\['torch'\] is 'tag_layers.wrap', not a 'module:attribute'"),
+        ({"layers": {"paddle": ":wrap"}}, r"layers\['paddle'\] is ':wrap', not a 'module:attribute'"),
+        ({"prompt_encoders": {"torch": "tag:build"}}, "a layer method declares no prompt_encoders"),
+    ],
+)
+def test_a_bad_factory_declaration_is_refused_naming_the_method(declaration, problem):
+    class BadTag:
+        @peftplug.hookimpl
+        def peftplug_register_methods(self):
+            return Method(name="tag", config_class=TagConfig, **declaration)
+
+    manager = PluginManager(load_entry_points=False)
+    manager.register(BadTag(), "bad-tag")
+    with pytest.raises(PluginError, match=rf"plugin 'bad-tag' registered an invalid method: method 'tag': {problem}"):
+        _ = manager.methods

@@ -12,7 +12,7 @@ from fixtures import peftplug_ssf
 from test_convert import assert_changed, assert_close, hf_model, paddle_logits, paddle_model, torch_logits
 
 import peftplug
-from peftplug.manager import get_plugin_manager, reset_plugin_manager
+from peftplug.manager import PluginManager, get_plugin_manager, reset_plugin_manager
 from peftplug.testing import MethodContract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +117,11 @@ def test_fused_projections_take_the_declared_fill_for_a_missing_part(ssf, torch,
     peftplug.convert(tmp_path / "fused", tmp_path / "back", to="peft", base_config=fused_base.config)
     back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "back")
     assert_close(torch_logits(torch, back), expected, "torch, split back")
+
+
+def test_ssf_declares_its_layers_and_implements_no_wrap_hook():
+    """The contract above passes on torch and Paddle through ``Method.layers`` alone."""
+    assert not hasattr(peftplug_ssf, "peftplug_wrap_layer")
+    manager = PluginManager(load_entry_points=False)
+    manager.register(peftplug_ssf, name="peftplug_ssf")
+    assert set(manager.methods.get("ssf").layers) == {"torch", "paddle"}

@@ -359,12 +359,12 @@ def test_second_adapter_trains_alone_and_round_trips(bitfit, torch, llama, tmp_p
 
 
 def test_unsupported_layer_and_other_backends_are_not_answered(bitfit, llama):
-    """The hook says "not mine" for other methods and backends; a matched module of a type
-    BitFit does not wrap is reported by the core."""
-    layer = llama.model.layers[0].self_attn.q_proj
-    config = bitfit.BitFitConfig(target_modules=["q_proj"])
-    assert bitfit.peftplug_wrap_layer("bitfit", "jax", layer, "q_proj", config, "default") is None
-    assert bitfit.peftplug_wrap_layer("lora", "torch", layer, "q_proj", config, "default") is None
+    """BitFit declares layers for torch and Paddle only, and its torch factory says "not mine"
+    for a layer type it does not wrap; a matched module of such a type is reported by the core."""
+    method = get_plugin_manager().methods.get("bitfit")
+    config = bitfit.BitFitConfig(target_modules=["embed_tokens"])
+    assert method.layer_factory("jax") is None
+    assert method.layer_factory("torch")(llama.model.embed_tokens, "embed_tokens", config, "default") is None
     with pytest.raises(PeftplugError, match="no plugin implements bitfit"):
         peftplug.get_peft_model(llama, bitfit.BitFitConfig(target_modules=["embed_tokens"]))
 

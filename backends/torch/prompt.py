@@ -1,7 +1,7 @@
 """Prompt learning on PyTorch: the encoders' shared base, and forward / generate with virtual tokens.
 
 A prompt-learning method (prompt tuning, P-tuning, prefix tuning) wraps no layer: its plugin
-builds a :class:`TorchPromptEncoder` (``peftplug_build_prompt_encoder``), the backend attaches it
+builds a :class:`TorchPromptEncoder` (its declared ``prompt_encoders``), the backend attaches it
 to the :class:`~peftplug.backends.torch.model.TorchPeftModel` as ``prompt_encoder[adapter]``
 beside ``word_embeddings`` (the base model's input embeddings), and the functions below run the
 base model with the active adapter's virtual tokens, by task type, as HF PEFT's

@@ -15,8 +15,9 @@ def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = D
     """Wrap ``model`` (a ``torch.nn.Module`` or a ``paddle.nn.Layer``) with a new adapter.
 
     The backend is detected from the model, the method from the config's class, and the
-    adapter injected through the plugins' ``peftplug_wrap_layer`` hooks. Only the adapter's
-    parameters are left trainable. Returns the backend's :class:`PeftModel`.
+    adapter injected through the method's declared layers (or a ``peftplug_wrap_layer`` hook
+    that overrides them). Only the adapter's parameters are left trainable. Returns the
+    backend's :class:`PeftModel`.
     """
     if not isinstance(peft_config, AdapterConfig):
         raise ConfigError("get_peft_model", "peft_config", peft_config, "an AdapterConfig such as peftplug.LoraConfig")

@@ -506,9 +506,7 @@ class PeftModel(DelegatesToInner):
         if hasattr(config, "with_model_config"):
             config = config.with_model_config(ops.model_config(model))
         manager.hook.peftplug_validate_config(config=config, model=model, backend=ops.name)
-        encoder = manager.hook.peftplug_build_prompt_encoder(
-            method=method.name, backend=ops.name, config=config, model=model
-        )
+        encoder = manager.build_prompt_encoder(method.name, ops.name, config, model)
         if encoder is None:
             raise PeftplugError(f"no plugin builds the {method.name} prompt encoder on backend {ops.name!r}")
         ops.attach_prompt_encoder(self, adapter_name, encoder, config)

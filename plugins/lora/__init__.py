@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from peftplug.markers import hookimpl
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.registration import Method
@@ -26,6 +24,10 @@ def peftplug_register_methods() -> Method:
     return Method(
         name="lora",
         config_class=LoraConfig,
+        layers={
+            "torch": "peftplug.plugins.lora.torch_layers:wrap",
+            "paddle": "peftplug.plugins.lora.paddle_layers:wrap",
+        },
         description="Low-rank adaptation (Hu et al., 2021)",
         tensors=TENSORS,
         rank_field="r",
@@ -33,19 +35,3 @@ def peftplug_register_methods() -> Method:
         codecs={"paddlenlp": "peftplug.plugins.lora.paddlenlp_codec:CODEC"},
         card_tags=("lora",),
     )
-
-
-@hookimpl
-def peftplug_wrap_layer(method: str, backend: str, layer: Any, name: str, config: LoraConfig, adapter_name: str):
-    """LoRA layers for torch's Linear, Conv1D and Embedding, and Paddle's Linear."""
-    if method != "lora":
-        return None
-    if backend == "torch":
-        from peftplug.plugins.lora.torch_layers import wrap
-
-        return wrap(layer, name, config, adapter_name)
-    if backend == "paddle":
-        from peftplug.plugins.lora.paddle_layers import wrap as wrap_paddle
-
-        return wrap_paddle(layer, name, config, adapter_name)
-    return None

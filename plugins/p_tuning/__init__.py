@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from peftplug.config import AdapterConfig
 from peftplug.markers import hookimpl
 from peftplug.plugins.p_tuning.config import PromptEncoderConfig, PromptEncoderReparameterizationType
 from peftplug.registration import Method
@@ -19,21 +16,9 @@ def peftplug_register_methods() -> Method:
         name="p_tuning",
         config_class=PromptEncoderConfig,
         kind="prompt",
+        prompt_encoders={
+            "torch": "peftplug.plugins.p_tuning.torch_encoder:build_encoder",
+            "paddle": "peftplug.plugins.p_tuning.paddle_encoder:build_encoder",
+        },
         description="P-tuning: virtual tokens produced by an MLP or LSTM encoder (Liu et al., 2021)",
     )
-
-
-@hookimpl
-def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
-    """The prompt encoder for torch or paddle (MLP or LSTM reparameterisation)."""
-    if method != "p_tuning":
-        return None
-    if backend == "torch":
-        from peftplug.plugins.p_tuning.torch_encoder import PromptEncoder
-
-        return PromptEncoder(config)
-    if backend == "paddle":
-        from peftplug.plugins.p_tuning.paddle_encoder import PaddlePromptEncoderNetwork
-
-        return PaddlePromptEncoderNetwork(config)
-    return None

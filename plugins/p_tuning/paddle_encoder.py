@@ -39,3 +39,8 @@ class PaddlePromptEncoderNetwork(PTuningTable, PaddlePromptEncoder):
             )
         linears = [torch_like_linear(fan_in, fan_out) for fan_in, fan_out in shape.mlp_widths()]
         self.mlp_head = nn.Sequential(*with_relu_between(linears, nn.ReLU))
+
+
+def build_encoder(config: PromptEncoderConfig, model: nn.Layer) -> PaddlePromptEncoderNetwork:
+    """P-tuning's encoder for ``config`` (``model``, which every declared encoder factory receives, is not needed)."""
+    return PaddlePromptEncoderNetwork(config)

@@ -41,3 +41,8 @@ class PromptEncoder(PTuningTable, TorchPromptEncoder):
             )
         linears = [nn.Linear(fan_in, fan_out) for fan_in, fan_out in shape.mlp_widths()]
         self.mlp_head = nn.Sequential(*with_relu_between(linears, nn.ReLU))
+
+
+def build_encoder(config: PromptEncoderConfig, model: nn.Module) -> PromptEncoder:
+    """P-tuning's encoder for ``config`` (``model``, which every declared encoder factory receives, is not needed)."""
+    return PromptEncoder(config)

@@ -90,3 +90,8 @@ class PaddlePrefixEncoder(PaddlePromptEncoder):
         values = table.reshape([1, tokens, self.num_layers * 2, self.num_heads, self.head_dim])
         values = values.expand([batch_size, tokens, self.num_layers * 2, self.num_heads, self.head_dim])
         return [(values[:, :, 2 * layer], values[:, :, 2 * layer + 1]) for layer in range(self.num_layers)]
+
+
+def build_encoder(config: PrefixTuningConfig, model: nn.Layer) -> PaddlePrefixEncoder:
+    """The prefix encoder for ``config`` (``model``, which every declared encoder factory receives, is not needed)."""
+    return PaddlePrefixEncoder(config)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
-from peftplug.config import AdapterConfig
 from peftplug.markers import hookimpl
 from peftplug.plugins.prompt_tuning.config import PromptTuningConfig, PromptTuningInit
 from peftplug.registration import Method
@@ -21,24 +19,12 @@ def peftplug_register_methods() -> Method:
         name="prompt_tuning",
         config_class=PromptTuningConfig,
         kind="prompt",
+        prompt_encoders={
+            "torch": "peftplug.plugins.prompt_tuning.torch_encoder:build_encoder",
+            "paddle": "peftplug.plugins.prompt_tuning.paddle_encoder:build_encoder",
+        },
         description="Prompt tuning: learned virtual-token embeddings before the input (Lester et al., 2021)",
     )
-
-
-@hookimpl
-def peftplug_build_prompt_encoder(method: str, backend: str, config: AdapterConfig, model: Any) -> Any | None:
-    """The prompt embedding for torch or paddle (initialised RANDOM, SAMPLE_VOCAB or TEXT)."""
-    if method != "prompt_tuning":
-        return None
-    if backend == "torch":
-        from peftplug.plugins.prompt_tuning.torch_encoder import PromptEmbedding
-
-        return PromptEmbedding.for_model(config, model)
-    if backend == "paddle":
-        from peftplug.plugins.prompt_tuning.paddle_encoder import PaddlePromptEmbedding
-
-        return PaddlePromptEmbedding.for_model(config, model)
-    return None
 
 
 @hookimpl

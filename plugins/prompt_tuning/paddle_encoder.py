@@ -109,3 +109,8 @@ def _load_tokenizer(config: PromptTuningConfig) -> Any:
             config.tokenizer_name_or_path,
             f"a tokenizer that loads with paddlenlp's AutoTokenizer.from_pretrained ({type(error).__name__}: {error})",
         ) from error
+
+
+def build_encoder(config: PromptTuningConfig, model: nn.Layer) -> PaddlePromptEmbedding:
+    """The prompt embedding for ``config``, initialised from ``model``'s word embeddings when the init asks."""
+    return PaddlePromptEmbedding.for_model(config, model)

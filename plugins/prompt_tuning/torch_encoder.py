@@ -89,3 +89,8 @@ def text_token_ids(config: PromptTuningConfig, count: int) -> list[int]:
             "a text the tokenizer turns into tokens",
         )
     return (ids * math.ceil(count / len(ids)))[:count]
+
+
+def build_encoder(config: PromptTuningConfig, model: nn.Module) -> PromptEmbedding:
+    """The prompt embedding for ``config``, initialised from ``model``'s word embeddings when the init asks."""
+    return PromptEmbedding.for_model(config, model)

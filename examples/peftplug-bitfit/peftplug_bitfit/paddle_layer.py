@@ -12,6 +12,7 @@ import paddle
 from paddle import nn
 
 from peftplug.backends.paddle.layer import PaddleAdapterLayer, adapter_dtype, copy_into, to_numpy
+from peftplug_bitfit.config import BitFitConfig
 
 
 class BitFitLinear(PaddleAdapterLayer):
@@ -86,8 +87,11 @@ class BitFitLinear(PaddleAdapterLayer):
         return {"bitfit_bias"}
 
 
-def wrap(layer: nn.Layer, adapter_name: str) -> BitFitLinear | None:
-    """The BitFit layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
+def wrap(layer: nn.Layer, name: str, config: BitFitConfig, adapter_name: str) -> BitFitLinear | None:
+    """The BitFit layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported.
+
+    BitFit has no per-module option, so ``name`` and ``config`` go unused.
+    """
     if isinstance(layer, BitFitLinear):
         bitfit = layer
     elif isinstance(layer, nn.Linear):

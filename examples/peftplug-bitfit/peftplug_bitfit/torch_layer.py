@@ -18,6 +18,7 @@ from torch import nn
 
 from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
+from peftplug_bitfit.config import BitFitConfig
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -97,10 +98,11 @@ class BitFitLinear(TorchAdapterLayer):
         return {"bitfit_bias"}
 
 
-def wrap(layer: nn.Module, adapter_name: str) -> BitFitLinear | None:
+def wrap(layer: nn.Module, name: str, config: BitFitConfig, adapter_name: str) -> BitFitLinear | None:
     """The BitFit layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported.
 
-    A layer that is already a :class:`BitFitLinear` gets the new adapter added to it.
+    A layer that is already a :class:`BitFitLinear` gets the new adapter added to it. BitFit has no
+    per-module option, so ``name`` and ``config`` go unused.
     """
     if isinstance(layer, BitFitLinear):
         bitfit = layer
