@@ -1,4 +1,5 @@
-"""The plugin manager: built-ins first, then entry points of group ``peftplug``.
+"""The plugin manager: built-ins first (found by :mod:`peftplug.discovery`), then entry points
+of group ``peftplug``.
 
 :class:`PluginManager` wraps a :class:`pluggy.PluginManager` with typed calls and the
 registries of backends, methods, formats and architectures. :func:`get_plugin_manager` returns
@@ -19,6 +20,7 @@ from typing import Any
 import pluggy
 
 from peftplug import hookspecs
+from peftplug.discovery import builtin_plugins
 from peftplug.errors import BackendError, PluginError, RegistryError
 from peftplug.markers import PROJECT_NAME
 from peftplug.registration import Architecture, Backend, Format, Method
@@ -29,20 +31,6 @@ ENTRY_POINT_GROUP = "peftplug"
 DISABLE_ENV = "PEFTPLUG_DISABLE_PLUGINS"
 LOAD_ENV = "PEFTPLUG_LOAD_PLUGINS"
 BUILTIN_DISTRIBUTION = "peftplug"
-
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "peftplug.backends.torch",
-    "peftplug.backends.paddle",
-    "peftplug.plugins.lora",
-    "peftplug.plugins.ia3",
-    "peftplug.plugins.prompt_tuning",
-    "peftplug.plugins.p_tuning",
-    "peftplug.plugins.prefix_tuning",
-    "peftplug.plugins.bitsandbytes",
-    "peftplug.plugins.formats.peft",
-    "peftplug.plugins.formats.paddlenlp",
-    "peftplug.plugins.architectures",
-)
 
 
 @dataclass(frozen=True)
@@ -138,11 +126,15 @@ def _check_architecture(item: Any) -> str | None:
 class PluginManager:
     """peftplug's plugin manager: registration, entry points, registries and typed hook calls."""
 
-    def __init__(self, *, load_entry_points: bool = True, builtins: Iterable[str] = DEFAULT_PLUGINS):
+    def __init__(self, *, load_entry_points: bool = True, builtins: Iterable[str] | None = None):
+        """Register ``builtins`` (module names; by default every built-in plugin found by
+        :func:`~peftplug.discovery.builtin_plugins`) less those ``PEFTPLUG_DISABLE_PLUGINS``
+        names, then, with ``load_entry_points``, the installed entry points it allows."""
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}
         self.failures: list[PluginLoadFailure] = []
+        builtins = builtin_plugins() if builtins is None else tuple(builtins)
         disabled = _names_from_env(DISABLE_ENV) or set()
         _warn_unknown_disabled(disabled, builtins)
         for module_name in builtins:

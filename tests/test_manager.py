@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 import peftplug
 from peftplug.config import AdapterConfig
+from peftplug.discovery import builtin_plugins
 from peftplug.errors import BackendError, PluginError, RegistryError
 from peftplug.manager import PluginManager
 from peftplug.registration import Backend, Method
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass
@@ -267,3 +273,25 @@ def test_a_bad_factory_declaration_is_refused_naming_the_method(declaration, pro
     manager.register(BadTag(), "bad-tag")
     with pytest.raises(PluginError, match=rf"plugin 'bad-tag' registered an invalid method: method 'tag': {problem}"):
         _ = manager.methods
+
+
+def test_builtin_plugins_are_the_packages_on_disk():
+    """Every package folder of backends/ and plugins/ is a built-in plugin, backends first, each
+    group alphabetical; formats/ names its plugins in PLUGIN_MODULES instead."""
+    folders = {
+        root: sorted(p.parent.name for p in (ROOT / root).glob("*/__init__.py")) for root in ("backends", "plugins")
+    }
+    expected = [f"peftplug.backends.{name}" for name in folders["backends"]]
+    for name in folders["plugins"]:
+        package = f"peftplug.plugins.{name}"
+        expected += [f"{package}.peft", f"{package}.paddlenlp"] if name == "formats" else [package]
+    assert list(builtin_plugins()) == expected
+    assert {"peftplug.backends.torch", "peftplug.plugins.lora", "peftplug.plugins.architectures"} <= set(expected)
+
+
+def test_finding_the_builtins_imports_none_of_them():
+    code = (
+        "import sys, peftplug.discovery; before = set(sys.modules); found = peftplug.discovery.builtin_plugins(); "
+        "new = sorted(set(sys.modules) - before); assert 'peftplug.plugins.lora' in found, found; assert not new, new"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
