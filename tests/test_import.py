@@ -1,4 +1,4 @@
-"""``import peftplug`` must not import a framework."""
+"""``import peftplug`` must not import a framework, nor a plugin."""
 
 from __future__ import annotations
 
@@ -14,6 +14,22 @@ def test_import_peftplug_loads_neither_torch_nor_paddle():
         "import sys, peftplug; pm = peftplug.get_plugin_manager(); "
         "assert pm.backends.names() and pm.methods.names() and pm.formats.names(); "
         "loaded = {'torch', 'paddle'} & set(sys.modules); assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_peftplug_loads_no_plugin():
+    """The built-in configs are imported on first access (``from peftplug import LoraConfig``),
+    not by ``import peftplug``; the manager imports the plugins when it is first asked for."""
+    code = (
+        "import sys, peftplug; "
+        "loaded = [m for m in sys.modules if m.startswith(('peftplug.plugins', 'peftplug.backends'))]; "
+        "assert not loaded, loaded; "
+        "from peftplug import LoraConfig, PromptTuningInit; "
+        "assert LoraConfig.peft_type == 'LORA' and PromptTuningInit.TEXT == 'TEXT'; "
+        "assert 'peftplug.plugins.ia3' not in sys.modules; "
+        "assert all(hasattr(peftplug, name) for name in peftplug.__all__); "
+        "assert set(peftplug.__all__) <= set(dir(peftplug))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,8 +1,10 @@
 """Which layer may import which, read from the source (issue 15's rule, the parts that hold now).
 
 Outside ``peftplug/app/`` no module of ``peftplug/`` imports torch or paddle at module level or
-names a built-in method (its name, ``peft_type`` or a tensor it declares) in code, and no
-backend imports a method plugin."""
+names a built-in method (its name, ``peft_type`` or a tensor it declares) in code; no backend
+imports a method plugin; and no module of the core (``peftplug/``, whose plugins live in the
+top-level ``plugins/`` and ``backends/`` folders) imports ``peftplug.plugins`` or
+``peftplug.backends`` in any form: the manager finds and imports them by computed names."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("torch", "paddle", "paddlenlp", "transformers")
+PLUGIN_PACKAGES = ("peftplug.plugins", "peftplug.backends")
 
 
 def imported(node: ast.AST) -> list[tuple[int, str]]:
@@ -46,6 +49,29 @@ def module_level_imports(path: Path) -> list[tuple[int, str]]:
 def all_imports(path: Path) -> list[tuple[int, str]]:
     """Every import of the file, inside functions too."""
     return [found for node in ast.walk(ast.parse(path.read_text(), str(path))) for found in imported(node)]
+
+
+def every_import(source: str, package: str) -> list[tuple[int, str]]:
+    """``(line, module)`` of every module a file of ``package`` imports, anywhere in it: import
+    statements (relative ones resolved; ``from a import b`` also as ``a.b``, which may be a
+    module) and ``import_module`` / ``__import__`` calls given a literal name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found += [(node.lineno, module), *((node.lineno, f"{module}.{alias.name}") for alias in node.names)]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            function = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if function in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def names_a_plugin_package(module: str) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in PLUGIN_PACKAGES)
 
 
 def sources(folder: str, skip: str | None = None) -> list[Path]:
@@ -103,3 +129,30 @@ def test_no_core_module_names_a_built_in_method(path):
     assert {"lora", "LORA", "lora_A", "ia3_l", "PREFIX_TUNING"} <= words
     bad = [(line, text) for line, text in code_strings(path) if words & set(re.findall(r"[A-Za-z0-9_]+", text))]
     assert not bad, f"{path.relative_to(ROOT)} names a built-in method in code: {bad}"
+
+
+@pytest.mark.parametrize("path", sources("peftplug"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_core_imports_no_plugin(path):
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    bad = [(line, name) for line, name in every_import(path.read_text(), package) if names_a_plugin_package(name)]
+    assert not bad, f"{path.relative_to(ROOT)}: imports {bad}; the core never imports a plugin, the manager loads them"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import peftplug.plugins.lora",
+        "from peftplug.plugins.lora.config import LoraConfig",
+        "from peftplug import backends",
+        "from ..plugins import lora",
+        "def f():\n    from peftplug.backends.torch import ops",
+        "import importlib\nimportlib.import_module('peftplug.plugins.formats.peft')",
+        "from importlib import import_module\nimport_module('peftplug.backends')",
+        "__import__('peftplug.plugins')",
+    ],
+)
+def test_the_plugin_import_rule_sees_every_form(source):
+    """The check above is not blind: each form of importing a plugin, in a module of
+    ``peftplug.model``, is found."""
+    assert any(names_a_plugin_package(name) for _, name in every_import(source, "peftplug.model"))
+    assert not any(names_a_plugin_package(name) for _, name in every_import(source.replace("peftplug", "other"), "x"))
