@@ -12,7 +12,7 @@ import importlib
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -99,13 +99,15 @@ def _check_method(item: Any) -> str | None:
             return f"method {item.name!r}: module_fields[{field_name!r}] is {axis!r}, not one of {', '.join(AXES)}"
     declared = [("rescale_rank", item.rescale_rank)]
     for table in ("codecs", "layers", "prompt_encoders"):
+        if not isinstance(getattr(item, table), Mapping):
+            return f"method {item.name!r}: {table} must be a mapping, got {type(getattr(item, table)).__name__}"
         declared += [(f"{table}[{key!r}]", value) for key, value in getattr(item, table).items()]
     for what, value in declared:
         if value is not None and (not isinstance(value, str) or value.count(":") != 1 or value.startswith(":")):
             return f"method {item.name!r}: {what} is {value!r}, not a 'module:attribute' string"
-    misplaced = "prompt_encoders" if item.kind == "layer" else "layers"
+    misplaced, owner_kind = ("prompt_encoders", "prompt") if item.kind == "layer" else ("layers", "layer")
     if getattr(item, misplaced):
-        return f"method {item.name!r}: a {item.kind} method declares no {misplaced}"
+        return f"method {item.name!r}: {misplaced} is for {owner_kind} methods, and this is a {item.kind} method"
     return None
 
 

@@ -260,7 +260,11 @@ def test_a_hook_overrides_a_declaration():
     [
         ({"layers": {"torch": "tag_layers.wrap"}}, r"layers\['torch'\] is 'tag_layers.wrap', not a 'module:attribute'"),
         ({"layers": {"paddle": ":wrap"}}, r"layers\['paddle'\] is ':wrap', not a 'module:attribute'"),
-        ({"prompt_encoders": {"torch": "tag:build"}}, "a layer method declares no prompt_encoders"),
+        ({"layers": "tag_layers:wrap"}, "layers must be a mapping, got str"),
+        (
+            {"prompt_encoders": {"torch": "tag:build"}},
+            "prompt_encoders is for prompt methods, and this is a layer method",
+        ),
     ],
 )
 def test_a_bad_factory_declaration_is_refused_naming_the_method(declaration, problem):
