@@ -1,8 +1,9 @@
 """peftplug: parameter-efficient fine-tuning where every method and every framework is a plugin.
 
 ``import peftplug`` imports neither torch nor paddle: a framework is imported when a model of
-it is first used. Nor does it import a plugin: the built-in methods' configs (``LoraConfig``,
-...) are imported the first time they are asked for (:mod:`peftplug.plugin_exports`).
+it is first used. Nor does it import a plugin: a method's config class (``LoraConfig``, ...) and
+the names it declares (``Method.exports``) are found through the plugin manager the first time
+they are asked for.
 """
 
 from typing import Any
@@ -14,8 +15,6 @@ from peftplug.markers import hookimpl, hookspec
 from peftplug.model.api import get_peft_model
 from peftplug.model.kbit import prepare_model_for_kbit_training
 from peftplug.model.peft_model import PeftModel
-from peftplug.plugin_exports import PLUGIN_EXPORTS
-from peftplug.registration import load_declared
 
 __version__ = "0.1.0"
 
@@ -41,13 +40,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """A public name that a built-in plugin defines (``LoraConfig``, ...), imported now and kept."""
-    if name not in PLUGIN_EXPORTS:
+    """A public name that a method plugin defines (``LoraConfig``, ...), imported now and kept."""
+    exports = get_plugin_manager().method_exports()
+    if name not in exports:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = load_declared(PLUGIN_EXPORTS[name], __name__)
+    value = globals()[name] = exports[name]()
     return value
 
 
 def __dir__() -> list[str]:
-    """The module's names, those imported on first use included."""
-    return sorted({*globals(), *PLUGIN_EXPORTS})
+    """The module's names, those the method plugins define included."""
+    return sorted({*globals(), *get_plugin_manager().method_exports()})

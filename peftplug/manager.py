@@ -12,7 +12,7 @@ import importlib
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -23,7 +23,7 @@ from peftplug import hookspecs
 from peftplug.discovery import builtin_plugins
 from peftplug.errors import BackendError, PluginError, RegistryError
 from peftplug.markers import PROJECT_NAME
-from peftplug.registration import Architecture, Backend, Format, Method
+from peftplug.registration import Architecture, Backend, Format, Method, load_declared
 from peftplug.registry import Registry
 from peftplug.tensor_roles import AXES, check_roles
 
@@ -98,7 +98,7 @@ def _check_method(item: Any) -> str | None:
         if axis not in AXES:
             return f"method {item.name!r}: module_fields[{field_name!r}] is {axis!r}, not one of {', '.join(AXES)}"
     declared = [("rescale_rank", item.rescale_rank)]
-    for table in ("codecs", "layers", "prompt_encoders"):
+    for table in ("codecs", "layers", "prompt_encoders", "exports"):
         if not isinstance(getattr(item, table), Mapping):
             return f"method {item.name!r}: {table} must be a mapping, got {type(getattr(item, table)).__name__}"
         declared += [(f"{table}[{key!r}]", value) for key, value in getattr(item, table).items()]
@@ -242,6 +242,16 @@ class PluginManager:
     def architectures(self) -> Registry[Architecture]:
         """Registered model families, by name."""
         return self._collect("peftplug_register_architectures", Registry("architecture", _check_architecture))
+
+    def method_exports(self) -> dict[str, Callable[[], Any]]:
+        """The public names the methods add to ``peftplug``: each config class, and each
+        ``Method.exports`` entry, as a function that imports and returns it."""
+        exports: dict[str, Callable[[], Any]] = {}
+        for method in self.methods:
+            exports[method.config_class.__name__] = lambda cls=method.config_class: cls
+            for name, spec in method.exports.items():
+                exports[name] = lambda spec=spec, owner=method.name: load_declared(spec, owner)
+        return exports
 
     def method_for_peft_type(self, peft_type: str) -> Method:
         """The method whose config has this ``peft_type``; unknown types list the known ones."""

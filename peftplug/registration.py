@@ -73,6 +73,8 @@ class Method:
       documents the codec's interface.
 
     ``card_tags`` are the tags HF PEFT's model card gives an adapter of the method (``"lora"``).
+    ``exports``: ``{name: "module:attribute"}``, public names the method adds to ``peftplug``
+    besides its config class (which is one always), imported the first time they are asked for.
 
     How the method is built on each framework, imported the first time a model of it is adapted:
 
@@ -99,6 +101,7 @@ class Method:
     prefix_cache: bool = False
     codecs: Mapping[str, str] = field(default_factory=dict)
     card_tags: tuple[str, ...] = ()
+    exports: Mapping[str, str] = field(default_factory=dict)
     layers: Mapping[str, str] = field(default_factory=dict)
     prompt_encoders: Mapping[str, str] = field(default_factory=dict)
 

@@ -27,7 +27,7 @@ def test_import_peftplug_loads_no_plugin():
         "assert not loaded, loaded; "
         "from peftplug import LoraConfig, PromptTuningInit; "
         "assert LoraConfig.peft_type == 'LORA' and PromptTuningInit.TEXT == 'TEXT'; "
-        "assert 'peftplug.plugins.ia3' not in sys.modules; "
+        "assert not {'torch', 'paddle'} & set(sys.modules); "
         "assert all(hasattr(peftplug, name) for name in peftplug.__all__); "
         "assert set(peftplug.__all__) <= set(dir(peftplug))"
     )

@@ -15,6 +15,9 @@ def peftplug_register_methods() -> Method:
     return Method(
         name="p_tuning",
         config_class=PromptEncoderConfig,
+        exports={
+            "PromptEncoderReparameterizationType": "peftplug.plugins.p_tuning.config:PromptEncoderReparameterizationType"
+        },
         kind="prompt",
         prompt_encoders={
             "torch": "peftplug.plugins.p_tuning.torch_encoder:build_encoder",

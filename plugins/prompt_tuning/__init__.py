@@ -18,6 +18,7 @@ def peftplug_register_methods() -> Method:
     return Method(
         name="prompt_tuning",
         config_class=PromptTuningConfig,
+        exports={"PromptTuningInit": "peftplug.plugins.prompt_tuning.config:PromptTuningInit"},
         kind="prompt",
         prompt_encoders={
             "torch": "peftplug.plugins.prompt_tuning.torch_encoder:build_encoder",
