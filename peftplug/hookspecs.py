@@ -16,7 +16,7 @@ from peftplug.markers import hookspec
 
 if TYPE_CHECKING:
     from peftplug.config import AdapterConfig
-    from peftplug.registration import Architecture, Backend, Format, Method
+    from peftplug.registration import Architecture, Backend, Convention, Format, Method
     from peftplug.state import AdapterState
 
 
@@ -52,15 +52,31 @@ def peftplug_register_formats() -> Format | list[Format] | None:
 
 
 @hookspec
+def peftplug_register_conventions() -> Convention | list[Convention] | None:
+    """Declare naming conventions: how a library names a model's modules and lays out its tensors.
+
+    Returns a :class:`~peftplug.registration.Convention` or a list of them. Collecting; a name
+    registered twice is an error naming both plugins, and at most one convention may be
+    canonical (the one :class:`~peftplug.state.AdapterState` is in: HF's). Architectures map
+    their modules across conventions by name, formats (:attr:`Format.convention
+    <peftplug.registration.Format>`) and backends (:attr:`Backend.convention
+    <peftplug.registration.Backend>`) say which one they use, and
+    :mod:`peftplug.interop.name_maps` translates names between any two that a family maps.
+    """
+
+
+@hookspec
 def peftplug_register_architectures() -> Architecture | list[Architecture] | None:
     """Declare model families: their ``model_type`` names and default target modules per method.
 
     Returns an :class:`~peftplug.registration.Architecture` or a list of them. Collecting; a
-    name registered twice is an error naming both plugins. Between frameworks an architecture
-    also gives its PaddleNLP ``model_type`` names, the map of every module between HF
-    transformers and PaddleNLP (:class:`~peftplug.registration.ModuleMap`: renames, which
-    weights transpose, fused modules one side splits), PaddleNLP's default targets and the
-    prefix-tuning cache layout (:class:`~peftplug.registration.PrefixCacheLayout`); conversion
+    name registered twice is an error naming both plugins. Across naming conventions an
+    architecture also gives its ``model_type`` names and default targets per convention, the
+    map of every module across conventions (:class:`~peftplug.registration.ModuleMap`: renames,
+    which weights transpose, fused modules one convention splits) and the prefix-tuning cache
+    layout per convention (:class:`~peftplug.registration.PrefixCacheLayout`); every convention
+    it names must be registered (:func:`peftplug_register_conventions`), else registration
+    fails naming the architecture and the convention. Conversion
     and :func:`peftplug.interop.weights.copy_base_weights` read them through
     :mod:`peftplug.interop.name_maps`. A third party adds a family this way.
     """

@@ -2,8 +2,8 @@
 of group ``peftplug``.
 
 :class:`PluginManager` wraps a :class:`pluggy.PluginManager` with typed calls and the
-registries of backends, methods, formats and architectures. :func:`get_plugin_manager` returns
-the process-wide instance.
+registries of backends, methods, formats, naming conventions and architectures.
+:func:`get_plugin_manager` returns the process-wide instance.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from peftplug import hookspecs
 from peftplug.discovery import builtin_plugins
 from peftplug.errors import BackendError, PluginError, RegistryError
 from peftplug.markers import PROJECT_NAME
-from peftplug.registration import Architecture, Backend, Format, Method, load_declared
+from peftplug.registration import Architecture, Backend, Convention, Format, Method, load_declared
 from peftplug.registry import Registry
 from peftplug.tensor_roles import AXES, check_roles
 
@@ -125,6 +125,26 @@ def _check_architecture(item: Any) -> str | None:
     return None
 
 
+def _check_convention(item: Any) -> str | None:
+    if not isinstance(item, Convention):
+        return f"expected peftplug.registration.Convention, got {type(item).__name__}"
+    if item.linear_weight not in ("out_in", "in_out"):
+        return f"convention {item.name!r}: linear_weight must be 'out_in' or 'in_out', got {item.linear_weight!r}"
+    return None
+
+
+def _check_conventions_named(architectures: Registry[Architecture], conventions: Registry[Convention]) -> None:
+    """Every convention an architecture names is registered; else the first that is not is named."""
+    for architecture in architectures:
+        for name in architecture.named_conventions():
+            if name not in conventions:
+                raise RegistryError(
+                    f"architecture {architecture.name!r} (plugin {architectures.owner(architecture.name)!r}) "
+                    f"names convention {name!r}, which no plugin registers; registered conventions: "
+                    f"{', '.join(conventions.names()) or 'none'}"
+                )
+
+
 class PluginManager:
     """peftplug's plugin manager: registration, entry points, registries and typed hook calls."""
 
@@ -198,7 +218,7 @@ class PluginManager:
 
     # ------------------------------------------------------------ registries
     def _forget_registries(self) -> None:
-        for name in ("backends", "methods", "formats", "architectures"):
+        for name in ("backends", "methods", "formats", "conventions", "architectures"):
             self.__dict__.pop(name, None)
 
     def _collect(self, hook_name: str, registry: Registry) -> Registry:
@@ -239,9 +259,21 @@ class PluginManager:
         return self._collect("peftplug_register_formats", Registry("format", _check_format))
 
     @cached_property
+    def conventions(self) -> Registry[Convention]:
+        """Registered naming conventions, by name; at most one is canonical."""
+        registry = self._collect("peftplug_register_conventions", Registry("convention", _check_convention))
+        canonical = [convention.name for convention in registry if convention.canonical]
+        if len(canonical) > 1:
+            owners = ", ".join(f"{name!r} (plugin {registry.owner(name)!r})" for name in canonical)
+            raise RegistryError(f"several conventions claim to be canonical: {owners}; exactly one may be")
+        return registry
+
+    @cached_property
     def architectures(self) -> Registry[Architecture]:
-        """Registered model families, by name."""
-        return self._collect("peftplug_register_architectures", Registry("architecture", _check_architecture))
+        """Registered model families, by name; every convention one names is registered."""
+        registry = self._collect("peftplug_register_architectures", Registry("architecture", _check_architecture))
+        _check_conventions_named(registry, self.conventions)
+        return registry
 
     def method_exports(self) -> dict[str, Callable[[], Any]]:
         """The public names the methods add to ``peftplug``: each config class, and each

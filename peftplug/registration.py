@@ -1,4 +1,4 @@
-"""What plugins register: backends, methods, formats and architectures.
+"""What plugins register: backends, methods, formats, naming conventions and architectures.
 
 These are plain descriptions, cheap to build and free of framework imports; the registries in
 :mod:`peftplug.registry` check them and the core looks them up by name.
@@ -42,6 +42,9 @@ class Backend:
     name: str
     implementation: str
     description: str = ""
+    # The registered Convention this framework's models are named in: "hf" for torch
+    # (transformers' module trees), "paddle" for paddle (PaddleNLP's); None when none applies.
+    convention: str | None = None
 
     def load(self) -> Any:
         """Import the implementation and return an instance of it."""
@@ -136,8 +139,8 @@ class Format:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    # Whose module names (and prefix-tuning positions) the files hold: "hf" (HF transformers'
-    # tree), "paddle" (PaddleNLP's), or None: the tree of the model that saved them, as it is.
+    # The registered Convention whose module names (and prefix-tuning positions) the files hold
+    # ("hf", "paddle"), or None: the tree of the model that saved them, as it is.
     convention: ClassVar[str | None] = None
     # Whether a save in this format also writes HF PEFT's model card (README.md) beside it.
     model_card: ClassVar[bool] = False
@@ -158,76 +161,148 @@ class Format:
         raise NotImplementedError(f"format {self.name!r} does not implement write()")
 
 
+WeightLayout = Literal["out_in", "in_out"]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A naming convention: how one library names a model's modules and lays out its tensors.
+
+    Architectures map their modules across conventions by name (:class:`ModuleMap`), formats
+    and backends say which convention their files and models are in, and
+    :mod:`peftplug.interop.name_maps` translates between any two. ``label`` is the short name
+    messages use (``"HF"``, ``"PaddleNLP"``), ``library`` the library's own (``"transformers"``).
+    ``linear_weight`` is how the library's Linear layer stores its 2-D weight: ``"out_in"``
+    (torch ``nn.Linear``: ``[out, in]``) or ``"in_out"`` (``paddle.nn.Linear``: ``[in, out]``).
+    ``canonical``: the convention an :class:`~peftplug.state.AdapterState` is canonical in
+    (HF's); at most one registered convention is.
+    """
+
+    name: str
+    description: str = ""
+    label: str = ""
+    library: str = ""
+    linear_weight: WeightLayout = "out_in"
+    canonical: bool = False
+
+
 @dataclass(frozen=True)
 class ModuleMap:
-    """One module of a model family, named in Hugging Face transformers and in PaddleNLP.
+    """One module of a model family, named in each convention that knows it.
 
-    ``hf`` and ``paddle`` are dotted module paths in which ``{n}`` stands for an integer (a
-    layer index), filled in order: ``"model.layers.{n}.self_attn.q_proj"`` <->
-    ``"llama.layers.{n}.self_attn.q_proj"``. One side is a tuple when one library fuses what
-    the other keeps in several modules: GPT-2's ``c_attn`` is PaddleNLP GPT's ``q_proj``,
+    ``names`` maps a convention's name to a dotted module path in which ``{n}`` stands for an
+    integer (a layer index), filled in order: ``{"hf": "model.layers.{n}.self_attn.q_proj",
+    "paddle": "llama.layers.{n}.self_attn.q_proj"}``. A path is a tuple when one convention keeps
+    in several modules what another fuses: GPT-2's ``c_attn`` is PaddleNLP GPT's ``q_proj``,
     ``k_proj``, ``v_proj``; PaddleNLP Llama's ``qkv_proj`` (``fuse_attention_qkv``) is HF's
     ``q_proj``, ``k_proj``, ``v_proj``. ``layout`` says how the parts sit on the fused output
     axis: ``"concat"`` (contiguous, in order; equal parts when split) or ``"kv_groups"`` (per
     key/value head group: that group's query heads, its key head, its value head; split with
     the model's head counts).
 
-    ``kind`` says how the 2-D ``weight`` is laid out on each side: ``"linear"`` (torch
-    ``nn.Linear`` ``[out, in]`` vs Paddle ``nn.Linear`` ``[in, out]``: it transposes),
-    ``"conv1d"`` (transformers' ``Conv1D``, already ``[in, out]``: no transpose) or ``"same"``
-    (embeddings, norms, heads that both libraries store alike). ``params`` renames parameters
-    (HF name -> Paddle name), e.g. Bloom's ``lm_head.weight`` <-> ``lm_head.decoder_weight``.
+    ``kind`` says how the 2-D ``weight`` is laid out in each convention: ``"linear"`` (the
+    convention's Linear layout, :attr:`Convention.linear_weight`: it transposes between
+    ``[out, in]`` and ``[in, out]`` conventions), ``"conv1d"`` (transformers' ``Conv1D``:
+    ``[in, out]`` in the canonical convention, the Linear layout in the others) or ``"same"``
+    (embeddings, norms, heads that every convention stores alike). ``params`` renames
+    parameters per convention (``{convention: {canonical name: that convention's name}}``),
+    e.g. Bloom's ``lm_head.weight`` is ``lm_head.decoder_weight`` in PaddleNLP.
     """
 
-    hf: str | tuple[str, ...]
-    paddle: str | tuple[str, ...]
+    names: Mapping[str, str | tuple[str, ...]]
     kind: Literal["linear", "conv1d", "same"] = "same"
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     layout: Literal["concat", "kv_groups"] = "concat"
+
+    def paths(self, convention: str) -> tuple[str, ...]:
+        """The module's path pattern(s) in ``convention`` (several for a module it keeps in
+        parts); empty when the convention does not name this module."""
+        value = self.names.get(convention, ())
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    def path(self, convention: str) -> str | None:
+        """The module's one path pattern in ``convention``; None when it keeps the module in
+        parts or does not name it."""
+        value = self.names.get(convention)
+        return value if isinstance(value, str) else None
+
+    def canonical_param(self, param: str, convention: str) -> str:
+        """The canonical name of ``param`` (the name below the module, e.g. ``"weight"``) as
+        ``convention`` names it."""
+        return {v: k for k, v in self.params.get(convention, {}).items()}.get(param, param)
+
+    def param_name(self, param: str, source: str, target: str) -> str:
+        """``param`` as ``source`` names it, named as ``target`` names it."""
+        canonical = self.canonical_param(param, source)
+        return self.params.get(target, {}).get(canonical, canonical)
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    """How one convention lays out and positions a family's prefix-tuning cache.
+
+    ``order``: ``"interleaved"`` (k0, v0, k1, v1, ...: HF PEFT) or ``"sections"``
+    (k0..k(L-1), v0..v(L-1): PaddleNLP's ``split(2)``) for the ``2 * layers`` blocks the prefix
+    encoder's output ``[T, 2 * layers * token_dim]`` is read as; None when the library has no
+    prefix tuning for the family. ``positions``: ``"offset"`` (position ids of the input start
+    at T, after the prefix), ``"restart"`` (they start at 0) or ``"alibi"`` (no position ids:
+    ALiBi biases from the attention mask, prefix included). ``postprocess`` names the library's
+    function that turns the encoder output into the cache (PaddleNLP's
+    ``paddlenlp.peft.prefix.llama_postprocess_past_key_value``), when it has one.
+    """
+
+    order: Literal["interleaved", "sections"] | None
+    positions: Literal["offset", "restart", "alibi"]
+    postprocess: str | None = None
 
 
 @dataclass(frozen=True)
 class PrefixCacheLayout:
-    """How prefix tuning's key/value cache is laid out for a family, on each side.
+    """How prefix tuning's key/value cache is laid out for a family: a :class:`PrefixCache`
+    per convention (``{"hf": PrefixCache("interleaved", "offset"), "paddle": ...}``)."""
 
-    The prefix encoder's output ``[T, 2 * layers * token_dim]`` is read as ``2 * layers``
-    blocks. ``hf_order`` / ``paddle_order``: ``"interleaved"`` (k0, v0, k1, v1, ...: HF PEFT)
-    or ``"sections"`` (k0..k(L-1), v0..v(L-1): PaddleNLP's ``split(2)``); ``paddle_order`` is
-    None when PaddleNLP has no prefix tuning for the family. ``hf_positions`` /
-    ``paddle_positions``: ``"offset"`` (position ids of the input start at T, after the
-    prefix), ``"restart"`` (they start at 0) or ``"alibi"`` (no position ids: ALiBi biases from
-    the attention mask, prefix included). ``paddle_postprocess`` names the
-    ``paddlenlp.peft.prefix`` function PaddleNLP uses for the family.
-    """
+    conventions: Mapping[str, PrefixCache]
 
-    hf_order: Literal["interleaved", "sections"] = "interleaved"
-    paddle_order: Literal["interleaved", "sections"] | None = "sections"
-    hf_positions: Literal["offset", "restart", "alibi"] = "offset"
-    paddle_positions: Literal["offset", "restart", "alibi"] | None = "restart"
-    paddle_postprocess: str | None = None
+    def of(self, convention: str) -> PrefixCache | None:
+        """The cache's order and positions in ``convention``; None when it states none."""
+        return self.conventions.get(convention)
 
 
 @dataclass(frozen=True)
 class Architecture:
     """A model family: the ``model_type`` values it answers to and its default targets.
 
+    ``model_types`` and ``default_targets`` are the canonical convention's (HF's).
     ``default_targets`` maps a key to the module names a config takes when it leaves the field
     unset, as HF PEFT's per-family defaults do: the method's name (``"lora"``, ``"ia3"``) for
     ``target_modules``, other keys (``"ia3_feedforward"``) for the fields a config class names
     in ``default_target_fields``.
 
-    Between frameworks: ``paddle_model_types`` are the PaddleNLP ``model_type`` values of the
-    family; ``modules`` maps every parameter-holding module between HF transformers and
-    PaddleNLP (:class:`ModuleMap`; empty when no map is known); ``paddle_default_targets`` are
-    PaddleNLP's defaults (regexes, as its ``target_modules`` take them); ``prefix_cache`` is the
-    prefix-tuning cache layout (:class:`PrefixCacheLayout`), None when unknown. The functions
-    that use them live in :mod:`peftplug.interop.name_maps`.
+    Across conventions: ``convention_model_types`` are the family's ``model_type`` values in
+    other conventions (``{"paddle": ("gpt",)}``); ``modules`` maps every parameter-holding
+    module across conventions (:class:`ModuleMap`; empty when no map is known);
+    ``convention_default_targets`` are other conventions' defaults (PaddleNLP's: regexes, as
+    its ``target_modules`` take them); ``prefix_cache`` is the prefix-tuning cache layout
+    (:class:`PrefixCacheLayout`), None when unknown. Every convention named must be registered.
+    The functions that use them live in :mod:`peftplug.interop.name_maps`.
     """
 
     name: str
     model_types: tuple[str, ...]
     default_targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    paddle_model_types: tuple[str, ...] = ()
+    convention_model_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     modules: tuple[ModuleMap, ...] = ()
-    paddle_default_targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    convention_default_targets: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     prefix_cache: PrefixCacheLayout | None = None
+
+    @property
+    def conventions(self) -> tuple[str, ...]:
+        """The conventions this family's module map names, in the order they first appear."""
+        return tuple(dict.fromkeys(name for module in self.modules for name in module.names))
+
+    def named_conventions(self) -> tuple[str, ...]:
+        """Every convention any of the family's fields names: what registration checks."""
+        named = [*self.conventions, *self.convention_model_types, *self.convention_default_targets]
+        named += [c for module in self.modules for c in module.params]
+        named += list(self.prefix_cache.conventions) if self.prefix_cache else []
+        return tuple(dict.fromkeys(named))

@@ -378,8 +378,9 @@ def test_unknown_family_lists_the_known_ones(manager):
 
 
 def test_paddle_default_targets_are_recorded(manager):
-    assert manager.architectures.get("llama").paddle_default_targets["lora"][:2] == (".*q_proj.*", ".*v_proj.*")
-    assert manager.architectures.get("bloom").paddle_default_targets["lora"][0] == ".*query_key_value.*"
+    llama, bloom = manager.architectures.get("llama"), manager.architectures.get("bloom")
+    assert llama.convention_default_targets["paddle"]["lora"][:2] == (".*q_proj.*", ".*v_proj.*")
+    assert bloom.convention_default_targets["paddle"]["lora"][0] == ".*query_key_value.*"
     assert manager.architectures.get("llama").default_targets["lora"] == ("q_proj", "v_proj")
 
 
@@ -411,10 +412,10 @@ def test_prefix_cache_order_matches_peft_and_paddlenlp(torch, paddle, family, ma
     blocks = (
         table.detach()
         .numpy()
-        .reshape(T, 2 * layers, -1)[:, prefix_block_order(layers, layout.hf_order, layout.paddle_order)]
+        .reshape(T, 2 * layers, -1)[:, prefix_block_order(layers, layout.of("hf").order, layout.of("paddle").order)]
     )
     heads = cache.layers[0].keys.shape[1]
-    postprocess = getattr(paddle_prefix, layout.paddle_postprocess)
+    postprocess = getattr(paddle_prefix, layout.of("paddle").postprocess)
     pairs = postprocess(paddle.to_tensor(blocks.reshape(1, T, 2 * layers, heads, -1)))
     for layer, (key, value) in enumerate(pairs):
         hf_key, hf_value = (t.detach().numpy() for t in (cache.layers[layer].keys, cache.layers[layer].values))
@@ -456,9 +457,10 @@ def test_prefix_position_ids_are_as_recorded(torch, paddle, family, manager):
         paddle, pd, **{cache_argument: paddle_past}, attention_mask=paddle.ones([IDS.shape[0], T + S], dtype="int64")
     )
     hf_default = hf_run(None)
-    np.testing.assert_allclose(hf_run(_positions(torch, layout.hf_positions)), hf_default, atol=TOLERANCE)
-    np.testing.assert_allclose(hf_run(_positions(torch, layout.paddle_positions)), paddle_out, atol=TOLERANCE)
-    if layout.hf_positions != layout.paddle_positions:
+    hf_positions, paddle_positions = layout.of("hf").positions, layout.of("paddle").positions
+    np.testing.assert_allclose(hf_run(_positions(torch, hf_positions)), hf_default, atol=TOLERANCE)
+    np.testing.assert_allclose(hf_run(_positions(torch, paddle_positions)), paddle_out, atol=TOLERANCE)
+    if hf_positions != paddle_positions:
         assert np.abs(hf_default - paddle_out).max() > 1e-3  # the difference a converter must bridge
 
 
@@ -470,8 +472,8 @@ class TinyFamily:
         "tinyfam",
         ("tinyfam",),
         {"lora": ("body",)},
-        paddle_model_types=("tinyfam_pd",),
-        modules=(ModuleMap("body.{n}", "tiny.{n}", "linear"),),
+        convention_model_types={"paddle": ("tinyfam_pd",)},
+        modules=(ModuleMap({"hf": "body.{n}", "paddle": "tiny.{n}"}, "linear"),),
     )
 
     @peftplug.hookimpl

@@ -16,6 +16,7 @@ def peftplug_register_backends() -> Backend:
     return Backend(
         name="paddle",
         implementation="peftplug.backends.paddle.ops:PaddleBackend",
+        convention="paddle",
         description="PaddlePaddle (paddle.nn.Layer models, PaddleNLP models)",
     )
 

@@ -16,6 +16,7 @@ def peftplug_register_backends() -> Backend:
     return Backend(
         name="torch",
         implementation="peftplug.backends.torch.ops:TorchBackend",
+        convention="hf",
         description="PyTorch (torch.nn.Module models, transformers models)",
     )
 

@@ -1,8 +1,10 @@
-"""Converting adapters between Hugging Face PEFT (PyTorch) and PaddleNLP (Paddle), either way.
+"""Converting adapters between naming conventions: Hugging Face PEFT (PyTorch) and PaddleNLP
+(Paddle), either way, or any registered convention a family maps.
 
 ``peftplug.convert(src, dst, to="paddlenlp" | "peft")`` reads ``src`` (format detected), moves
-the adapter to the target library's module tree and conventions, and writes ``dst`` in that
-library's format, atomically (a failure leaves ``dst`` as it was). :func:`convert_state` does
+the adapter to the module tree and conventions of the target format's convention
+(:attr:`Format.convention <peftplug.registration.Format>`), and writes ``dst`` in that format,
+atomically (a failure leaves ``dst`` as it was). :func:`convert_state` does
 the in-memory part; loading across frameworks uses it too (:mod:`peftplug.interop.cross_framework`).
 
 What converts (exact up to float rounding; bit-identical tensors on a round trip):
@@ -33,7 +35,6 @@ from typing import Any
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
 from peftplug.interop.fused import compress_rank, join_parts, pad_rank, split_parts
 from peftplug.interop.module_tree import (
-    LIBRARY,
     ConversionError,
     Routed,
     map_module_names,
@@ -45,18 +46,19 @@ from peftplug.interop.module_tree import (
 )
 from peftplug.interop.name_maps import (
     NameMapError,
-    Side,
     architecture_for,
+    canonical_convention,
+    convention,
     fitting_architectures,
-    map_name_candidates,
+    library_of,
+    unmatched_names,
+    weight_layout,
 )
-from peftplug.interop.prefix_positions import positions_differ, rope_spec, rotate_prefix
+from peftplug.interop.prefix_positions import position_shift, rope_spec, rotate_prefix
 from peftplug.manager import PluginManager, get_plugin_manager
 from peftplug.registration import Architecture, Method, ModuleMap, load_declared
 from peftplug.state import AdapterState
 from peftplug.tensor_roles import TensorRole, roles_by_suffix, split_suffix
-
-TARGET_SIDE: dict[str, Side] = {"paddlenlp": "paddle", "peft": "hf"}
 
 
 def convert(
@@ -73,24 +75,27 @@ def convert(
 ) -> list[Path]:
     """Convert the adapter in ``src`` for the other library and write it to ``dst``.
 
-    ``to``: ``"paddlenlp"`` (PaddleNLP's module tree, PaddleNLP's files) or ``"peft"`` (HF
-    transformers' tree, HF PEFT's files). ``architecture``: a registered family's name when it
+    ``to``: the target format, one that declares a convention: ``"paddlenlp"`` (PaddleNLP's
+    module tree, PaddleNLP's files) or ``"peft"`` (HF transformers' tree, HF PEFT's files). ``architecture``: a registered family's name when it
     cannot be told from the files. ``base_config``: the base model's config (a dict, a
     transformers / PaddleNLP config, or a path to its ``config.json`` or directory; default: a
     ``config.json`` in ``src``): gives the family, the head counts a fused ``qkv_proj`` needs,
     ``fuse_attention_qkv`` / ``fuse_attention_ffn`` and, for prefix tuning, ``rope_theta``.
     ``format``: the source format when detection should not decide. Returns the files written.
     """
-    if to not in TARGET_SIDE:
-        raise ConversionError(f"to={to!r}: convert writes 'paddlenlp' or 'peft'")
     manager = manager or get_plugin_manager()
+    targets = {f.name: f.convention for f in manager.formats if f.convention}
+    if to not in targets:
+        raise ConversionError(
+            f"to={to!r}: convert writes a format of a naming convention: {', '.join(sorted(targets))}"
+        )
     src = Path(src)
     source_format = format or detect_format(src, manager).name
     state = read_adapter(src, source_format, manager)
     values = base_config_values(base_config if base_config is not None else _beside(src))
     converted = convert_state(
         state,
-        TARGET_SIDE[to],
+        targets[to],
         architecture=architecture,
         positions=positions_of_format(source_format, manager),
         base_config=values,
@@ -100,34 +105,37 @@ def convert(
     return write_adapter(converted, dst, to, manager=manager)
 
 
-def positions_of_format(format_name: str, manager: PluginManager | None = None) -> Side:
-    """The prefix-position convention of a format's files: its declared ``convention``, HF's
-    when it declares none."""
-    return convention_of(format_name, manager) or "hf"
+def positions_of_format(format_name: str, manager: PluginManager | None = None) -> str:
+    """The prefix-position convention of a format's files: its declared ``convention``, the
+    canonical one (HF's) when it declares none."""
+    return convention_of(format_name, manager) or canonical_convention(manager).name
 
 
-def convention_of(format_name: str, manager: PluginManager | None = None) -> Side | None:
+def convention_of(format_name: str, manager: PluginManager | None = None) -> str | None:
     """The module tree a registered format's files hold (:attr:`Format.convention`), or None."""
     return (manager or get_plugin_manager()).formats.get(format_name).convention
 
 
 def convert_state(
     state: AdapterState,
-    to: Side,
+    to: str,
     *,
     architecture: str | Architecture | None = None,
-    positions: Side | None = None,
+    positions: str | None = None,
     base_config: Any = None,
     fused: dict[str, bool | None] | None = None,
     manager: PluginManager | None = None,
     lenient: bool = False,
 ) -> AdapterState:
-    """``state`` in the ``to`` library's module tree (and, for prefix tuning, in its position
-    convention; ``positions`` is the convention ``state`` is in). Unchanged when it already is.
+    """``state`` in the module tree of convention ``to`` (a registered
+    :class:`~peftplug.registration.Convention`; for prefix tuning, in its position convention too:
+    ``positions`` is the convention ``state`` is in). Unchanged when it already is.
     ``lenient``: names the family's map does not cover (a classifier head, a custom module) leave
     the tree as it is instead of raising (loading onto a model checks the names itself)."""
-    if to not in ("hf", "paddle"):
-        raise ValueError(f"to must be 'hf' or 'paddle', got {to!r}")
+    try:
+        convention(to, manager)
+    except NameMapError as error:
+        raise ConversionError(f"to={to!r}: {error}") from None
     config = state.config
     values = base_config_values(base_config)
     named_base = getattr(config, "base_model_name_or_path", None)
@@ -138,14 +146,16 @@ def convert_state(
     method = (manager or get_plugin_manager()).method_for_config(config)
     roles = roles_by_suffix(method.tensors)
     family = _family(architecture, values, names, named_base, roles, manager)
-    if names and family is not None and _tree_side(state, prefix, names, family, to, lenient) != to:
+    source = _tree_side(state, prefix, names, family, to, lenient, manager) if names and family else to
+    if source != to:
         _check_tensors(state, method, roles)
-        state = _move_tree(state, family, to, prefix, values, fused or {}, method, roles)
+        state = _move_tree(state, family, source, to, prefix, values, fused or {}, method, roles, manager)
     if method.prefix_cache and positions is not None and positions != to:
         if family is None:
             raise ConversionError(_ask_family("a prefix-tuning adapter names no module", manager))
-        if positions_differ(family):
-            state = rotate_prefix(state, rope_spec(family, config, values), -1 if to == "paddle" else 1)
+        shift = position_shift(family, positions, to)
+        if shift:
+            state = rotate_prefix(state, rope_spec(family, config, values), shift)
     return state
 
 
@@ -231,12 +241,14 @@ def _ask_family(reason: str, manager: PluginManager | None) -> str:
 def _move_tree(
     state: AdapterState,
     family: Architecture,
-    to: Side,
+    source: str,
+    to: str,
     prefix: str,
     values: dict[str, Any],
     fused: dict[str, bool | None],
     method: Method,
     roles: dict[str, TensorRole],
+    manager: PluginManager | None,
 ) -> AdapterState:
     flags = {
         kind: fused.get(kind) if fused.get(kind) is not None else bool(values.get(key))
@@ -244,22 +256,21 @@ def _move_tree(
     }
 
     def use_fused(module: ModuleMap) -> bool:
-        if to == "hf":
-            return True
-        target = module.paddle if isinstance(module.paddle, str) else ""
+        # PaddleNLP's fuse_attention_qkv / fuse_attention_ffn config flags pick its fused modules
+        target = module.path(to) or ""
         return (flags["qkv"] and target.endswith("qkv_proj")) or (
             flags["ffn"] and target.endswith("gate_up_fused_proj")
         )
 
     heads = (values.get("num_attention_heads"), values.get("num_key_value_heads") or values.get("num_attention_heads"))
-    routed = route(state.tensors, prefix, family, to, use_fused)
+    routed = route(state.tensors, prefix, family, source, to, use_fused, manager)
     joined, grew = join_parts(routed, prefix, heads, roles)
     tensors = {**routed.plain, **joined}
     shrank = 1
     if routed.splits:
         tensors, shrank = compress_rank(split_parts(routed, prefix, heads, roles), tensors, roles)
     present = {_module_path(key[len(prefix) :], roles) for key in tensors if key.startswith(prefix)}
-    config = _mapped_config(state, routed, family, to, prefix, present, method, roles)
+    config = _mapped_config(state, routed, family, to, prefix, present, method, roles, manager)
     if grew > 1 or shrank > 1:
         config = _rescaled(config, grew, shrank, method)
         if grew > 1:
@@ -268,24 +279,29 @@ def _move_tree(
 
 
 def _tree_side(
-    state: AdapterState, prefix: str, names: list[str], family: Architecture, to: Side, lenient: bool = False
-) -> Side:
-    """The library whose tree the state's names are in; a tensor that fits neither is named
-    (``lenient``: ``to`` is returned instead)."""
+    state: AdapterState,
+    prefix: str,
+    names: list[str],
+    family: Architecture,
+    to: str,
+    lenient: bool,
+    manager: PluginManager | None,
+) -> str:
+    """The convention whose tree the state's names are in; when none covers them all, the
+    first tensor of the closest convention that its map does not know is named (``lenient``:
+    ``to`` is returned instead)."""
     try:
-        return tree_side(names, family)
+        return tree_side(names, family, manager)
     except NameMapError:
         if lenient:
             return to
-    sides = {
-        side: [n for n in names if not map_name_candidates(n, family, "paddle" if side == "hf" else "hf")]
-        for side in ("hf", "paddle")
-    }
-    side = min(sides, key=lambda s: len(sides[s]))
-    other = "paddle" if side == "hf" else "hf"
+    unmatched = {name: unmatched_names(names, family, name) for name in family.conventions}
+    closest = min(unmatched, key=lambda name: len(unmatched[name]))
+    library = library_of(closest, manager)
     raise ConversionError(
-        f"tensor {prefix + sides[side][0]!r}: its module has no counterpart in {LIBRARY[other]} for architecture "
-        f"{family.name!r} ({len(sides[side])} of the adapter's {len(names)} {LIBRARY[side]} tensors have none; "
+        f"tensor {prefix + unmatched[closest][0]!r}: its module is no {library} module of architecture "
+        f"{family.name!r} ({len(unmatched[closest])} of the adapter's {len(names)} tensors are none in "
+        f"{library}, the closest of its conventions {', '.join(family.conventions)}; "
         f"is architecture={family.name!r} right?)"
     )
 
@@ -299,11 +315,12 @@ def _mapped_config(
     state: AdapterState,
     routed: Routed,
     family: Architecture,
-    to: Side,
+    to: str,
     prefix: str,
     present: set[str],
     method: Method,
     roles: dict[str, TensorRole],
+    manager: PluginManager | None,
 ) -> Any:
     config = state.config
     modules = routed.modules
@@ -326,8 +343,9 @@ def _mapped_config(
         ]
         updates[field_name] = map_module_names(getattr(config, field_name), listed, modules, family, to, present)
     if hasattr(config, "fan_in_fan_out") and adapted:
-        # transformers' Conv1D stores [in, out] (HF PEFT's fan_in_fan_out); Paddle's Linear needs no flag
-        updates["fan_in_fan_out"] = to == "hf" and any(m.kind == "conv1d" for m in family.modules)
+        # HF PEFT's fan_in_fan_out: a module stored unlike the convention's Linear (transformers' Conv1D)
+        linear = convention(to, manager).linear_weight
+        updates["fan_in_fan_out"] = any(weight_layout(m, to, manager) not in (None, linear) for m in family.modules)
     entries = getattr(config, "modules_to_save", None)
     if entries:
         saved = sorted(
@@ -388,7 +406,6 @@ def _check_tensors(state: AdapterState, method: Method, roles: dict[str, TensorR
 
 __all__ = [
     "ConversionError",
-    "LIBRARY",
     "base_config_values",
     "convention_of",
     "convert",

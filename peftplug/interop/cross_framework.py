@@ -8,9 +8,10 @@ tree; for prefix tuning, its position convention) before it is loaded, so
 prefix positions even when a Paddle model writes them, PaddleNLP files PaddleNLP's even when a
 torch model does, so the format alone tells an adapter's convention.
 
-The model's library is its backend (``torch`` -> HF transformers, ``paddle`` -> PaddleNLP), its
-family its config's ``model_type``; a model of a family without a module map, or another
-backend, gets the state unchanged.
+The model's convention is its backend's (:attr:`Backend.convention
+<peftplug.registration.Backend>`: ``torch`` -> ``"hf"``, ``paddle`` -> ``"paddle"``), its family its
+config's ``model_type``; a model of a family without a module map, or of a backend that declares
+no convention, gets the state unchanged.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from typing import Any
 
 from peftplug.adapter_io import detect_format
 from peftplug.interop.convert import base_config_values, convention_of, convert_state, positions_of_format
-from peftplug.interop.name_maps import NameMapError, Side, architecture_for
+from peftplug.interop.name_maps import NameMapError, architecture_for
 from peftplug.manager import get_plugin_manager
 from peftplug.registration import Architecture
 from peftplug.state import AdapterState
-
-SIDES = {"torch": "hf", "paddle": "paddle"}
 
 
 def format_of(directory: str | Path, format: str | None) -> str:
@@ -64,10 +63,11 @@ def state_for_format(state: AdapterState, model: Any, format_name: str) -> Adapt
     return convert_state(state, target, architecture=family, positions=side, base_config=values)
 
 
-def _model_family(model: Any) -> tuple[Side, Architecture, dict[str, Any]] | None:
+def _model_family(model: Any) -> tuple[str, Architecture, dict[str, Any]] | None:
+    """The model's convention, family and base config values; None when it has no map."""
     manager = get_plugin_manager()
     backend = manager.hook.peftplug_detect_backend(model=model)
-    side = SIDES.get(backend)
+    side = manager.backends.get(backend).convention if backend in manager.backends else None
     config = getattr(model, "config", None)
     values = base_config_values(config) if config is not None else {}
     if side is None or not values.get("model_type"):
@@ -76,6 +76,6 @@ def _model_family(model: Any) -> tuple[Side, Architecture, dict[str, Any]] | Non
         family = architecture_for(model_type=values["model_type"], manager=manager)
     except NameMapError:
         return None
-    if not family.modules:
+    if side not in family.conventions:
         return None
     return side, family, values

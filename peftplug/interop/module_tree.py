@@ -1,7 +1,8 @@
-"""An adapter's tensors moved between the HF transformers and PaddleNLP module trees.
+"""An adapter's tensors moved between the module trees of two naming conventions (HF
+transformers', PaddleNLP's, or any other a family maps).
 
-Keys are canonical (:class:`~peftplug.state.AdapterState`: HF PEFT's names and layout) on both
-sides; what changes is the module path (``model.layers.0`` <-> ``llama.layers.0``, from the
+Keys are canonical (:class:`~peftplug.state.AdapterState`: HF PEFT's names and layout) in every
+convention; what changes is the module path (``model.layers.0`` <-> ``llama.layers.0``, from the
 architecture plugin's maps) and, for tensors kept in the framework's own layout (copies of
 ``modules_to_save`` Linear layers), the transpose. Modules one side fuses and the other keeps
 apart go through :mod:`peftplug.interop.fused`. ``target_modules``, IA3's
@@ -14,16 +15,19 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from peftplug.errors import PeftplugError
-from peftplug.interop.name_maps import NameMatch, Side, map_name_candidates, side_of
+from peftplug.interop.name_maps import NameMatch, library_of, map_name_candidates, side_of
 from peftplug.registration import Architecture, ModuleMap
+
+if TYPE_CHECKING:
+    from peftplug.manager import PluginManager
 
 LAYER_PREFIX = "base_model.model."
 PROMPT_PREFIX = "base_model."
-LIBRARY = {"hf": "HF transformers", "paddle": "PaddleNLP"}
 
 
 class ConversionError(PeftplugError, ValueError):
@@ -53,34 +57,36 @@ def module_keys(tensors: dict[str, np.ndarray], prefix: str) -> list[str]:
     return [key[len(prefix) :] for key in tensors if key.startswith(prefix)]
 
 
-def tree_side(names: list[str], architecture: Architecture) -> Side:
-    """Which library's module tree ``names`` are in."""
-    return side_of(representatives(names), architecture)
+def tree_side(names: list[str], architecture: Architecture, manager: PluginManager | None = None) -> str:
+    """Which convention's module tree ``names`` are in."""
+    return side_of(representatives(names), architecture, manager)
 
 
 def route(
     tensors: dict[str, np.ndarray],
     prefix: str,
     architecture: Architecture,
-    to: Side,
+    source: str,
+    to: str,
     use_fused: Callable[[ModuleMap], bool],
+    manager: PluginManager | None = None,
 ) -> Routed:
-    """Map every tensor under ``prefix`` to the ``to`` tree; other keys (``prompt_embeddings``)
-    pass unchanged. Raises :class:`ConversionError` naming the first tensor without counterpart."""
+    """Map every tensor under ``prefix`` from the ``source`` convention's tree to the ``to``
+    tree; other keys (``prompt_embeddings``) pass unchanged. Raises :class:`ConversionError`
+    naming the first tensor without counterpart."""
     routed = Routed()
     for key, value in tensors.items():
         if not key.startswith(prefix):
             routed.plain[key] = value
             continue
         name = key[len(prefix) :]
-        candidates = candidates_of(name, architecture, to)
+        candidates = candidates_of(name, architecture, source, to, manager)
         match = next((m for m in candidates if m.part is not None and use_fused(m.module)), None)
         match = match or next((m for m in candidates if m.part is None), None) or next(iter(candidates), None)
         if match is None:
-            source = "paddle" if to == "hf" else "hf"
             raise ConversionError(
-                f"tensor {key!r}: its module has no counterpart in {LIBRARY[to]} for architecture "
-                f"{architecture.name!r} (it is not a {LIBRARY[source]} module the family's map knows)"
+                f"tensor {key!r}: its module has no counterpart in {library_of(to, manager)} for architecture "
+                f"{architecture.name!r} (it is not a {library_of(source, manager)} module the family's map knows)"
             )
         module, targets = _module_of(name, match), tuple(_module_of(n, match) for n in match.names)
         if match.part is not None:
@@ -100,7 +106,9 @@ _NUMBER = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 _SENTINEL = 987650000
 
 
-def candidates_of(name: str, architecture: Architecture, to: Side) -> list[NameMatch]:
+def candidates_of(
+    name: str, architecture: Architecture, source: str, to: str, manager: PluginManager | None = None
+) -> list[NameMatch]:
     """:func:`map_name_candidates`, computed once per name shape: the layer numbers of ``name``
     are swapped for sentinels, the shape's candidates cached, the numbers put back (an adapter
     of a 32-layer model has 32 names of each shape)."""
@@ -108,7 +116,7 @@ def candidates_of(name: str, architecture: Architecture, to: Side) -> list[NameM
     sentinels = [str(_SENTINEL + i) for i in range(len(numbers))]
     replacements = iter(sentinels)
     template = _NUMBER.sub(lambda _: next(replacements), name)
-    cached = _cached_candidates(template, architecture, to)
+    cached = _cached_candidates(template, architecture, source, to, manager)
     if not numbers:
         return cached
     result = []
@@ -122,21 +130,24 @@ def candidates_of(name: str, architecture: Architecture, to: Side) -> list[NameM
     return result
 
 
-_CACHE: dict[tuple[int, str, str], tuple[Architecture, list[NameMatch]]] = {}
+_CACHE: dict[tuple[int, int, str, str, str], tuple[Architecture, PluginManager | None, list[NameMatch]]] = {}
 
 
-def _cached_candidates(template: str, architecture: Architecture, to: Side) -> list[NameMatch]:
-    key = (id(architecture), template, to)
+def _cached_candidates(
+    template: str, architecture: Architecture, source: str, to: str, manager: PluginManager | None
+) -> list[NameMatch]:
+    key = (id(architecture), id(manager), template, source, to)
     hit = _CACHE.get(key)
-    if hit is None or hit[0] is not architecture:
+    if hit is None or hit[0] is not architecture or hit[1] is not manager:
         if len(_CACHE) > 4096:
             _CACHE.clear()
-        hit = _CACHE[key] = (architecture, map_name_candidates(template, architecture, to))
-    return hit[1]
+        matches = map_name_candidates(template, architecture, to, source, manager=manager)
+        hit = _CACHE[key] = (architecture, manager, matches)
+    return hit[2]
 
 
 def representatives(names: list[str]) -> list[str]:
-    """One name per name shape (layer numbers aside): enough to tell a family or a side."""
+    """One name per name shape (layer numbers aside): enough to tell a family or a convention."""
     seen: dict[str, str] = {}
     for name in names:
         seen.setdefault(_NUMBER.sub("0", name), name)
@@ -152,7 +163,7 @@ def map_module_names(
     selected: list[str],
     modules: dict[str, tuple[str, ...]],
     architecture: Architecture,
-    to: Side,
+    to: str,
     present: set[str] | None = None,
 ) -> list[str] | str | None:
     """``target_modules``-style ``entries`` for the ``to`` tree, selecting exactly the mapped
@@ -188,13 +199,12 @@ def map_module_names(
     return suffixes
 
 
-def _selects(suffixes: set[str], architecture: Architecture, side: Side, wanted: list[str]) -> set[str]:
+def _selects(suffixes: set[str], architecture: Architecture, convention: str, wanted: list[str]) -> set[str]:
     """The modules of the family (at the layer numbers ``wanted`` uses) that ``suffixes`` select."""
     numbers = sorted({m.group(0) for name in wanted for m in re.finditer(r"(?<=\.)\d+(?=\.)", name)})
     chosen = set()
     for module in architecture.modules:
-        patterns = module.hf if side == "hf" else module.paddle
-        for pattern in (patterns,) if isinstance(patterns, str) else patterns:
+        for pattern in module.paths(convention):
             names = [pattern.replace("{n}", n) for n in numbers] if "{n}" in pattern else [pattern]
             chosen.update(n for n in names if any(n == s or n.endswith("." + s) for s in suffixes))
     return chosen

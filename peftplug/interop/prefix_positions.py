@@ -1,4 +1,5 @@
-"""Prefix tuning between HF transformers' and PaddleNLP's position conventions.
+"""Prefix tuning moved between the position conventions of two naming conventions: HF
+transformers' and PaddleNLP's (:class:`~peftplug.registration.PrefixCache` ``positions``).
 
 HF's Llama/Qwen2 give the input tokens after a prefix of ``T`` virtual tokens the position ids
 ``T, T+1, ...``; PaddleNLP's restart them at ``0``. The prefix keys are cached already "rotated"
@@ -50,15 +51,29 @@ class RopeSpec:
     head_dim: int
 
 
-def positions_differ(architecture: Architecture) -> bool:
-    """True when HF and PaddleNLP give the input tokens different position ids after a prefix."""
+def position_shift(architecture: Architecture, source: str, target: str) -> int:
+    """How far the input's position ids move, in prefix lengths ``T``, from convention
+    ``source``'s prefix positions to ``target``'s: ``-1`` (``"offset"`` -> ``"restart"``: HF ->
+    PaddleNLP), ``+1`` (back), ``0`` when they agree (both ALiBi, say). Refused when a
+    convention has no prefix-tuning layout for the family, or positions cannot be moved."""
     layout = architecture.prefix_cache
-    if layout is None or layout.paddle_order is None:
+    caches = {name: layout.of(name) if layout else None for name in (source, target)}
+    for name, cache in caches.items():
+        if cache is None or cache.order is None:
+            raise PrefixConversionError(
+                f"architecture {architecture.name!r} has no prefix-tuning layout in convention {name!r}; prefix "
+                "adapters of it cannot be converted"
+            )
+    start = {"offset": 1, "restart": 0}
+    before, after = caches[source].positions, caches[target].positions
+    if before == after:
+        return 0
+    if before not in start or after not in start:
         raise PrefixConversionError(
-            f"architecture {architecture.name!r} has no PaddleNLP prefix-tuning layout; prefix adapters of it cannot "
-            "be converted"
+            f"architecture {architecture.name!r}: prefix positions {before!r} ({source}) and {after!r} ({target}) "
+            "cannot be converted into each other"
         )
-    return layout.hf_positions != layout.paddle_positions
+    return start[after] - start[before]
 
 
 def rope_spec(architecture: Architecture, config: Any, base_config: Any = None) -> RopeSpec:
@@ -99,8 +114,8 @@ def rope_spec(architecture: Architecture, config: Any, base_config: Any = None) 
 
 
 def rotate_prefix(state: AdapterState, rope: RopeSpec, sign: int) -> AdapterState:
-    """``state`` with every prefix key head rotated by the RoPE angle of ``sign * T`` (``-1``:
-    HF -> PaddleNLP, ``+1``: PaddleNLP -> HF): the table and, with a projection, the last
+    """``state`` with every prefix key head rotated by the RoPE angle of ``sign * T`` (the
+    :func:`position_shift` between two conventions: ``-1`` HF -> PaddleNLP): the table and, with a projection, the last
     Linear's key rows and bias. Computed in float64, cast back to each tensor's dtype."""
     config = state.config
     tokens, layers, width = config.num_virtual_tokens, config.num_layers, config.token_dim

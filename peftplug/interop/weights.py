@@ -1,7 +1,8 @@
 """Copy a base model's weights between Hugging Face transformers (PyTorch) and PaddleNLP (Paddle).
 
-:func:`copy_base_weights` serves the same base on both frameworks: renames and transposes come
-from the family's architecture plugin (:mod:`peftplug.interop.name_maps`), fused
+:func:`copy_base_weights` serves the same base on both frameworks: each model's naming convention
+is its backend's (:attr:`Backend.convention <peftplug.registration.Backend>`), renames and
+transposes come from the family's architecture plugin (:mod:`peftplug.interop.name_maps`), fused
 modules one library splits (GPT-2's ``c_attn``, PaddleNLP Llama's ``qkv_proj`` and
 ``gate_up_fused_proj``) are sliced or joined. Nothing is written until
 every parameter of the target has a value of the right shape, so a failed copy leaves the target
@@ -11,7 +12,7 @@ as it was. torch and paddle are imported only inside, when a model of theirs is 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -19,16 +20,16 @@ from peftplug.errors import BackendError, PeftplugError
 from peftplug.interop.name_maps import (
     NameMapError,
     NameMatch,
-    Side,
     architecture_for,
+    convention,
     fused_output_order,
     fused_part_sizes,
+    library_of,
     map_name_candidates,
+    weight_layout,
 )
-from peftplug.registration import Architecture
-
-if TYPE_CHECKING:
-    from peftplug.manager import PluginManager
+from peftplug.manager import PluginManager, get_plugin_manager
+from peftplug.registration import Architecture, WeightLayout
 
 _SHOWN = 8
 
@@ -53,18 +54,22 @@ def copy_base_weights(
     cast to the target's dtypes. Returns ``{target name: source name(s) it came from}``.
     ``manager``: the plugin manager whose families to use (the process-wide one by default).
     """
-    source_side, target_side = _side_of(source, "source"), _side_of(target, "target")
+    source_framework, target_framework = _framework_of(source, "source"), _framework_of(target, "target")
+    source_side, target_side = _convention_of(source_framework, manager), _convention_of(target_framework, manager)
     if source_side == target_side:
-        library = "transformers (torch)" if source_side == "hf" else "PaddleNLP (paddle)"
-        raise WeightCopyError(f"copy_base_weights copies between transformers and PaddleNLP; both models are {library}")
-    source_values = _read(source, source_side)
-    target_tensors = _tensors(target, target_side)
-    names = target_tensors if target_side == "paddle" else source_values
+        raise WeightCopyError(
+            f"copy_base_weights copies between naming conventions; both models are "
+            f"{library_of(source_side, manager)} ({source_framework})"
+        )
+    source_values = _read(source, source_framework)
+    target_tensors = _tensors(target, target_framework)
+    # the canonical convention's names are the ambiguous ones (HF Llama and Qwen2 share theirs)
+    names = source_values if convention(target_side, manager).canonical else target_tensors
     family = _family(architecture, source, target, names, manager)
     heads = _head_counts(source, target)
-    plan, origins = _plan(family, source_values, target_tensors, source_side, target_side, heads)
-    _check_ties(plan, origins, target_tensors, target_side)
-    _write(target_tensors, plan, target_side)
+    plan, origins = _plan(family, source_values, target_tensors, source_side, target_side, heads, manager)
+    _check_ties(plan, origins, target_tensors, target_framework)
+    _write(target_tensors, plan, target_framework)
     return origins
 
 
@@ -73,9 +78,10 @@ def _plan(
     family: Architecture,
     source: dict[str, np.ndarray],
     target: dict[str, Any],
-    source_side: Side,
-    target_side: Side,
+    source_side: str,
+    target_side: str,
     heads: tuple[int | None, int | None],
+    manager: PluginManager | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
     """Every target parameter's new value, from the source's, or a WeightCopyError."""
     plan: dict[str, np.ndarray] = {}
@@ -84,7 +90,7 @@ def _plan(
     missing: list[str] = []
     shapes: list[str] = []
     for name, tensor in target.items():
-        candidates = map_name_candidates(name, family, source_side)
+        candidates = map_name_candidates(name, family, source_side, target_side, manager=manager)
         if not candidates:
             no_map.append(name)
             continue
@@ -96,7 +102,8 @@ def _plan(
             missing.append(f"{name} (from {', '.join(absent)})")
             continue
         try:
-            value = _to_target_layout([source[n] for n in match.names], match, source_side, heads)
+            layout = weight_layout(match.module, source_side, manager)
+            value = _to_target_layout([source[n] for n in match.names], match, layout, heads)
         except ValueError as error:
             shapes.append(f"{name}: {error}")
             continue
@@ -120,22 +127,23 @@ def _plan(
     if unused and not problems:
         problems.append(f"source parameters no target parameter takes: {_list(unused)}")
     if problems:
-        library = {"hf": "transformers", "paddle": "PaddleNLP"}
         raise WeightCopyError(
-            f"cannot copy {library[source_side]} weights into the {library[target_side]} model "
+            f"cannot copy {library_of(source_side, manager)} weights into the {library_of(target_side, manager)} model "
             f"(architecture {family.name!r}): " + "; ".join(problems)
         )
     return plan, origins
 
 
 def _to_target_layout(
-    parts: list[np.ndarray], match: NameMatch, source_side: Side, heads: tuple[int | None, int | None]
+    parts: list[np.ndarray], match: NameMatch, source_layout: WeightLayout | None, heads: tuple[int | None, int | None]
 ) -> np.ndarray:
-    """Bring the source tensor(s) to the target's layout. Works in Paddle's orientation, where
-    the output axis is the last: transpose a Linear weight coming from HF, join parts into a
-    fused tensor or take one part out of it (per the module's layout), transpose back for HF."""
+    """Bring the source tensor(s) to the target's layout. ``match`` reads a target name in the
+    source convention, whose 2-D weight layout is ``source_layout``. Works in ``[in, out]``
+    orientation, where the output axis is the last: transpose an ``[out, in]`` weight the
+    target stores otherwise, join parts into a fused tensor or take one part out of it (per the
+    module's layout), transpose back for an ``[out, in]`` target."""
     layout = match.module.layout
-    if source_side == "hf" and match.transpose:
+    if source_layout == "out_in" and match.transpose:
         parts = [p.T for p in parts]
     if len(parts) > 1:  # the target fuses what the source keeps apart
         sizes = [p.shape[-1] for p in parts]
@@ -148,7 +156,7 @@ def _to_target_layout(
         value = value[..., np.argsort(fused_output_order(layout, sizes, heads[1]))]
         start = sum(sizes[:index])
         value = value[..., start : start + sizes[index]]
-    if source_side == "paddle" and match.transpose:
+    if source_layout == "in_out" and match.transpose:
         value = value.T
     return np.ascontiguousarray(value)
 
@@ -183,11 +191,11 @@ def _family(
     return architecture_for(names=list(names), manager=manager)
 
 
-def _check_ties(plan: dict[str, np.ndarray], origins: dict, target: dict[str, Any], side: Side) -> None:
+def _check_ties(plan: dict[str, np.ndarray], origins: dict, target: dict[str, Any], framework: str) -> None:
     """Target names sharing one tensor must receive equal values."""
     first: dict[Any, str] = {}
     for name in plan:
-        key = _storage_key(target[name], side)
+        key = _storage_key(target[name], framework)
         if key in first and not np.array_equal(plan[first[key]], plan[name]):
             other = first[key]
             raise WeightCopyError(
@@ -199,10 +207,18 @@ def _check_ties(plan: dict[str, np.ndarray], origins: dict, target: dict[str, An
 
 
 # ---------------------------------------------------------------- framework edges
-def _side_of(model: Any, role: str) -> Side:
+def _convention_of(framework: str, manager: PluginManager | None) -> str:
+    """The naming convention the backend called ``framework`` declares."""
+    declared = (manager or get_plugin_manager()).backends.get(framework).convention
+    if declared is None:
+        raise BackendError(f"copy_base_weights: backend {framework!r} declares no naming convention")
+    return declared
+
+
+def _framework_of(model: Any, role: str) -> str:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
-        return "hf"
+        return "torch"
     paddle = sys.modules.get("paddle")
     if paddle is not None and isinstance(model, paddle.nn.Layer):
         return "paddle"
@@ -212,32 +228,32 @@ def _side_of(model: Any, role: str) -> Side:
     )
 
 
-def _tensors(model: Any, side: Side) -> dict[str, Any]:
-    if side == "hf":
+def _tensors(model: Any, framework: str) -> dict[str, Any]:
+    if framework == "torch":
         return dict(model.state_dict(keep_vars=True))
     return dict(model.state_dict())
 
 
-def _read(model: Any, side: Side) -> dict[str, np.ndarray]:
+def _read(model: Any, framework: str) -> dict[str, np.ndarray]:
     """name -> numpy array; tied parameters map to the same array object."""
     arrays: dict[Any, np.ndarray] = {}
     out = {}
-    for name, tensor in _tensors(model, side).items():
-        key = _storage_key(tensor, side)
+    for name, tensor in _tensors(model, framework).items():
+        key = _storage_key(tensor, framework)
         if key not in arrays:
-            arrays[key] = _to_numpy(tensor, side)
+            arrays[key] = _to_numpy(tensor, framework)
         out[name] = arrays[key]
     return out
 
 
-def _storage_key(tensor: Any, side: Side) -> Any:
-    if side == "hf":
+def _storage_key(tensor: Any, framework: str) -> Any:
+    if framework == "torch":
         return (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
     return id(tensor)
 
 
-def _to_numpy(tensor: Any, side: Side) -> np.ndarray:
-    if side == "hf":
+def _to_numpy(tensor: Any, framework: str) -> np.ndarray:
+    if framework == "torch":
         import torch
 
         tensor = tensor.detach().cpu()
@@ -247,8 +263,8 @@ def _to_numpy(tensor: Any, side: Side) -> np.ndarray:
     return (tensor.astype("float32") if tensor.dtype == paddle.bfloat16 else tensor).numpy()
 
 
-def _write(target: dict[str, Any], plan: dict[str, np.ndarray], side: Side) -> None:
-    if side == "hf":
+def _write(target: dict[str, Any], plan: dict[str, np.ndarray], framework: str) -> None:
+    if framework == "torch":
         import torch
 
         with torch.no_grad():

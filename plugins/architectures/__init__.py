@@ -1,4 +1,5 @@
-"""Built-in model families: the ``model_type`` names each answers to and default targets.
+"""Built-in model families (the ``model_type`` names each answers to and default targets) and the
+naming conventions their maps use: "hf" (HF transformers', canonical) and "paddle" (PaddleNLP's).
 
 The defaults are HF PEFT's, so a config without ``target_modules`` adapts the same modules in
 both libraries: ``"lora"`` from ``TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``, ``"ia3"``
@@ -7,14 +8,15 @@ and ``"ia3_feedforward"`` (IA3's ``feedforward_modules``) from
 A family groups the model types whose defaults are equal for every method; a model type HF PEFT
 has no IA3 defaults for (``chatglm``, ``xlm-roberta``) gets none here either.
 
-Llama, Qwen2, Bloom and GPT-2 also carry their HF <-> PaddleNLP module maps, PaddleNLP's default
-targets and the prefix-tuning cache layout (:mod:`.families`); :mod:`.name_maps` holds the
-functions that use them.
+Llama, Qwen2, Bloom and GPT-2 also carry their module maps across the two conventions,
+PaddleNLP's model types and default targets and the prefix-tuning cache layout
+(:mod:`.families`); :mod:`peftplug.interop.name_maps` holds the functions that use them.
 """
 
 from __future__ import annotations
 
 from peftplug.markers import hookimpl
+from peftplug.plugins.architectures.conventions import BUILTIN_CONVENTIONS
 from peftplug.plugins.architectures.families import (
     BLOOM_MODULES,
     GPT2_MODULES,
@@ -23,7 +25,7 @@ from peftplug.plugins.architectures.families import (
     PREFIX_CACHE,
     QWEN2_MODULES,
 )
-from peftplug.registration import Architecture
+from peftplug.registration import Architecture, Convention
 
 _QV = ("q_proj", "v_proj")
 
@@ -33,9 +35,9 @@ def _ia3(targets: tuple[str, ...], feedforward: tuple[str, ...]) -> dict[str, tu
     return {"ia3": targets, "ia3_feedforward": feedforward}
 
 
-def _paddle(family: str) -> dict[str, tuple[str, ...]]:
-    """PaddleNLP's default LoRA targets for ``family`` (regexes)."""
-    return {"lora": PADDLE_LORA_TARGETS[family]}
+def _paddle(family: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """PaddleNLP's default LoRA targets for ``family`` (regexes), as the "paddle" convention's."""
+    return {"paddle": {"lora": PADDLE_LORA_TARGETS[family]}}
 
 
 _GPT2_DEFAULTS = {"lora": ("c_attn",), **_ia3(("c_attn", "mlp.c_proj"), ("mlp.c_proj",))}
@@ -47,18 +49,18 @@ BUILTIN_ARCHITECTURES = (
         "llama",
         ("llama",),
         {"lora": _QV, **_KV_DOWN},
-        paddle_model_types=("llama",),
+        convention_model_types={"paddle": ("llama",)},
         modules=LLAMA_MODULES,
-        paddle_default_targets=_paddle("llama"),
+        convention_default_targets=_paddle("llama"),
         prefix_cache=PREFIX_CACHE["llama"],
     ),
     Architecture(
         "qwen2",
         ("qwen2",),
         {"lora": _QV, **_QV_DOWN},
-        paddle_model_types=("qwen2",),
+        convention_model_types={"paddle": ("qwen2",)},
         modules=QWEN2_MODULES,
-        paddle_default_targets=_paddle("qwen2"),
+        convention_default_targets=_paddle("qwen2"),
         prefix_cache=PREFIX_CACHE["qwen2"],
     ),
     Architecture("qwen3", ("qwen3",), {"lora": _QV, **_QV_DOWN}),
@@ -75,9 +77,9 @@ BUILTIN_ARCHITECTURES = (
         "bloom",
         ("bloom",),
         {"lora": ("query_key_value",), **_ia3(("query_key_value", "mlp.dense_4h_to_h"), ("mlp.dense_4h_to_h",))},
-        paddle_model_types=("bloom",),
+        convention_model_types={"paddle": ("bloom",)},
         modules=BLOOM_MODULES,
-        paddle_default_targets=_paddle("bloom"),
+        convention_default_targets=_paddle("bloom"),
         prefix_cache=PREFIX_CACHE["bloom"],
     ),
     Architecture(
@@ -90,9 +92,9 @@ BUILTIN_ARCHITECTURES = (
         "gpt2",
         ("gpt2",),
         _GPT2_DEFAULTS,
-        paddle_model_types=("gpt",),
+        convention_model_types={"paddle": ("gpt",)},
         modules=GPT2_MODULES,
-        paddle_default_targets=_paddle("gpt2"),
+        convention_default_targets=_paddle("gpt2"),
         prefix_cache=PREFIX_CACHE["gpt2"],
     ),
     Architecture("gpt_bigcode", ("gpt_bigcode",), _GPT2_DEFAULTS),
@@ -116,3 +118,9 @@ BUILTIN_ARCHITECTURES = (
 def peftplug_register_architectures() -> list[Architecture]:
     """The families above."""
     return list(BUILTIN_ARCHITECTURES)
+
+
+@hookimpl
+def peftplug_register_conventions() -> list[Convention]:
+    """HF transformers' convention (canonical) and PaddleNLP's."""
+    return list(BUILTIN_CONVENTIONS)

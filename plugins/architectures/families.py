@@ -1,4 +1,5 @@
-"""HF transformers <-> PaddleNLP module maps of the built-in families: Llama, Qwen2, Bloom, GPT-2.
+"""Module maps across the "hf" and "paddle" conventions of the built-in families: Llama, Qwen2,
+Bloom, GPT-2.
 
 Read off transformers 4.57 and paddlenlp 2.8.1 (``paddlenlp/transformers/<family>/modeling.py``)
 and checked by ``tests/test_architectures.py``, which copies weights between tiny models of both
@@ -29,7 +30,36 @@ offsets by the cache length like HF but PaddleNLP has no prefix tuning for it.
 
 from __future__ import annotations
 
-from peftplug.registration import ModuleMap, PrefixCacheLayout
+from collections.abc import Mapping
+from typing import Literal
+
+from peftplug.registration import ModuleMap, PrefixCache, PrefixCacheLayout
+
+
+def _map(
+    hf: str | tuple[str, ...],
+    paddle: str | tuple[str, ...],
+    kind: Literal["linear", "conv1d", "same"] = "same",
+    paddle_params: Mapping[str, str] | None = None,
+    layout: Literal["concat", "kv_groups"] = "concat",
+) -> ModuleMap:
+    """One module, HF's path(s) and PaddleNLP's; ``paddle_params`` are PaddleNLP's renames."""
+    return ModuleMap({"hf": hf, "paddle": paddle}, kind, {"paddle": paddle_params} if paddle_params else {}, layout)
+
+
+def _prefix(
+    paddle_order: Literal["interleaved", "sections"] | None,
+    paddle_positions: Literal["offset", "restart", "alibi"],
+    paddle_postprocess: str | None = None,
+    hf_positions: Literal["offset", "restart", "alibi"] = "offset",
+) -> PrefixCacheLayout:
+    """A family's prefix cache: HF PEFT interleaves; PaddleNLP's order, positions, postprocess."""
+    return PrefixCacheLayout(
+        {
+            "hf": PrefixCache("interleaved", hf_positions),
+            "paddle": PrefixCache(paddle_order, paddle_positions, paddle_postprocess),
+        }
+    )
 
 
 def _llama_like(paddle_prefix: str, fused: bool) -> tuple[ModuleMap, ...]:
@@ -39,25 +69,25 @@ def _llama_like(paddle_prefix: str, fused: bool) -> tuple[ModuleMap, ...]:
     linears = [f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
     linears += [f"mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")]
     fused_modules = (
-        ModuleMap(
+        _map(
             tuple(f"{layer_hf}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")),
             f"{layer_pd}.self_attn.qkv_proj",
             "linear",
             layout="kv_groups",
         ),
-        ModuleMap(
+        _map(
             tuple(f"{layer_hf}.mlp.{p}" for p in ("gate_proj", "up_proj")),
             f"{layer_pd}.mlp.gate_up_fused_proj",
             "linear",
         ),
     )
     return (
-        ModuleMap("model.embed_tokens", f"{paddle_prefix}.embed_tokens"),
-        *(ModuleMap(f"{layer_hf}.{m}", f"{layer_pd}.{m}", "linear") for m in linears),
-        ModuleMap(f"{layer_hf}.input_layernorm", f"{layer_pd}.input_layernorm"),
-        ModuleMap(f"{layer_hf}.post_attention_layernorm", f"{layer_pd}.post_attention_layernorm"),
-        ModuleMap("model.norm", f"{paddle_prefix}.norm"),
-        ModuleMap("lm_head", "lm_head", "linear"),
+        _map("model.embed_tokens", f"{paddle_prefix}.embed_tokens"),
+        *(_map(f"{layer_hf}.{m}", f"{layer_pd}.{m}", "linear") for m in linears),
+        _map(f"{layer_hf}.input_layernorm", f"{layer_pd}.input_layernorm"),
+        _map(f"{layer_hf}.post_attention_layernorm", f"{layer_pd}.post_attention_layernorm"),
+        _map("model.norm", f"{paddle_prefix}.norm"),
+        _map("lm_head", "lm_head", "linear"),
         *(fused_modules if fused else ()),
     )
 
@@ -66,36 +96,34 @@ LLAMA_MODULES = _llama_like("llama", fused=True)
 QWEN2_MODULES = _llama_like("qwen2", fused=False)
 
 BLOOM_MODULES = (
-    ModuleMap("transformer.word_embeddings", "bloom.word_embeddings"),
-    ModuleMap("transformer.word_embeddings_layernorm", "bloom.word_embeddings_layernorm"),
-    ModuleMap("transformer.h.{n}.input_layernorm", "bloom.h.{n}.input_layernorm"),
-    ModuleMap(
-        "transformer.h.{n}.self_attention.query_key_value", "bloom.h.{n}.self_attention.query_key_value", "linear"
-    ),
-    ModuleMap("transformer.h.{n}.self_attention.dense", "bloom.h.{n}.self_attention.dense", "linear"),
-    ModuleMap("transformer.h.{n}.post_attention_layernorm", "bloom.h.{n}.post_attention_layernorm"),
-    ModuleMap("transformer.h.{n}.mlp.dense_h_to_4h", "bloom.h.{n}.mlp.dense_h_to_4h", "linear"),
-    ModuleMap("transformer.h.{n}.mlp.dense_4h_to_h", "bloom.h.{n}.mlp.dense_4h_to_h", "linear"),
-    ModuleMap("transformer.ln_f", "bloom.ln_f"),
-    ModuleMap("lm_head", "lm_head", "same", {"weight": "decoder_weight"}),
+    _map("transformer.word_embeddings", "bloom.word_embeddings"),
+    _map("transformer.word_embeddings_layernorm", "bloom.word_embeddings_layernorm"),
+    _map("transformer.h.{n}.input_layernorm", "bloom.h.{n}.input_layernorm"),
+    _map("transformer.h.{n}.self_attention.query_key_value", "bloom.h.{n}.self_attention.query_key_value", "linear"),
+    _map("transformer.h.{n}.self_attention.dense", "bloom.h.{n}.self_attention.dense", "linear"),
+    _map("transformer.h.{n}.post_attention_layernorm", "bloom.h.{n}.post_attention_layernorm"),
+    _map("transformer.h.{n}.mlp.dense_h_to_4h", "bloom.h.{n}.mlp.dense_h_to_4h", "linear"),
+    _map("transformer.h.{n}.mlp.dense_4h_to_h", "bloom.h.{n}.mlp.dense_4h_to_h", "linear"),
+    _map("transformer.ln_f", "bloom.ln_f"),
+    _map("lm_head", "lm_head", "same", {"weight": "decoder_weight"}),
 )
 
 _GPT_LAYER = "gpt.decoder.layers.{n}"
 GPT2_MODULES = (
-    ModuleMap("transformer.wte", "gpt.embeddings.word_embeddings"),
-    ModuleMap("transformer.wpe", "gpt.embeddings.position_embeddings"),
-    ModuleMap("transformer.h.{n}.ln_1", f"{_GPT_LAYER}.norm1"),
-    ModuleMap(
+    _map("transformer.wte", "gpt.embeddings.word_embeddings"),
+    _map("transformer.wpe", "gpt.embeddings.position_embeddings"),
+    _map("transformer.h.{n}.ln_1", f"{_GPT_LAYER}.norm1"),
+    _map(
         "transformer.h.{n}.attn.c_attn",
         tuple(f"{_GPT_LAYER}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")),
         "conv1d",
     ),
-    ModuleMap("transformer.h.{n}.attn.c_proj", f"{_GPT_LAYER}.self_attn.out_proj", "conv1d"),
-    ModuleMap("transformer.h.{n}.ln_2", f"{_GPT_LAYER}.norm2"),
-    ModuleMap("transformer.h.{n}.mlp.c_fc", f"{_GPT_LAYER}.linear1", "conv1d"),
-    ModuleMap("transformer.h.{n}.mlp.c_proj", f"{_GPT_LAYER}.linear2", "conv1d"),
-    ModuleMap("transformer.ln_f", "gpt.decoder.norm"),
-    ModuleMap("lm_head", "lm_head"),
+    _map("transformer.h.{n}.attn.c_proj", f"{_GPT_LAYER}.self_attn.out_proj", "conv1d"),
+    _map("transformer.h.{n}.ln_2", f"{_GPT_LAYER}.norm2"),
+    _map("transformer.h.{n}.mlp.c_fc", f"{_GPT_LAYER}.linear1", "conv1d"),
+    _map("transformer.h.{n}.mlp.c_proj", f"{_GPT_LAYER}.linear2", "conv1d"),
+    _map("transformer.ln_f", "gpt.decoder.norm"),
+    _map("lm_head", "lm_head"),
 )
 
 # PaddleNLP's LoRA defaults: llm/utils/utils.py get_lora_target_modules (regexes, fullmatch).
@@ -117,10 +145,8 @@ PADDLE_LORA_TARGETS = {
 }
 
 PREFIX_CACHE = {
-    "llama": PrefixCacheLayout(paddle_positions="restart", paddle_postprocess="llama_postprocess_past_key_value"),
-    "qwen2": PrefixCacheLayout(paddle_positions="restart", paddle_postprocess="qwen_postprocess_past_key_value"),
-    "bloom": PrefixCacheLayout(
-        hf_positions="alibi", paddle_positions="alibi", paddle_postprocess="bloom_postprocess_past_key_value"
-    ),
-    "gpt2": PrefixCacheLayout(paddle_order=None, paddle_positions="offset"),
+    "llama": _prefix("sections", "restart", "llama_postprocess_past_key_value"),
+    "qwen2": _prefix("sections", "restart", "qwen_postprocess_past_key_value"),
+    "bloom": _prefix("sections", "alibi", "bloom_postprocess_past_key_value", hf_positions="alibi"),
+    "gpt2": _prefix(None, "offset"),
 }
