@@ -37,6 +37,19 @@ class Backend:
     ``implementation`` is ``"module:attribute"`` of a class implementing
     :class:`peftplug.backend.BackendOps`; it is imported only when a model of this framework is
     used, so registering a backend never imports its framework.
+
+    The command line's parts (:mod:`peftplug.app.backend_parts` documents each interface); a
+    backend without them works from Python but not in ``peftplug train`` / ``merge`` / ``generate``:
+
+    - ``requires``: the packages the app needs for this backend, checked before anything runs;
+    - ``extra``: the pip extra that installs them (``"peftplug[torch]"``), named when one is missing;
+    - ``quiet_packages``: packages whose own warnings and INFO logging a command hides;
+    - ``recipe_runner``: ``"module:function"`` that trains a validated recipe on this framework;
+    - ``model_builder``: ``"module:attribute"`` of the object that builds the tiny models of
+      recipes and loads model directories and tokenizers (importable without the framework);
+    - ``generator``: ``"module:function"`` that continues a prompt greedily (``peftplug generate``).
+
+    Each ``"module:attribute"`` is imported on first use (:meth:`part`).
     """
 
     name: str
@@ -45,12 +58,24 @@ class Backend:
     # The registered Convention this framework's models are named in: "hf" for torch
     # (transformers' module trees), "paddle" for paddle (PaddleNLP's); None when none applies.
     convention: str | None = None
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    quiet_packages: tuple[str, ...] = ()
+    recipe_runner: str | None = None
+    model_builder: str | None = None
+    generator: str | None = None
 
     def load(self) -> Any:
         """Import the implementation and return an instance of it."""
         module_name, _, attribute = self.implementation.partition(":")
         cls = getattr(importlib.import_module(module_name), attribute)
         return cls()
+
+    def part(self, field_name: str) -> Any:
+        """The object one of the app's ``"module:attribute"`` fields names (``"recipe_runner"``),
+        imported now; None when the backend does not declare it."""
+        spec = getattr(self, field_name)
+        return None if spec is None else load_declared(spec, self.name)
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,8 @@ def test_truncation_keeps_the_prompt_masked():
 
 
 def test_collate_and_loss_count_only_response_tokens(torch):
-    from peftplug.app.train import build_base_model, causal_lm_loss_sum, collate
+    from peftplug.app.train import build_base_model
+    from peftplug.backends.torch.recipe import causal_lm_loss_sum, collate
 
     tokenizer = ByteTokenizer()
     examples = encode_all(tokenizer, load_instructions()[:5], max_length=128)
@@ -336,7 +337,8 @@ def test_train_lowers_the_held_out_loss(trained):
 def test_saved_adapter_loads_in_hf_peft_with_the_same_logits(trained, torch):
     peft = pytest.importorskip("peft")
     import peftplug
-    from peftplug.app.train import build_base_model, collate
+    from peftplug.app.train import build_base_model
+    from peftplug.backends.torch.recipe import collate
 
     output, _, _ = trained
     tokenizer = ByteTokenizer()
@@ -355,7 +357,8 @@ def test_saved_adapter_loads_in_hf_peft_with_the_same_logits(trained, torch):
 
 def test_train_function_returns_the_model_it_saved(tmp_path, torch):
     import peftplug
-    from peftplug.app.train import TrainOptions, build_base_model, collate, train
+    from peftplug.app.train import TrainOptions, build_base_model, train
+    from peftplug.backends.torch.recipe import collate
 
     lines: list[str] = []
     result = train(TrainOptions(steps=3, batch_size=4, output=str(tmp_path / "a"), progress=False), log=lines.append)
@@ -500,7 +503,7 @@ def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
 
     import peftplug
     from peftplug.app.recipe import load_recipe
-    from peftplug.app.recipe_torch import build_model
+    from peftplug.backends.torch.app_models import MODELS
 
     recipe, adapter = tiny_run
     out = tmp_path / "merged"
@@ -508,7 +511,7 @@ def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
     assert code == 0, err
     merged = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     adapted = peftplug.PeftModel.from_pretrained(
-        build_model(load_recipe(recipe).model, ByteTokenizer()), adapter
+        MODELS.build(load_recipe(recipe).model, ByteTokenizer()), adapter
     ).eval()
     ids = torch.tensor([ByteTokenizer().encode("Task: add 2 and 3\nAnswer: ", add_bos=True)])
     with torch.no_grad():
@@ -554,7 +557,7 @@ def test_merge_without_base_joins_shards(tmp_path):
 def test_generate_continues_a_prompt_greedily(tiny_run, torch):
     import peftplug
     from peftplug.app.recipe import load_recipe
-    from peftplug.app.recipe_torch import build_model
+    from peftplug.backends.torch.app_models import MODELS
 
     recipe, adapter = tiny_run
     code, out, err = _run_main(
@@ -562,7 +565,7 @@ def test_generate_continues_a_prompt_greedily(tiny_run, torch):
     )
     assert code == 0, err
     tokenizer = ByteTokenizer()
-    model = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, tokenizer), adapter).eval()
+    model = peftplug.PeftModel.from_pretrained(MODELS.build(load_recipe(recipe).model, tokenizer), adapter).eval()
     ids = tokenizer.encode(format_prompt(Example("Name a color.", "", "")), add_bos=True)
     with torch.no_grad():
         for _ in range(6):  # greedy decoding by hand

@@ -366,10 +366,12 @@ output: {{dir: {output}, merge: true}}
     config = json.loads((output / "adapter_config.json").read_text())
     assert config["peft_type"] == "IA3" and sorted(config["target_modules"]) == ["down_proj", "q_proj", "v_proj"]
     import peftplug
-    from peftplug.app.recipe_torch import build_model
+    from peftplug.backends.torch.app_models import MODELS
 
     merged = transformers.AutoModelForCausalLM.from_pretrained(output / "merged").eval()
-    adapted = peftplug.PeftModel.from_pretrained(build_model(load_recipe(recipe).model, ByteTokenizer()), output).eval()
+    adapted = peftplug.PeftModel.from_pretrained(
+        MODELS.build(load_recipe(recipe).model, ByteTokenizer()), output
+    ).eval()
     ids = torch.tensor([ByteTokenizer().encode("Count 5:", add_bos=True)])
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, rtol=0, atol=1e-5)
@@ -434,8 +436,9 @@ def test_prompt_methods_switch_to_paddle_by_the_backend_flag(tmp_path, paddle_re
     runner's initial adapter is moved to PaddleNLP's tree and conventions), and the adapter it
     saves loads onto the same base with the held-out loss of the report."""
     import peftplug
-    from peftplug.app.recipe_paddle import build_model, evaluate
     from peftplug.app.recipe_run import prepare_data
+    from peftplug.backends.paddle.app_models import MODELS
+    from peftplug.backends.paddle.recipe import evaluate
 
     output = tmp_path / "out"
     recipe = _write(
@@ -450,7 +453,7 @@ def test_prompt_methods_switch_to_paddle_by_the_backend_flag(tmp_path, paddle_re
     assert (report["backend"], report["method"], report["steps"]) == ("paddle", method, 2)
     loaded_recipe = load_recipe(recipe, backend="paddle")
     data = prepare_data(loaded_recipe)
-    loaded = peftplug.PeftModel.from_pretrained(build_model(loaded_recipe.model, data.tokenizer), output)
+    loaded = peftplug.PeftModel.from_pretrained(MODELS.build(loaded_recipe.model, data.tokenizer), output)
     assert type(loaded.peft_config["default"]).__name__ == type(loaded_recipe.method_config).__name__
     held_out_loss = evaluate(loaded, data.held_out, data.tokenizer.pad_token_id)
     assert held_out_loss == pytest.approx(report["eval_loss_after"], abs=1e-5)
@@ -478,7 +481,7 @@ def test_the_save_message_names_what_loads_the_format_written(tmp_path, backend,
     """Both backends say the same of a save: peftplug loads it, and the format's own library
     with its loader for the method (a save is in the format's module tree, whichever backend
     trained it)."""
-    from peftplug.app.recipe_run import adapter_note
+    from peftplug.app.recipe_loop import adapter_note
 
     pytest.importorskip("paddlenlp" if backend == "paddle" else "transformers")
     output = tmp_path / "out"
@@ -570,9 +573,9 @@ def test_recipe_with_a_local_tokenizer(tmp_path, torch):
     from safetensors.numpy import load_file
 
     assert load_file(output / "adapter_model.safetensors")  # saved
-    from peftplug.app.recipe_torch import build_model
+    from peftplug.backends.torch.app_models import MODELS
 
-    assert build_model(load_recipe(recipe).model, tokenizer).get_input_embeddings().weight.shape[0] == len(tokenizer)
+    assert MODELS.build(load_recipe(recipe).model, tokenizer).get_input_embeddings().weight.shape[0] == len(tokenizer)
 
 
 def test_missing_tokenizer_directory(tmp_path):

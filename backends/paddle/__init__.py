@@ -17,6 +17,14 @@ def peftplug_register_backends() -> Backend:
         name="paddle",
         implementation="peftplug.backends.paddle.ops:PaddleBackend",
         convention="paddle",
+        requires=("paddle", "paddlenlp"),
+        extra="peftplug[paddle]",
+        # Paddle's and PaddleNLP's own warnings, and setuptools' distutils shim that importing
+        # Paddle trips: nothing in them is the user's to act on.
+        quiet_packages=("paddle", "paddlenlp", "_distutils_hack"),
+        recipe_runner="peftplug.backends.paddle.recipe:run",
+        model_builder="peftplug.backends.paddle.app_models:MODELS",
+        generator="peftplug.backends.paddle.generate:generate",
         description="PaddlePaddle (paddle.nn.Layer models, PaddleNLP models)",
     )
 

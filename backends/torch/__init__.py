@@ -17,6 +17,11 @@ def peftplug_register_backends() -> Backend:
         name="torch",
         implementation="peftplug.backends.torch.ops:TorchBackend",
         convention="hf",
+        requires=("torch", "transformers"),
+        extra="peftplug[torch]",
+        recipe_runner="peftplug.backends.torch.recipe:run",
+        model_builder="peftplug.backends.torch.app_models:MODELS",
+        generator="peftplug.backends.torch.generate:generate",
         description="PyTorch (torch.nn.Module models, transformers models)",
     )
 

@@ -29,9 +29,6 @@ from typing import Any, NoReturn
 from peftplug.app.train_options import TrainOptions
 
 PROG = "peftplug"
-# The packages whose warnings a command hides: Paddle's, PaddleNLP's, and setuptools' distutils
-# shim that importing Paddle trips; nothing in them is the user's to act on.
-FRAMEWORK_PACKAGES = ("paddle", "paddlenlp", "_distutils_hack")
 
 METHODS_EXAMPLES = """\
 examples:
@@ -390,17 +387,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def quiet_frameworks() -> Iterator[None]:
-    """Within the block, warnings raised in the files of :data:`FRAMEWORK_PACKAGES` are not shown
-    and INFO logging is off (Paddle, PaddleNLP and datasets log at INFO to stderr; peftplug's CLI
-    prints, it does not log). For CLI commands only: library users keep both."""
-    roots = _package_directories(FRAMEWORK_PACKAGES)
+    """Within the block, warnings raised in the files of the packages the backends name in
+    ``quiet_packages`` are not shown and INFO logging is off (Paddle, PaddleNLP and datasets log at
+    INFO to stderr; peftplug's CLI prints, it does not log). For CLI commands only: library users
+    keep both."""
+    roots: list[tuple[str, ...]] = []
     previous = logging.root.manager.disable
     with warnings.catch_warnings():
         # Filters cannot do it: importing Paddle puts an "always" filter in front of them.
         show = warnings.showwarning
 
         def show_ours(message: Any, category: Any, filename: str, *args: Any, **kwargs: Any) -> None:
-            if not str(filename).startswith(roots):
+            if not roots:  # read at the first warning: the plugins are loaded by then
+                roots.append(_package_directories(_quiet_packages()))
+            if not str(filename).startswith(roots[0]):
                 show(message, category, filename, *args, **kwargs)
 
         warnings.showwarning = show_ours
@@ -409,6 +409,15 @@ def quiet_frameworks() -> Iterator[None]:
             yield
         finally:
             logging.disable(previous)
+
+
+def _quiet_packages() -> list[str]:
+    """The ``quiet_packages`` of every registered backend (plugin load warnings held back)."""
+    from peftplug.manager import get_plugin_manager
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [name for backend in get_plugin_manager().backends for name in backend.quiet_packages]
 
 
 def _package_directories(names: Sequence[str]) -> tuple[str, ...]:
@@ -574,10 +583,12 @@ def _run_train(args: argparse.Namespace) -> int:
     except ImportError as error:
         if args.debug:
             raise
-        extra = "torch" if recipe.backend == "torch" else "paddle"
+        from peftplug.app.backend_parts import backend
+
+        extra = backend(recipe.backend).extra or "the package"
         print(
             f"{PROG} train: error: backend {recipe.backend} needs a package that is missing ({error}); "
-            f"install it with: pip install 'peftplug[{extra}]'",
+            f"install it with: pip install '{extra}'",
             file=sys.stderr,
         )
         return 1
@@ -719,104 +730,42 @@ def _run_merge(args: argparse.Namespace) -> int:
         raise PeftplugError(
             "--format applies to joining shards (no --base); a merged model is saved in the base's format"
         )
+    import peftplug
     from peftplug.adapter_io import read_adapter
-    from peftplug.app.recipe_models import base_backend, check_base
+    from peftplug.app.backend_parts import model_builder
+    from peftplug.app.recipe_models import check_base, copy_tokenizer_files, load_base
 
     check_base(args.base)
     config = read_adapter(args.directory).config  # a bad adapter fails before the base loads
-    backend = base_backend(args.base)
-    import peftplug
-    from peftplug.app.recipe_models import copy_tokenizer_files, load_paddle_base, load_torch_base
-
-    if backend == "paddle":
-        if config.task_type not in (None, "CAUSAL_LM"):
-            raise PeftplugError(
-                f"--base {args.base}: merging onto PaddleNLP models is done for CAUSAL_LM adapters, "
-                f"not task_type {config.task_type!r}"
-            )
-        base, _ = load_paddle_base(args.base)
-        library = "paddlenlp"
-    else:
-        base, _, _ = load_torch_base(args.base, config.task_type)
-        library = "transformers"
+    base, _, backend = load_base(args.base, config.task_type, "merge")
     merged = peftplug.PeftModel.from_pretrained(base, args.directory).merge_and_unload()
     merged.save_pretrained(str(out))
     copied = copy_tokenizer_files(args.base, out)
     tokenizer_note = f" and the tokenizer files ({', '.join(copied)})" if copied else ""
     print(
         f"merged {args.directory} into {args.base}: saved the full model{tokenizer_note} to {out} "
-        f"(load it with {library} alone)"
+        f"(load it with {model_builder(backend).library} alone)"
     )
     return 0
 
 
 # ----------------------------------------------------------------------------- generate
 def _run_generate(args: argparse.Namespace) -> int:
+    import peftplug
     from peftplug.adapter_io import read_adapter
+    from peftplug.app.backend_parts import part
     from peftplug.app.instructions import Example, format_prompt
-    from peftplug.app.recipe_models import base_backend, check_base, check_tokenizer
+    from peftplug.app.recipe_models import check_base, check_tokenizer, load_base
 
     check_base(args.base)
     check_tokenizer(args.base)
     config = read_adapter(args.directory).config
     text = args.prompt if args.raw else format_prompt(Example(args.prompt, "", ""))
-    generate = _generate_paddle if base_backend(args.base) == "paddle" else _generate_torch
-    print(generate(args, config.task_type, text))
-    return 0
-
-
-def _generate_torch(args: argparse.Namespace, task_type: str | None, text: str) -> str:
-    """Greedy continuation of ``text`` by the torch base + adapter (new tokens only, decoded)."""
-    import torch
-
-    import peftplug
-    from peftplug.app.recipe_models import load_torch_base
-    from peftplug.app.tokenizer import ByteTokenizer
-
-    base, tokenizer, _ = load_torch_base(args.base, task_type)
-    tokenizer = tokenizer or ByteTokenizer()
-    model = peftplug.PeftModel.from_pretrained(base, args.directory).eval()
-    ids = torch.tensor([tokenizer.encode(text, add_bos=True)])
-    with torch.no_grad():
-        output = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=args.max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    return tokenizer.decode(output[0, ids.shape[1] :].tolist())
-
-
-def _generate_paddle(args: argparse.Namespace, task_type: str | None, text: str) -> str:
-    """Greedy continuation of ``text`` by the PaddleNLP base + adapter (PaddleNLP's generate
-    returns the new tokens only)."""
-    import paddle
-
-    import peftplug
-    from peftplug.app.recipe_models import load_paddle_base, paddle_tokenizer
-    from peftplug.errors import PeftplugError
-
-    if task_type not in (None, "CAUSAL_LM"):
-        raise PeftplugError(
-            f"--base {args.base}: generate on PaddleNLP models takes CAUSAL_LM adapters, not task_type {task_type!r}"
-        )
-    base, recipe = load_paddle_base(args.base)
-    tokenizer = paddle_tokenizer(args.base, recipe)
+    base, tokenizer, backend = load_base(args.base, config.task_type, "generate")
+    generate = part(backend, "generator", "generator")
     model = peftplug.PeftModel.from_pretrained(base, args.directory)
-    model.eval()
-    ids = paddle.to_tensor([tokenizer.encode(text, add_bos=True)], dtype="int64")
-    with paddle.no_grad():
-        output, _ = model.generate(
-            input_ids=ids,
-            attention_mask=paddle.ones_like(ids),
-            max_new_tokens=args.max_new_tokens,
-            decode_strategy="greedy_search",
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    return tokenizer.decode(output[0].tolist())
+    print(generate(model, tokenizer, text, args.max_new_tokens))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,12 +42,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from peftplug.app.backend_parts import builders, model_builder
 from peftplug.app.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
 from peftplug.config import AdapterConfig, _accepts_float, _serialized_fields
 from peftplug.errors import ConfigError, RegistryError
 
 __all__ = [
     "BACKEND_ENV",
+    "DEFAULT_BACKEND",
     "DEFAULT_RECIPE",
     "Recipe",
     "RecipeError",
@@ -58,25 +60,20 @@ __all__ = [
 ]
 
 BACKEND_ENV = "PEFTPLUG_BACKEND"
+DEFAULT_BACKEND = "torch"
 MAX_POSITIONS = 1024
 
-# What each built-in backend needs installed to run a recipe (checked with find_spec, never imported).
-BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "torch": ("torch", "transformers"),
-    "paddle": ("paddle", "paddlenlp"),
-}
-BACKEND_EXTRAS = {"torch": "peftplug[torch]", "paddle": "peftplug[paddle]"}
 DATA_SUFFIXES = (".json", ".jsonl", ".csv")
 SECTIONS = ("backend", "model", "method", "data", "tokenizer", "training", "output")
 
 
 @dataclasses.dataclass(frozen=True)
 class TinyArchitecture:
-    """A built-in architecture: the backends that can build it and its tiny config's defaults
-    (vocabulary size and special tokens come from the tokenizer)."""
+    """A built-in architecture: its tiny config's defaults (vocabulary size and special tokens
+    come from the tokenizer). The backends that build it say so (their model builder's
+    ``tiny_architectures``)."""
 
     name: str
-    backends: tuple[str, ...]
     defaults: Mapping[str, Any]
     description: str
 
@@ -91,11 +88,10 @@ _LLAMA_SHAPE = {
     "initializer_range": 0.125,
 }
 TINY_ARCHITECTURES: dict[str, TinyArchitecture] = {
-    "llama": TinyArchitecture("llama", ("torch", "paddle"), _LLAMA_SHAPE, "random Llama"),
-    "qwen2": TinyArchitecture("qwen2", ("torch",), _LLAMA_SHAPE, "random Qwen2"),
+    "llama": TinyArchitecture("llama", _LLAMA_SHAPE, "random Llama"),
+    "qwen2": TinyArchitecture("qwen2", _LLAMA_SHAPE, "random Qwen2"),
     "gpt2": TinyArchitecture(
         "gpt2",
-        ("torch",),
         {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": MAX_POSITIONS, "initializer_range": 0.125},
         "random GPT-2",
     ),
@@ -208,7 +204,7 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
     # Each section (and, within one, each field) is checked even when another failed, so that
     # one run reports every error of the recipe.
     chosen = check.collect(lambda: _choose_backend(check, data, backend, manager), None)
-    model = check.collect(lambda: _model_spec(check, data.get("model", {}), chosen), None) if chosen else None
+    model = check.collect(lambda: _model_spec(check, data.get("model", {}), chosen, manager), None) if chosen else None
     method, method_config = check.collect(lambda: _method(check, data.get("method", "lora"), manager), (None, None))
     data_path, eval_split = _data(check, data.get("data", {}))
     tokenizer = check.collect(lambda: _tokenizer(check, data.get("tokenizer")), None)
@@ -243,7 +239,7 @@ def recipe_text(
     source = read_recipe_file(path) if path is not None else parse_recipe_text(DEFAULT_RECIPE, "<default recipe>")
     given = {name: value for name, value in (options or {}).items() if value is not None}
     recipe = apply_options(build_recipe(source, backend=backend), given)
-    if not given and recipe.backend == source.data.get("backend", "torch"):
+    if not given and recipe.backend == source.data.get("backend", DEFAULT_BACKEND):
         return Path(path).read_text(encoding="utf-8") if path is not None else DEFAULT_RECIPE
     data = copy.deepcopy(source.data)
     training = recipe.training
@@ -282,7 +278,7 @@ def _choose_backend(check: _Checker, data: dict, override: str | None, manager: 
     elif os.environ.get(BACKEND_ENV):
         value, where = os.environ[BACKEND_ENV], BACKEND_ENV
     else:
-        value = data.get("backend", "torch")
+        value = data.get("backend", DEFAULT_BACKEND)
         where = None
         check.type(("backend",), value, str, "a backend name such as 'torch' or 'paddle'")
     registered = manager.backends.names()
@@ -290,11 +286,15 @@ def _choose_backend(check: _Checker, data: dict, override: str | None, manager: 
     if value not in registered:
         problem = f"is not a registered backend; allowed: {', '.join(registered)}{_did_you_mean(value, registered)}"
     else:
-        missing = [module for module in BACKEND_REQUIREMENTS.get(value, ()) if not _installed(module)]
-        if missing:
+        declared = manager.backends.get(value)
+        missing = [module for module in declared.requires if not _installed(module)]
+        trainable = [b.name for b in manager.backends if b.recipe_runner and b.model_builder]
+        if value not in trainable:
+            problem = f"is registered but peftplug has no training runner for it; allowed: {', '.join(trainable)}"
+        elif missing:
             problem = (
                 f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
-                f"install {BACKEND_EXTRAS.get(value, ' and '.join(missing))} or choose another backend"
+                f"install {declared.extra or ' and '.join(missing)} or choose another backend"
             )
     if problem:
         if where is None:
@@ -310,7 +310,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
+def _model_spec(check: _Checker, section: Any, backend: str, manager: Any) -> ModelSpec:
     path = ("model",)
     section = check.mapping(path, section)
     check.known_keys(path, section, ["architecture", "path", "config", "seed"])
@@ -325,7 +325,7 @@ def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
     if directory is not None:
         if overrides:
             check.fail(path + ("config",), overrides, "applies to model.architecture only; allowed: {} with model.path")
-        _check_model_directory(check, path + ("path",), directory, backend)
+        _check_model_directory(check, path + ("path",), directory, backend, manager)
         return ModelSpec(None, directory, {}, seed)
     architecture = architecture or "llama"
     spec = TINY_ARCHITECTURES.get(architecture)
@@ -336,12 +336,13 @@ def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
             architecture,
             f"is not a built-in architecture; allowed: {', '.join(names)}{_did_you_mean(architecture, names)}",
         )
-    if backend not in spec.backends:
+    built = model_builder(backend, manager).tiny_architectures
+    if architecture not in built:
         check.fail(
             path + ("architecture",),
             architecture,
             f"has no {backend} build; allowed with backend {backend}: "
-            f"{', '.join(n for n, a in sorted(TINY_ARCHITECTURES.items()) if backend in a.backends)}",
+            f"{', '.join(n for n in sorted(TINY_ARCHITECTURES) if n in built)}",
         )
     config = dict(spec.defaults)
     for key, value in overrides.items():
@@ -358,22 +359,31 @@ def _model_spec(check: _Checker, section: Any, backend: str) -> ModelSpec:
     return ModelSpec(architecture, None, config, seed)
 
 
-def _check_model_directory(check: _Checker, field: FieldPath, directory: str, backend: str) -> None:
+def _check_model_directory(check: _Checker, field: FieldPath, directory: str, backend: str, manager: Any) -> None:
     root = Path(directory)
     if not root.is_dir():
         check.fail(field, directory, "is not a directory; allowed: a local model directory with config.json")
     if not (root / "config.json").is_file():
         check.fail(field, directory, "holds no config.json; allowed: a model saved with save_pretrained")
-    paddle_weights = any(root.glob("*.pdparams"))
-    torch_weights = any(root.glob("*.safetensors")) or any(root.glob("pytorch_model*.bin"))
-    if backend == "torch" and paddle_weights and not torch_weights:
+    found = {name: _weight_files(root, builder) for name, builder in builders(manager).items()}
+    if found.get(backend):
+        return
+    others = {name: patterns for name, patterns in found.items() if patterns}
+    if others:
+        name, patterns = next(iter(others.items()))
         check.fail(
             field,
             directory,
-            "holds PaddleNLP weights (*.pdparams); allowed with backend torch: a transformers model directory",
+            f"holds {model_builder(name, manager).library} weights ({', '.join(patterns)}); allowed with backend "
+            f"{backend}: a {model_builder(backend, manager).library} model directory",
         )
-    if not (paddle_weights or torch_weights):
-        check.fail(field, directory, "holds no weights (*.safetensors, pytorch_model*.bin, *.pdparams)")
+    every = dict.fromkeys(p for builder in builders(manager).values() for p in builder.weight_files)
+    check.fail(field, directory, f"holds no weights ({', '.join(every)})")
+
+
+def _weight_files(root: Path, builder: Any) -> list[str]:
+    """The patterns of ``builder.weight_files`` that match files in ``root``."""
+    return [pattern for pattern in builder.weight_files if any(root.glob(pattern))]
 
 
 def _method(check: _Checker, section: Any, manager: Any) -> tuple[str, AdapterConfig]:

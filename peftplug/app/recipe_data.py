@@ -149,19 +149,14 @@ class HFTokenizerAdapter:
 
 def load_tokenizer(directory: str | None, backend: str) -> Any:
     """peftplug's :class:`ByteTokenizer` (None), or the local tokenizer in ``directory`` loaded
-    by the backend's own library (transformers' or PaddleNLP's ``AutoTokenizer``)."""
+    by the backend's own library (its model builder's ``load_tokenizer``)."""
     if directory is None:
         return ByteTokenizer()
-    if backend == "paddle":
-        from paddlenlp.transformers import AutoTokenizer
-    else:
-        from transformers import AutoTokenizer
+    from peftplug.app.backend_parts import model_builder
+
+    builder = model_builder(backend)
     try:
-        tokenizer = (
-            AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            if backend != "paddle"
-            else AutoTokenizer.from_pretrained(directory)
-        )
+        tokenizer = builder.load_tokenizer(directory)
     except Exception as error:  # the libraries raise many types for an unusable directory
         raise DataError(f"tokenizer {directory} cannot be loaded: {type(error).__name__}: {error}") from None
     return HFTokenizerAdapter(tokenizer, directory)

@@ -1,8 +1,9 @@
 """Base models named on the command line, for ``peftplug merge --base`` and ``peftplug generate``.
 
-``--base`` is a local model directory (transformers' layout; PaddleNLP's once the Paddle side
-handles it) or a recipe file, whose ``model`` section is rebuilt exactly as ``peftplug train``
-built it (same architecture, config and seed, hence the same random weights).
+``--base`` is a local model directory (of whichever backend's library recognises it) or a recipe
+file, whose ``model`` section is rebuilt exactly as ``peftplug train`` built it (same
+architecture, config and seed, hence the same random weights). The backend's model builder
+(:mod:`peftplug.app.backend_parts`) builds or loads it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from peftplug.app.recipe import Recipe, load_recipe
+from peftplug.app.backend_parts import builders, model_builder
+from peftplug.app.recipe import DEFAULT_BACKEND, load_recipe
 from peftplug.app.recipe_source import SUFFIXES
 from peftplug.errors import PeftplugError
 
@@ -27,14 +29,6 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "sentencepiece.bpe.model",
 )
-AUTO_CLASSES = {
-    "CAUSAL_LM": "AutoModelForCausalLM",
-    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
-    "SEQ_CLS": "AutoModelForSequenceClassification",
-    "TOKEN_CLS": "AutoModelForTokenClassification",
-    "QUESTION_ANS": "AutoModelForQuestionAnswering",
-    "FEATURE_EXTRACTION": "AutoModel",
-}
 
 
 class BaseModelError(PeftplugError, ValueError):
@@ -81,36 +75,34 @@ def check_tokenizer(base: str) -> None:
 
 
 def base_backend(base: str) -> str:
-    """The framework a ``--base`` belongs to: its recipe's backend, or ``paddle`` for a
-    directory that PaddleNLP wrote (``*.pdparams`` weights, or ``paddlenlp_version`` in its
-    config.json), else ``torch``."""
+    """The backend a ``--base`` belongs to: its recipe's backend, or the one whose model library
+    recognises the directory (the default backend when none or several do)."""
     if is_recipe_file(base):
         return load_recipe(base).backend
-    if any(Path(base).glob("*.pdparams")):
-        return "paddle"
-    try:
-        config = json.loads((Path(base) / "config.json").read_text())
-    except (OSError, ValueError):
-        return "torch"
-    return "paddle" if isinstance(config, dict) and "paddlenlp_version" in config else "torch"
+    claimed = [name for name, builder in builders().items() if builder.recognises(Path(base))]
+    return claimed[0] if len(claimed) == 1 else DEFAULT_BACKEND
 
 
-def load_torch_base(base: str, task_type: str | None) -> tuple[Any, Any, Recipe | None]:
-    """(model, tokenizer or None, recipe or None) for ``base`` on torch: the recipe's model and
-    tokenizer, or the directory loaded by the transformers Auto class of ``task_type``."""
+def load_base(base: str, task_type: str | None, command: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, backend name) for ``base``: the recipe's model and tokenizer, or the
+    directory loaded by its backend's library with the directory's own tokenizer (peftplug's
+    ByteTokenizer when it has none). An adapter ``task_type`` the backend's models do not serve
+    is refused, naming ``command``, before anything loads."""
     from peftplug.app.recipe_data import load_tokenizer
-    from peftplug.app.recipe_torch import build_model
 
+    backend = base_backend(base)
+    builder = model_builder(backend)
+    if builder.task_types is not None and task_type not in (None, *builder.task_types):
+        raise BaseModelError(
+            f"--base {base}: {command} on {builder.library} models takes {', '.join(builder.task_types)} adapters, "
+            f"not task_type {task_type!r}"
+        )
     if is_recipe_file(base):
-        recipe = load_recipe(base, backend="torch")
-        tokenizer = load_tokenizer(recipe.tokenizer, "torch")
-        return build_model(recipe.model, tokenizer), tokenizer, recipe
-    import transformers
-
-    auto = getattr(transformers, AUTO_CLASSES.get(task_type or "CAUSAL_LM", "AutoModelForCausalLM"))
-    model = auto.from_pretrained(base, local_files_only=True).eval()
-    tokenizer = load_tokenizer(base, "torch") if (Path(base) / "tokenizer_config.json").is_file() else None
-    return model, tokenizer, None
+        recipe = load_recipe(base, backend=backend)
+        tokenizer = load_tokenizer(recipe.tokenizer, backend)
+        return builder.build(recipe.model, tokenizer), tokenizer, backend
+    has_tokenizer = (Path(base) / "tokenizer_config.json").is_file()
+    return builder.load(base, task_type), load_tokenizer(base if has_tokenizer else None, backend), backend
 
 
 def copy_tokenizer_files(base: str, out: Path) -> list[str]:
@@ -123,30 +115,3 @@ def copy_tokenizer_files(base: str, out: Path) -> list[str]:
             shutil.copyfile(Path(base) / name, out / name)
             copied.append(name)
     return copied
-
-
-def paddle_tokenizer(base: str, recipe: Recipe | None) -> Any:
-    """The tokenizer that goes with a Paddle ``base``: the recipe's, the model directory's own
-    (PaddleNLP's AutoTokenizer) when it has one, else peftplug's ByteTokenizer."""
-    from peftplug.app.recipe_data import load_tokenizer
-
-    if recipe is not None:
-        return load_tokenizer(recipe.tokenizer, "paddle")
-    has_tokenizer = (Path(base) / "tokenizer_config.json").is_file()
-    return load_tokenizer(base if has_tokenizer else None, "paddle")
-
-
-def load_paddle_base(base: str) -> tuple[Any, Recipe | None]:
-    """(model, recipe or None) for ``base`` on Paddle: the recipe's model (PaddleNLP), or the
-    directory loaded by PaddleNLP's ``AutoModelForCausalLM``."""
-    from peftplug.app.recipe_data import load_tokenizer
-    from peftplug.app.recipe_paddle import build_model
-
-    if is_recipe_file(base):
-        recipe = load_recipe(base, backend="paddle")
-        return build_model(recipe.model, load_tokenizer(recipe.tokenizer, "paddle")), recipe
-    from paddlenlp.transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base)
-    model.eval()
-    return model, None

@@ -2,26 +2,27 @@
 Llama-shaped model, on CPU, in well under two minutes.
 
 The job is the embedded default recipe (:data:`peftplug.app.recipe.DEFAULT_RECIPE`) with the
-:class:`TrainOptions` put over it, run by :mod:`peftplug.app.recipe_torch`: a ``transformers``
-``LlamaForCausalLM`` built from a ``LlamaConfig`` with random, seeded weights (no download),
-peftplug's :class:`~peftplug.app.tokenizer.ByteTokenizer`, the instruction set shipped with
-peftplug, LoRA through :func:`peftplug.get_peft_model`, a plain torch AdamW loop (loss on the
-response tokens only), and ``save_pretrained`` in HF PEFT's format.
+:class:`TrainOptions` put over it, run by the default backend's recipe runner (PyTorch's:
+:mod:`peftplug.backends.torch.recipe`): a ``transformers`` ``LlamaForCausalLM`` built from a
+``LlamaConfig`` with random, seeded weights (no download), peftplug's
+:class:`~peftplug.app.tokenizer.ByteTokenizer`, the instruction set shipped with peftplug, LoRA
+through :func:`peftplug.get_peft_model`, a plain AdamW loop (loss on the response tokens only),
+and ``save_pretrained`` in HF PEFT's format.
 
-This module imports torch and transformers; the CLI imports it only for ``peftplug train``.
+Importing this module imports no framework; building the model and training do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-
-import torch
+from typing import Any
 
 import peftplug
-from peftplug.app.recipe import TINY_ARCHITECTURES, ModelSpec, load_recipe
-from peftplug.app.recipe_run import RunResult, run_recipe
-from peftplug.app.recipe_torch import build_model, causal_lm_loss_sum, collate, evaluate
+from peftplug.app.backend_parts import model_builder
+from peftplug.app.recipe import DEFAULT_BACKEND, TINY_ARCHITECTURES, ModelSpec, load_recipe
+from peftplug.app.recipe_loop import RunResult
+from peftplug.app.recipe_run import run_recipe
 from peftplug.app.tokenizer import ByteTokenizer
 from peftplug.app.train_options import TrainOptionError, TrainOptions, apply_options
 
@@ -30,9 +31,6 @@ __all__ = [
     "TrainOptionError",
     "TrainOptions",
     "build_base_model",
-    "causal_lm_loss_sum",
-    "collate",
-    "evaluate",
     "lora_config",
     "train",
 ]
@@ -41,17 +39,17 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 HIDDEN_SIZE = TINY_ARCHITECTURES["llama"].defaults["hidden_size"]
 
 
-def build_base_model(seed: int = 0, tokenizer: ByteTokenizer | None = None) -> torch.nn.Module:
-    """The demo base model: a small random ``LlamaForCausalLM`` (hidden 64, 2 layers, 4 heads,
-    2 kv heads, MLP 128, untied embeddings, eager attention), its weights drawn after
-    ``torch.manual_seed(seed)``, so the same seed rebuilds the same model (e.g. to load the
-    saved adapter onto). It is the default recipe's ``model: {architecture: llama}``.
+def build_base_model(seed: int = 0, tokenizer: ByteTokenizer | None = None) -> Any:
+    """The demo base model on the default backend: a small random ``LlamaForCausalLM`` (hidden
+    64, 2 layers, 4 heads, 2 kv heads, MLP 128, untied embeddings, eager attention), its weights
+    drawn from ``seed``, so the same seed rebuilds the same model (e.g. to load the saved adapter
+    onto). It is the default recipe's ``model: {architecture: llama}``.
 
     Weights are drawn with std ``1/sqrt(hidden)`` (0.125) instead of Llama's 0.02: at width 64,
     0.02 gives layers that pass almost no signal, and LoRA on them learns very slowly.
     """
     spec = ModelSpec("llama", None, dict(TINY_ARCHITECTURES["llama"].defaults), seed)
-    return build_model(spec, tokenizer or ByteTokenizer())
+    return model_builder(DEFAULT_BACKEND).build(spec, tokenizer or ByteTokenizer())
 
 
 def lora_config() -> peftplug.LoraConfig:
@@ -74,5 +72,5 @@ def train(options: TrainOptions | None = None, log: Callable[[str], None] = prin
     options = options or TrainOptions()
     options.validate()
     fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "progress"}
-    recipe = apply_options(load_recipe(None, backend="torch"), fields)
+    recipe = apply_options(load_recipe(None, backend=DEFAULT_BACKEND), fields)
     return run_recipe(recipe, log=log, progress=options.progress)

@@ -1,16 +1,15 @@
-"""The PaddlePaddle runner of recipes: PaddleNLP builds the base, a plain Paddle loop trains.
+"""The PaddlePaddle backend's recipe runner: PaddleNLP builds the base, a plain Paddle loop trains.
 
-Imported by :func:`peftplug.app.recipe_run.run_recipe` for ``backend: paddle`` only. The loop is
-the torch runner's step for step (same batches, AdamW, warmup-then-decay schedule, clipping at
-1.0, loss on the response tokens). A built-in architecture gets the very weights the torch
-runner draws for the same seed when torch is installed (built by transformers and copied with
-:func:`peftplug.interop.weights.copy_base_weights`), and the adapter the same initial values, so the
-same recipe on either backend starts from the same model and its losses track each other.
+Declared as the paddle backend's ``recipe_runner``; :func:`peftplug.app.recipe_run.run_recipe`
+imports it for ``backend: paddle`` only. The loop is the torch runner's step for step (same
+batches, AdamW, warmup-then-decay schedule, clipping at 1.0, loss on the response tokens). A
+built-in architecture gets the torch builder's weights for the same seed (see
+:mod:`peftplug.backends.paddle.app_models`), and the adapter the same initial values, so the same
+recipe on either backend starts from the same model and its losses track each other.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,71 +19,23 @@ import paddle
 
 import peftplug
 from peftplug.app.instructions import IGNORE_INDEX, EncodedExample
-from peftplug.app.recipe import ModelSpec, Recipe
+from peftplug.app.recipe import Recipe
 from peftplug.app.recipe_data import lr_schedule
-from peftplug.app.recipe_run import PreparedData, RunResult, describe_method, train_and_save
-
-# The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
-_LLAMA_FIELDS = (
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "max_position_embeddings",
-    "initializer_range",
-)
+from peftplug.app.recipe_loop import RunResult, describe_method, held_out_loss, train_and_save
+from peftplug.app.recipe_run import PreparedData
+from peftplug.backends.paddle.app_models import MODELS, twin_builder
 
 
-def build_model(spec: ModelSpec, tokenizer: Any) -> Any:
-    """The PaddleNLP base model of ``spec`` in eval mode: the tiny Llama (untied embeddings;
-    vocabulary and special tokens from ``tokenizer``) with the torch runner's weights for
-    ``spec.seed`` when torch is installed (Paddle's own seeded init otherwise), or the local
-    PaddleNLP directory ``spec.path``."""
-    from paddlenlp import transformers
-
-    if spec.path is not None:
-        paddle.seed(spec.seed)
-        model = transformers.AutoModelForCausalLM.from_pretrained(spec.path)
-        model.eval()
-        return model
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_flash_attention=False,
-        use_fused_rms_norm=False,
-        use_fused_rope=False,
-        **{key: value for key, value in spec.config.items() if key in _LLAMA_FIELDS},
-    )
-    paddle.seed(spec.seed)
-    model = transformers.LlamaForCausalLM(config)
-    if torch_is_installed():
-        from peftplug.app.recipe_torch import build_model as build_torch_model
-        from peftplug.interop.weights import copy_base_weights
-
-        copy_base_weights(build_torch_model(spec, tokenizer), model, "llama")
-    model.eval()
-    return model
-
-
-def torch_is_installed() -> bool:
-    """True when torch and transformers can be imported (to share the torch runner's init)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
-
-
-def torch_initial_adapter(recipe: Recipe, tokenizer: Any, base: Any) -> Any:
+def twin_initial_adapter(recipe: Recipe, tokenizer: Any, base: Any) -> Any:
     """The adapter state the torch runner starts from for ``recipe`` (same seed, same draws),
     moved to the PaddleNLP ``base``'s module tree and conventions as a state read from HF PEFT
     files is, or None when torch is not installed or the base is a directory."""
-    if recipe.model.path is not None or not torch_is_installed():
+    twin = twin_builder()
+    if recipe.model.path is not None or twin is None:
         return None
-    from peftplug.app.recipe_torch import build_model as build_torch_model
     from peftplug.interop.cross_framework import state_for_model
 
-    state = peftplug.get_peft_model(build_torch_model(recipe.model, tokenizer), recipe.method_config).adapter_state()
+    state = peftplug.get_peft_model(twin.build(recipe.model, tokenizer), recipe.method_config).adapter_state()
     return state_for_model(state, base, "peft")
 
 
@@ -120,20 +71,18 @@ def causal_lm_loss_sum(model: Any, batch: dict[str, paddle.Tensor]) -> tuple[pad
 def evaluate(model: Any, examples: Sequence[EncodedExample], pad_token_id: int, batch_size: int = 32) -> float:
     """Mean cross-entropy per response token over ``examples`` (model put in eval mode)."""
     model.eval()
-    total, count = 0.0, 0
     with paddle.no_grad():
-        for start in range(0, len(examples), batch_size):
-            loss, n = causal_lm_loss_sum(model, collate(examples[start : start + batch_size], pad_token_id))
-            total, count = total + float(loss), count + n
-    return total / max(count, 1)
+        return held_out_loss(
+            lambda batch: causal_lm_loss_sum(model, collate(batch, pad_token_id)), examples, batch_size
+        )
 
 
 def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
     """Build, adapt, evaluate, train, evaluate, save: the torch runner's job on Paddle."""
     paddle.base.core.set_num_threads(os.cpu_count() or 2)
     training = recipe.training
-    base = build_model(recipe.model, data.tokenizer)
-    initial = torch_initial_adapter(recipe, data.tokenizer, base)
+    base = MODELS.build(recipe.model, data.tokenizer)
+    initial = twin_initial_adapter(recipe, data.tokenizer, base)
     model = peftplug.get_peft_model(base, recipe.method_config)
     if initial is not None:
         model.load_adapter_state(initial, model.active_adapter)

@@ -1,13 +1,13 @@
-"""The PyTorch runner of recipes: transformers builds the base, a plain torch loop trains.
+"""The PyTorch backend's recipe runner: transformers builds the base, a plain torch loop trains.
 
-Imported by :func:`peftplug.app.recipe_run.run_recipe` for ``backend: torch`` only.
+Declared as the torch backend's ``recipe_runner``; :func:`peftplug.app.recipe_run.run_recipe`
+imports it for ``backend: torch`` only.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,37 +16,9 @@ import peftplug
 from peftplug.app.instructions import IGNORE_INDEX, EncodedExample
 from peftplug.app.recipe import TINY_ARCHITECTURES, ModelSpec, Recipe
 from peftplug.app.recipe_data import lr_schedule
-from peftplug.app.recipe_run import PreparedData, RunResult, describe_method, train_and_save
-
-_TINY_CLASSES = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM"),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
-}
-
-
-def build_model(spec: ModelSpec, tokenizer: Any) -> torch.nn.Module:
-    """The base model of ``spec``: the tiny architecture with random weights drawn after
-    ``torch.manual_seed(spec.seed)`` (untied embeddings, eager attention, vocabulary and special
-    tokens from ``tokenizer``), or the local transformers directory ``spec.path``. In eval mode."""
-    import transformers
-
-    if spec.path is not None:
-        torch.manual_seed(spec.seed)
-        model = transformers.AutoModelForCausalLM.from_pretrained(spec.path, local_files_only=True)
-        return model.eval()
-    config_name, model_name = _TINY_CLASSES[spec.architecture]
-    config = getattr(transformers, config_name)(
-        vocab_size=tokenizer.vocab_size,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        attn_implementation="eager",
-        **spec.config,
-    )
-    torch.manual_seed(spec.seed)
-    return getattr(transformers, model_name)(config).eval()
+from peftplug.app.recipe_loop import RunResult, describe_method, held_out_loss, train_and_save
+from peftplug.app.recipe_run import PreparedData
+from peftplug.backends.torch.app_models import MODELS
 
 
 def describe_model(spec: ModelSpec) -> str:
@@ -95,11 +67,7 @@ def evaluate(
 ) -> float:
     """Mean cross-entropy per response token over ``examples`` (model put in eval mode)."""
     model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        loss, n = causal_lm_loss_sum(model, collate(examples[start : start + batch_size], pad_token_id))
-        total, count = total + float(loss), count + n
-    return total / max(count, 1)
+    return held_out_loss(lambda batch: causal_lm_loss_sum(model, collate(batch, pad_token_id)), examples, batch_size)
 
 
 def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
@@ -107,7 +75,7 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
     10%, gradients clipped at 1.0; tqdm bar with loss and tokens/s), evaluate, save."""
     torch.set_num_threads(os.cpu_count() or 2)  # paddle may have left OMP_NUM_THREADS=1
     training = recipe.training
-    model = peftplug.get_peft_model(build_model(recipe.model, data.tokenizer), recipe.method_config)
+    model = peftplug.get_peft_model(MODELS.build(recipe.model, data.tokenizer), recipe.method_config)
     log(f"model: {describe_model(recipe.model)} on PyTorch, {describe_method(recipe, model)}")
     pad = data.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr, weight_decay=0.0)
