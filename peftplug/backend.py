@@ -147,7 +147,14 @@ class BackendOps(Protocol):
         """A numpy copy of ``tensor`` in the backend's own layout."""
 
     def copy_into(self, parameter: Any, array: np.ndarray, key: str) -> None:
-        """Copy ``array`` into ``parameter``; a shape mismatch names ``key`` and both shapes."""
+        """Copy ``array`` into ``parameter`` (a parameter or buffer), cast to its dtype; a shape
+        mismatch names ``key`` and both shapes. A sharded tensor takes the whole array and keeps
+        this rank's piece."""
+
+    def state_tensors(self, model: Any) -> dict[str, Any]:
+        """Every parameter and persistent buffer of ``model`` by state-dict name, as the tensors
+        themselves: read them with :meth:`to_numpy` (which gathers a sharded one whole), write them
+        with :meth:`copy_into`. Names that share one tensor (tied weights) give the same object."""
 
     def model_type(self, model: Any) -> str | None:
         """The model family's ``model_type`` (from its config), or None."""

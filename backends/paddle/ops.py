@@ -87,6 +87,11 @@ class PaddleBackend:
         """Copy with a shape check naming ``key``."""
         copy_into(parameter, array, key)
 
+    def state_tensors(self, model: Any) -> dict[str, Any]:
+        """``state_dict()``: Paddle gives the parameters and buffers themselves, a tied one once
+        per name as the same object."""
+        return dict(model.state_dict())
+
     def model_type(self, model: nn.Layer) -> str | None:
         """``model.config.model_type`` for PaddleNLP models, else None."""
         return getattr(self.model_config(model), "model_type", None) or None

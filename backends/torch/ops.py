@@ -20,6 +20,7 @@ from peftplug.backends.torch.prompt import (
     refuse_gradient_checkpointing,
     uses_gradient_checkpointing,
 )
+from peftplug.backends.torch.tensor_parallel import is_dtensor
 
 
 def is_conv1d(module: Any) -> bool:
@@ -90,6 +91,16 @@ class TorchBackend:
     def copy_into(self, parameter: nn.Parameter, array: np.ndarray, key: str) -> None:
         """Copy with a shape check naming ``key``."""
         copy_into(parameter, array, key)
+
+    def state_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """``state_dict(keep_vars=True)``, each tensor once: names whose tensors are views of one
+        storage with one shape and stride (tied weights) give the same object."""
+        shared: dict[Any, torch.Tensor] = {}
+        tensors = {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            key = id(tensor) if is_dtensor(tensor) else (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+            tensors[name] = shared.setdefault(key, tensor)
+        return tensors
 
     def model_type(self, model: nn.Module) -> str | None:
         """``model.config.model_type`` for transformers models, else None."""

@@ -6,12 +6,13 @@ transposes come from the family's architecture plugin (:mod:`peftplug.interop.na
 modules one library splits (GPT-2's ``c_attn``, PaddleNLP Llama's ``qkv_proj`` and
 ``gate_up_fused_proj``) are sliced or joined. Nothing is written until
 every parameter of the target has a value of the right shape, so a failed copy leaves the target
-as it was. torch and paddle are imported only inside, when a model of theirs is passed.
+as it was. The tensors are read and written through each model's backend
+(:meth:`~peftplug.backend.BackendOps.state_tensors`, ``to_numpy``, ``copy_into``): a torch DTensor
+is gathered whole to read and keeps this rank's piece when written.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
@@ -54,22 +55,26 @@ def copy_base_weights(
     cast to the target's dtypes. Returns ``{target name: source name(s) it came from}``.
     ``manager``: the plugin manager whose families to use (the process-wide one by default).
     """
-    source_framework, target_framework = _framework_of(source, "source"), _framework_of(target, "target")
-    source_side, target_side = _convention_of(source_framework, manager), _convention_of(target_framework, manager)
+    manager = manager or get_plugin_manager()
+    (source_ops, source_side), (target_ops, target_side) = (
+        _backend_of(source, "source", manager),
+        _backend_of(target, "target", manager),
+    )
     if source_side == target_side:
         raise WeightCopyError(
             f"copy_base_weights copies between naming conventions; both models are "
-            f"{library_of(source_side, manager)} ({source_framework})"
+            f"{library_of(source_side, manager)} ({source_ops.name})"
         )
-    source_values = _read(source, source_framework)
-    target_tensors = _tensors(target, target_framework)
+    source_values = _read(source, source_ops)
+    target_tensors = target_ops.state_tensors(target)
     # the canonical convention's names are the ambiguous ones (HF Llama and Qwen2 share theirs)
     names = source_values if convention(target_side, manager).canonical else target_tensors
     family = _family(architecture, source, target, names, manager)
     heads = _head_counts(source, target)
     plan, origins = _plan(family, source_values, target_tensors, source_side, target_side, heads, manager)
-    _check_ties(plan, origins, target_tensors, target_framework)
-    _write(target_tensors, plan, target_framework)
+    _check_ties(plan, origins, target_tensors)
+    for name, value in plan.items():
+        target_ops.copy_into(target_tensors[name], value, name)
     return origins
 
 
@@ -191,11 +196,11 @@ def _family(
     return architecture_for(names=list(names), manager=manager)
 
 
-def _check_ties(plan: dict[str, np.ndarray], origins: dict, target: dict[str, Any], framework: str) -> None:
+def _check_ties(plan: dict[str, np.ndarray], origins: dict, target: dict[str, Any]) -> None:
     """Target names sharing one tensor must receive equal values."""
-    first: dict[Any, str] = {}
+    first: dict[int, str] = {}
     for name in plan:
-        key = _storage_key(target[name], framework)
+        key = id(target[name])
         if key in first and not np.array_equal(plan[first[key]], plan[name]):
             other = first[key]
             raise WeightCopyError(
@@ -206,73 +211,27 @@ def _check_ties(plan: dict[str, np.ndarray], origins: dict, target: dict[str, An
         first.setdefault(key, name)
 
 
-# ---------------------------------------------------------------- framework edges
-def _convention_of(framework: str, manager: PluginManager | None) -> str:
-    """The naming convention the backend called ``framework`` declares."""
-    declared = (manager or get_plugin_manager()).backends.get(framework).convention
-    if declared is None:
-        raise BackendError(f"copy_base_weights: backend {framework!r} declares no naming convention")
-    return declared
+# ---------------------------------------------------------------- the models' backends
+def _backend_of(model: Any, role: str, manager: PluginManager) -> tuple[Any, str]:
+    """The backend operations of ``model`` and the naming convention its backend declares."""
+    try:
+        backend = manager.backends.get(manager.detect_backend(model))
+    except BackendError:
+        backend = None
+    if backend is None or backend.convention is None:
+        raise BackendError(
+            f"copy_base_weights: the {role} is a {type(model).__module__}.{type(model).__qualname__}, of no "
+            "backend that declares a naming convention (torch: transformers, paddle: PaddleNLP)"
+        )
+    return backend.load(), backend.convention
 
 
-def _framework_of(model: Any, role: str) -> str:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
-    paddle = sys.modules.get("paddle")
-    if paddle is not None and isinstance(model, paddle.nn.Layer):
-        return "paddle"
-    raise BackendError(
-        f"copy_base_weights: the {role} is a {type(model).__module__}.{type(model).__qualname__}, "
-        f"neither a torch.nn.Module (transformers) nor a paddle.nn.Layer (PaddleNLP)"
-    )
-
-
-def _tensors(model: Any, framework: str) -> dict[str, Any]:
-    if framework == "torch":
-        return dict(model.state_dict(keep_vars=True))
-    return dict(model.state_dict())
-
-
-def _read(model: Any, framework: str) -> dict[str, np.ndarray]:
+def _read(model: Any, ops: Any) -> dict[str, np.ndarray]:
     """name -> numpy array; tied parameters map to the same array object."""
-    arrays: dict[Any, np.ndarray] = {}
+    arrays: dict[int, np.ndarray] = {}
     out = {}
-    for name, tensor in _tensors(model, framework).items():
-        key = _storage_key(tensor, framework)
-        if key not in arrays:
-            arrays[key] = _to_numpy(tensor, framework)
-        out[name] = arrays[key]
+    for name, tensor in ops.state_tensors(model).items():
+        if id(tensor) not in arrays:
+            arrays[id(tensor)] = ops.to_numpy(tensor)
+        out[name] = arrays[id(tensor)]
     return out
-
-
-def _storage_key(tensor: Any, framework: str) -> Any:
-    if framework == "torch":
-        return (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-    return id(tensor)
-
-
-def _to_numpy(tensor: Any, framework: str) -> np.ndarray:
-    if framework == "torch":
-        import torch
-
-        tensor = tensor.detach().cpu()
-        return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
-    import paddle
-
-    return (tensor.astype("float32") if tensor.dtype == paddle.bfloat16 else tensor).numpy()
-
-
-def _write(target: dict[str, Any], plan: dict[str, np.ndarray], framework: str) -> None:
-    if framework == "torch":
-        import torch
-
-        with torch.no_grad():
-            for name, value in plan.items():
-                target[name].copy_(torch.from_numpy(value))
-        return
-    import paddle
-
-    for name, value in plan.items():
-        tensor = target[name]
-        tensor.set_value(paddle.to_tensor(value).astype(tensor.dtype))
