@@ -156,3 +156,25 @@ def test_the_plugin_import_rule_sees_every_form(source):
     ``peftplug.model``, is found."""
     assert any(names_a_plugin_package(name) for _, name in every_import(source, "peftplug.model"))
     assert not any(names_a_plugin_package(name) for _, name in every_import(source.replace("peftplug", "other"), "x"))
+
+
+def assigned_names(path: Path) -> set[str]:
+    """Names the module assigns at its top level."""
+    tree = ast.parse(path.read_text(), str(path))
+    return {
+        target.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+
+
+@pytest.mark.parametrize(
+    "path", sources("peftplug") + sources("plugins") + sources("examples"), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_dtype_helpers_are_the_backends(path):
+    """``LOW_PRECISION`` is defined once per framework, in its backend's layer module."""
+    assert "LOW_PRECISION" not in assigned_names(path), (
+        f"{path.relative_to(ROOT)} defines LOW_PRECISION; import it from peftplug.backends.<framework>.layer"
+    )

@@ -24,6 +24,9 @@ from peftplug.backends.torch.tensor_parallel import (
 from peftplug.errors import AdapterShapeError
 from peftplug.model.adapter_layer import AdapterLayerBookkeeping
 
+# Half-precision dtypes: adapters of such models are kept (and merged) in float32.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 
 class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
     """A PyTorch adapter layer: the shared bookkeeping on ``nn.ModuleDict`` / ``nn.ParameterDict``
@@ -71,6 +74,22 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
         if any(is_dtensor(parameter) for parameter in self.parameters()):
             raise NotImplementedError(f"{type(self).__name__} cannot save a tensor-parallel (DTensor) module")
         return {suffix: (array, None) for suffix, array in self.export_adapter(name).items()}
+
+
+def adapter_dtype(weight: torch.Tensor) -> torch.dtype:
+    """Adapters of half-precision models train in float32, as HF PEFT's autocast does, and so do
+    those of quantized ones (an integer-stored weight)."""
+    if weight.dtype in LOW_PRECISION or not weight.dtype.is_floating_point:
+        return torch.float32
+    return weight.dtype
+
+
+def linear_features(base_layer: nn.Module, fan_in_fan_out: bool) -> tuple[int, int]:
+    """``(in, out)`` of a Linear (its own counts: a packed 4-bit weight's shape is not them) or
+    of a Conv1D (its ``[in, out]`` weight)."""
+    if fan_in_fan_out:
+        return tuple(base_layer.weight.shape)
+    return base_layer.in_features, base_layer.out_features
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

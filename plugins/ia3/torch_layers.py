@@ -26,29 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
+from peftplug.backends.torch.layer import TorchAdapterLayer, adapter_dtype, copy_into, linear_features, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
-    """Adapters of half-precision models train in float32, as HF PEFT's autocast does, and so do
-    those of quantized ones (an integer-stored weight)."""
-    if weight.dtype in LOW_PRECISION or not weight.dtype.is_floating_point:
-        return torch.float32
-    return weight.dtype
-
-
-def _features(base_layer: nn.Module, fan_in_fan_out: bool) -> tuple[int, int]:
-    """``(in, out)`` of a Linear (its own counts: a packed 4-bit weight's shape is not them) or
-    of a Conv1D (its ``[in, out]`` weight)."""
-    if fan_in_fan_out:
-        return tuple(base_layer.weight.shape)
-    return base_layer.in_features, base_layer.out_features
 
 
 class IA3Linear(InexactUnmerge, TorchAdapterLayer):
@@ -66,7 +48,7 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
         super().__init__()
         self.base_layer = base_layer
         self.fan_in_fan_out = fan_in_fan_out
-        self.in_features, self.out_features = _features(base_layer, fan_in_fan_out)
+        self.in_features, self.out_features = linear_features(base_layer, fan_in_fan_out)
         self.ia3_l = nn.ParameterDict()
         self.is_feedforward: dict[str, bool] = {}
         adopt_parallel_hooks(self, base_layer)
@@ -76,7 +58,7 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
         feedforward = config.is_feedforward(module_name)
         shape = (1, self.in_features) if feedforward else (self.out_features, 1)
         weight = self.base_layer.weight
-        factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        factory = {"device": weight.device, "dtype": adapter_dtype(weight)}
         vector = torch.ones(shape, **factory) if config.init_ia3_weights else torch.randn(shape, **factory)
         if is_dtensor(weight):  # [1, in] follows W's input axis 1, [out, 1] its output axis 0
             self.ia3_l[adapter_name] = dtensor_parameter(vector, weight, {1: 1} if feedforward else {0: 0})

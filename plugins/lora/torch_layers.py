@@ -29,30 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
+from peftplug.backends.torch.layer import (
+    LOW_PRECISION,
+    TorchAdapterLayer,
+    adapter_dtype,
+    copy_into,
+    linear_features,
+    to_numpy,
+)
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
 from peftplug.errors import PeftplugError
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.plugins.lora.torch_dora import DoraMagnitude, dora_output, row_norms
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _adapter_dtype(weight: torch.Tensor) -> torch.dtype:
-    """Adapters of half-precision models train in float32, as HF PEFT's autocast does, and so do
-    those of quantized ones (an integer-stored weight)."""
-    if weight.dtype in LOW_PRECISION or not weight.dtype.is_floating_point:
-        return torch.float32
-    return weight.dtype
-
-
-def _features(base_layer: nn.Module, fan_in_fan_out: bool) -> tuple[int, int]:
-    """``(in, out)`` of a Linear (its own counts: a packed 4-bit weight's shape is not them) or
-    of a Conv1D (its ``[in, out]`` weight)."""
-    if fan_in_fan_out:
-        return tuple(base_layer.weight.shape)
-    return base_layer.in_features, base_layer.out_features
 
 
 def _new_linear(in_features: int, out_features: int, device: torch.device, dtype: torch.dtype) -> nn.Linear:
@@ -163,7 +152,7 @@ class LoraLinear(_ModulePairLayer):
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
         super().__init__(base_layer)
         self.fan_in_fan_out = fan_in_fan_out
-        self.in_features, self.out_features = _features(base_layer, fan_in_fan_out)
+        self.in_features, self.out_features = linear_features(base_layer, fan_in_fan_out)
         self._dora_norms: dict[str, torch.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         adopt_parallel_hooks(self, base_layer)
 
@@ -176,7 +165,7 @@ class LoraLinear(_ModulePairLayer):
                 "as its row norms would need the whole weight"
             )
         r = self._record(adapter_name, config, module_name)
-        factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        factory = {"device": weight.device, "dtype": adapter_dtype(weight)}
         a, b = _new_linear(self.in_features, r, **factory), _new_linear(r, self.out_features, **factory)
         self._add_pair(adapter_name, config, a, b)
         if is_dtensor(weight):
@@ -311,7 +300,7 @@ class LoraConv2d(_ModulePairLayer):
                 "undilated convolutions; leave this module out of target_modules"
             )
         r = self._record(adapter_name, config, module_name)
-        factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight)}
+        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight)}
         a = nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False, **factory)
         b = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), bias=False, **factory)
         self._add_pair(adapter_name, config, a, b)
@@ -358,7 +347,7 @@ class LoraEmbedding(LoraLayer):
             )
         r = self._record(adapter_name, config, module_name)
         weight = self.base_layer.weight
-        factory = {"device": weight.device, "dtype": _adapter_dtype(weight)}
+        factory = {"device": weight.device, "dtype": adapter_dtype(weight)}
         a = torch.empty(r, self.base_layer.num_embeddings, **factory)
         b = torch.empty(self.base_layer.embedding_dim, r, **factory)
         if config.init_lora_weights is not False and weight.device.type != "meta":

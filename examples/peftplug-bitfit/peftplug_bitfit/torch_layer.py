@@ -16,11 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from peftplug.backends.torch.layer import TorchAdapterLayer, copy_into, to_numpy
+from peftplug.backends.torch.layer import TorchAdapterLayer, adapter_dtype, copy_into, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug_bitfit.config import BitFitConfig
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class BitFitLinear(TorchAdapterLayer):
@@ -48,8 +46,9 @@ class BitFitLinear(TorchAdapterLayer):
         delta, which trains more stably (as LoRA's layers do).
         """
         weight = self.base_layer.weight
-        dtype = torch.float32 if weight.dtype in LOW_PRECISION else weight.dtype
-        self.bitfit_bias[adapter_name] = nn.Parameter(torch.zeros(self.out_features, device=weight.device, dtype=dtype))
+        self.bitfit_bias[adapter_name] = nn.Parameter(
+            torch.zeros(self.out_features, device=weight.device, dtype=adapter_dtype(weight))
+        )
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``base(x) + delta`` for each active, unmerged adapter."""
