@@ -1,10 +1,11 @@
 """Which layer may import which, read from the source (issue 15's rule, the parts that hold now).
 
-Outside ``peftplug/app/`` no module of ``peftplug/`` imports torch or paddle at module level or
-names a built-in method (its name, ``peft_type`` or a tensor it declares) in code; no backend
-imports a method plugin; and no module of the core (``peftplug/``, whose plugins live in the
-top-level ``plugins/`` and ``backends/`` folders) imports ``peftplug.plugins`` or
-``peftplug.backends`` in any form: the manager finds and imports them by computed names."""
+No module of ``peftplug/``, the app included, imports torch or paddle at module level (the
+framework code lives in ``backends/``); outside the app none names a built-in method (its name,
+``peft_type`` or a tensor it declares) in code; no backend imports a method plugin; and no module
+of the core (``peftplug/``, whose plugins live in the top-level ``plugins/`` and ``backends/``
+folders) imports ``peftplug.plugins`` or ``peftplug.backends`` in any form: the manager finds
+and imports them by computed names."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("torch", "paddle", "paddlenlp", "transformers")
 PLUGIN_PACKAGES = ("peftplug.plugins", "peftplug.backends")
+BACKENDS = ("torch", "paddle")
 
 
 def imported(node: ast.AST) -> list[tuple[int, str]]:
@@ -78,8 +80,8 @@ def sources(folder: str, skip: str | None = None) -> list[Path]:
     return sorted(p for p in (ROOT / folder).rglob("*.py") if skip is None or skip not in p.relative_to(ROOT).parts)
 
 
-@pytest.mark.parametrize("path", sources("peftplug", skip="app"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_framework_at_module_level_outside_the_app(path):
+@pytest.mark.parametrize("path", sources("peftplug"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_framework_at_module_level_in_peftplug(path):
     bad = [(line, name) for line, name in module_level_imports(path) if name.split(".")[0] in FRAMEWORKS]
     assert not bad, f"{path.relative_to(ROOT)}: imports {bad} at module level; import it inside the function"
 
@@ -178,3 +180,25 @@ def test_dtype_helpers_are_the_backends(path):
     assert "LOW_PRECISION" not in assigned_names(path), (
         f"{path.relative_to(ROOT)} defines LOW_PRECISION; import it from peftplug.backends.<framework>.layer"
     )
+
+
+def backend_literals(path: Path) -> list[tuple[int, str]]:
+    """``(line, name)`` of each built-in backend's name used as a dict key or compared with."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Dict):
+            candidates = [key for key in node.keys if key is not None]
+        elif isinstance(node, ast.Compare):
+            candidates = [node.left, *node.comparators]
+        else:
+            continue
+        found += [(c.lineno, c.value) for c in candidates if isinstance(c, ast.Constant) and c.value in BACKENDS]
+    return found
+
+
+@pytest.mark.parametrize("path", sources("peftplug/app"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_app_keeps_no_table_or_branch_per_backend(path):
+    """The app finds a backend's parts on its registration, not in a table keyed by backend
+    name nor behind ``if backend == "torch"``."""
+    bad = backend_literals(path)
+    assert not bad, f"{path.relative_to(ROOT)}: names backends {bad}; declare the part on the Backend registration"
