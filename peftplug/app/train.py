@@ -60,7 +60,7 @@ def lora_config() -> peftplug.LoraConfig:
 
 
 def train(options: TrainOptions | None = None, log: Callable[[str], None] = print) -> RunResult:
-    """Run the demo job and return its :class:`~peftplug.app.recipe_run.RunResult`; ``log`` receives
+    """Run the demo job and return its :class:`~peftplug.app.recipe_loop.RunResult`; ``log`` receives
     the report lines.
 
     Builds the seeded base model, wraps it with LoRA via :func:`peftplug.get_peft_model`,
