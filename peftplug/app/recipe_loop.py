@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftplug.app.backend_parts import model_builder
 from peftplug.app.instructions import EncodedExample
 from peftplug.app.recipe_data import batch_order
 
@@ -118,8 +119,6 @@ def train_and_save(
     tokens) under a tqdm bar with loss and tokens/s, the held-out loss after, the adapter saved
     in the recipe's format (and the merged model when ``output.merge``), each with what loads it."""
     from tqdm.auto import tqdm
-
-    from peftplug.app.backend_parts import model_builder
 
     trainable, total = model.get_nb_trainable_parameters()
     log(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
