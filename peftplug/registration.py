@@ -49,6 +49,9 @@ class Backend:
       recipes and loads model directories and tokenizers (importable without the framework);
     - ``generator``: ``"module:function"`` that continues a prompt greedily (``peftplug generate``).
 
+    ``test_driver``: ``"module:Class"`` of the :class:`~peftplug.testing.drivers.Driver` that runs
+    :class:`~peftplug.testing.MethodContract` on this framework.
+
     Each ``"module:attribute"`` is imported on first use (:meth:`part`).
     """
 
@@ -64,6 +67,7 @@ class Backend:
     recipe_runner: str | None = None
     model_builder: str | None = None
     generator: str | None = None
+    test_driver: str | None = None
 
     def load(self) -> Any:
         """Import the implementation and return an instance of it."""

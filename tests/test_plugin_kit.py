@@ -168,3 +168,30 @@ def test_contract_tests_catch_a_broken_merge(tmp_path, torch):
     assert "FAILED test_scale.py::TestScaleContract::test_merge[torch]" in out, out
     assert "kit_scale: the merged model gives other logits" in out, out
     assert re.search(r"\b1 failed, 5 passed\b", out), out
+
+
+class FakeDriver:
+    """A driver a third backend declares (it needs no framework to be found)."""
+
+    name = "fake"
+
+
+def test_a_backend_declares_its_driver(peftplug_manager):
+    """MethodContract reaches a backend through the driver on its registration: a third backend
+    brings its own, with no edit to peftplug.testing."""
+    from peftplug import hookimpl
+    from peftplug.registration import Backend
+    from peftplug.testing import get_driver
+
+    class FakeBackendPlugin:
+        @hookimpl
+        def peftplug_register_backends(self):
+            return Backend(name="fake", implementation="fake:Ops", test_driver="test_plugin_kit:FakeDriver")
+
+    peftplug_manager.register(FakeBackendPlugin(), name="fake-backend")
+    get_driver.cache_clear()
+    assert type(get_driver("fake")).__name__ == "FakeDriver"
+    assert type(get_driver("torch")).__module__ == "peftplug.backends.torch.testing"
+    with pytest.raises(KeyError, match=r"no driver for backend 'nothing'.*torch"):
+        get_driver("nothing")
+    get_driver.cache_clear()

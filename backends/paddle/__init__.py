@@ -25,6 +25,7 @@ def peftplug_register_backends() -> Backend:
         recipe_runner="peftplug.backends.paddle.recipe:run",
         model_builder="peftplug.backends.paddle.app_models:MODELS",
         generator="peftplug.backends.paddle.generate:generate",
+        test_driver="peftplug.backends.paddle.testing:PaddleDriver",
         description="PaddlePaddle (paddle.nn.Layer models, PaddleNLP models)",
     )
 

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from peftplug.testing.contract import MethodContract
-from peftplug.testing.drivers import DRIVERS, Driver, get_driver
+from peftplug.testing.drivers import Driver, get_driver
 
-__all__ = ["DRIVERS", "Driver", "MethodContract", "get_driver"]
+__all__ = ["Driver", "MethodContract", "get_driver"]
 
 
 def _driver_or_skip(backend: str) -> Driver:
