@@ -202,3 +202,28 @@ def test_the_app_keeps_no_table_or_branch_per_backend(path):
     name nor behind ``if backend == "torch"``."""
     bad = backend_literals(path)
     assert not bad, f"{path.relative_to(ROOT)}: names backends {bad}; declare the part on the Backend registration"
+
+
+def method_folders() -> list[Path]:
+    """The folders of the built-in methods under ``plugins/`` (a method's folder is its name)."""
+    from peftplug.manager import get_plugin_manager
+
+    return sorted(
+        ROOT / "plugins" / method.name
+        for method in get_plugin_manager().methods
+        if (ROOT / "plugins" / method.name).is_dir()
+    )
+
+
+@pytest.mark.parametrize("folder", method_folders(), ids=lambda p: p.name)
+def test_no_method_imports_another(folder):
+    """A method's folder is the whole of it: it imports the core and the backends' layer bases,
+    never another method (a layer type such as plugins/bitsandbytes may extend several)."""
+    others = [f"peftplug.plugins.{p.name}" for p in method_folders() if p != folder]
+    bad = [
+        (path.name, line, name)
+        for path in sorted(folder.rglob("*.py"))
+        for line, name in all_imports(path)
+        if any(name == other or name.startswith(other + ".") for other in others)
+    ]
+    assert not bad, f"plugins/{folder.name} imports another method: {bad}"
