@@ -255,8 +255,16 @@ class PluginManager:
 
     @cached_property
     def formats(self) -> Registry[Format]:
-        """Registered on-disk formats, by name."""
-        return self._collect("peftplug_register_formats", Registry("format", _check_format))
+        """Registered on-disk formats, by name; the convention a format names is registered."""
+        registry = self._collect("peftplug_register_formats", Registry("format", _check_format))
+        for item in registry:
+            if item.convention is not None and item.convention not in self.conventions:
+                raise RegistryError(
+                    f"format {item.name!r} (plugin {registry.owner(item.name)!r}) names convention "
+                    f"{item.convention!r}, which no plugin registers; registered conventions: "
+                    f"{', '.join(self.conventions.names()) or 'none'}"
+                )
+        return registry
 
     @cached_property
     def conventions(self) -> Registry[Convention]:

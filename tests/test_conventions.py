@@ -152,6 +152,28 @@ def test_an_architecture_naming_an_unregistered_convention_is_refused():
         manager.architectures.names()
 
 
+def test_a_format_naming_an_unregistered_convention_is_refused():
+    from peftplug.registration import Format
+
+    class JaxFormat(Format):
+        name = "jaxfmt"
+        convention = "jax"
+
+    class JaxFormatPlugin:
+        @peftplug.hookimpl
+        def peftplug_register_formats(self):
+            return JaxFormat()
+
+    manager = PluginManager(load_entry_points=False)
+    manager.register(JaxFormatPlugin(), "jax-format")
+    with pytest.raises(
+        RegistryError,
+        match=r"format 'jaxfmt' \(plugin 'jax-format'\) names convention 'jax', which no plugin registers; "
+        r"registered conventions: hf, paddle",
+    ):
+        manager.formats.names()
+
+
 def test_a_second_canonical_convention_is_refused():
     class Rival:
         @peftplug.hookimpl
