@@ -109,7 +109,7 @@ class LoraLinear(_PaddleLoraLayer):
 
     def __init__(self, base_layer: nn.Linear):
         super().__init__(base_layer)
-        self.in_features, self.out_features = base_layer.weight.shape
+        self.in_features, self.out_features = self._base_features(base_layer)
         self.lora_magnitude_vector = nn.ParameterDict()
         self._dora_norms: dict[str, paddle.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         # What forward applies, precomputed by _adapters_changed: (A, B, scaling, dropout) when
@@ -124,7 +124,7 @@ class LoraLinear(_PaddleLoraLayer):
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name`` with its rank, scaling, dropout and initial weights."""
         r = self._record(adapter_name, config, module_name)
-        dtype = adapter_dtype(self.base_layer.weight)
+        dtype = self._adapter_dtype()
         self.lora_A[adapter_name] = self.create_parameter(
             [self.in_features, r], dtype=dtype, is_bias=False, default_initializer=_a_initializer(config, r)
         )
@@ -139,13 +139,25 @@ class LoraLinear(_PaddleLoraLayer):
             )
         self._adapters_changed()
 
+    def _base_features(self, base_layer: nn.Layer) -> tuple[int, int]:
+        """``(in, out)`` of the base layer (its ``[in, out]`` weight's shape)."""
+        return tuple(base_layer.weight.shape)
+
+    def _base_dtype(self) -> Any:
+        """The dtype the base layer computes in (its weight's)."""
+        return self.base_layer.weight.dtype
+
+    def _adapter_dtype(self) -> Any:
+        """The dtype of new adapters (float32 for a half-precision base)."""
+        return adapter_dtype(self.base_layer.weight)
+
     def _adapters_changed(self) -> None:
         active = self._active_unmerged()
         self._ordered = tuple(active) if any(n in self.lora_magnitude_vector for n in active) else ()
         plan = tuple(
             (self.lora_A[n], self.lora_B[n], self.scaling[n], _dropout_or_none(self.lora_dropout[n])) for n in active
         )
-        dtype = self.base_layer.weight.dtype
+        dtype = self._base_dtype()
         self._plan = tuple(step for step in plan if step[0].dtype == dtype)
         self._cast_plan = tuple(step for step in plan if step[0].dtype != dtype)
 
@@ -153,7 +165,7 @@ class LoraLinear(_PaddleLoraLayer):
         """``s * A B`` in the base weight's layout ``[in, out]`` and ``dtype`` (the weight's by default)."""
         a, b = self.lora_A[adapter_name], self.lora_B[adapter_name]
         delta = (a @ b) * self.scaling[adapter_name]
-        return delta.astype(dtype or self.base_layer.weight.dtype)
+        return delta.astype(dtype or self._base_dtype())
 
     def _merge_one(self, name: str) -> None:
         """``W += s * A B``; for DoRA ``W <- (W + s * A B) m / n``, keeping ``n`` for unmerge."""
@@ -181,7 +193,7 @@ class LoraLinear(_PaddleLoraLayer):
 
     def _dora_factor(self, name: str, norm: paddle.Tensor) -> paddle.Tensor:
         """``m / n`` in the base weight's dtype, one per output column."""
-        return (self.lora_magnitude_vector[name] / norm).astype(self.base_layer.weight.dtype)
+        return (self.lora_magnitude_vector[name] / norm).astype(self._base_dtype())
 
     def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
         """``x W + b + s * (dropout(x) A) B`` for each active, unmerged adapter."""
