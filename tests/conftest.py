@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+
+# What test modules share is imported by name from any folder of the suite: helpers from
+# tests/support (a test module never imports another), the SSF method package from tests/fixtures.
+for _folder in ("support", "fixtures"):
+    _path = str(Path(__file__).resolve().parent / _folder)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 # The plugin-author kit's fixtures (peftplug_manager, peftplug_backend, tiny models) and its
 # drivers are the suite's own: the built-ins are tested with what a third party gets.
@@ -77,29 +86,6 @@ def _build(torch, family: str):
 def make_model(torch):
     """``make_model("llama" | "gpt2" | "t5" | "bert")``: the same tiny model each call (seed 0)."""
     return lambda family: _build(torch, family).eval()
-
-
-def model_inputs(torch, family: str) -> dict:
-    """A fixed small batch for ``family``'s forward."""
-    generator = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, 128, (2, 7), generator=generator)
-    if family == "t5":
-        return {"input_ids": ids, "decoder_input_ids": ids[:, :5]}
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
-def logits_of(torch, model, inputs) -> torch.Tensor:
-    """The model's logits for ``inputs``, without gradients."""
-    with torch.no_grad():
-        return model(**inputs).logits
-
-
-def train_steps(torch, model, inputs, steps: int = 3, lr: float = 1e-2) -> None:
-    """A few AdamW steps on the model's trainable parameters (loss: mean of logits squared,
-    so every family trains the same way without labels): the torch driver's."""
-    from peftplug.testing import get_driver
-
-    get_driver("torch").train_steps(model, inputs, steps, lr)
 
 
 @pytest.fixture(scope="session")

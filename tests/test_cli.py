@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from torch_lm import model_inputs, train_steps
 
 from peftplug.app.cli import main
 from peftplug.app.instructions import (
@@ -403,8 +404,6 @@ def tiny_run(tmp_path_factory):
 def hf_base_and_adapter(tmp_path, make_model, torch):
     """A tiny transformers Llama saved to ``base`` and a trained peftplug LoRA for it in
     ``adapter``: (base dir, adapter dir, the adapter model's logits on ``ids``, ids)."""
-    from conftest import model_inputs, train_steps
-
     import peftplug
 
     make_model("llama").save_pretrained(tmp_path / "base")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_convert import IDS, hf_model, paddle_logits, paddle_model, torch_logits, train_paddle, train_torch
+from convert_models import IDS, hf_model, paddle_logits, paddle_model, torch_logits, train_paddle, train_torch
 
 import peftplug
 from peftplug.errors import PeftplugError

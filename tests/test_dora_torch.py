@@ -4,7 +4,7 @@ training step, merging, and what is refused."""
 from __future__ import annotations
 
 import pytest
-from conftest import logits_of, model_inputs, train_steps
+from torch_lm import logits_of, model_inputs, train_steps
 
 import peftplug
 from peftplug.errors import PeftplugError

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import logits_of, model_inputs
+from torch_lm import logits_of, model_inputs
 
 import peftplug
 from peftplug.errors import AdapterLoadError, AdapterShapeError, ConfigError, PeftplugError, TargetModulesError

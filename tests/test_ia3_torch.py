@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from conftest import logits_of, model_inputs, train_steps
+from torch_lm import logits_of, model_inputs, train_steps
 
 import peftplug
 from peftplug.errors import ConfigError

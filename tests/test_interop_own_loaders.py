@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from test_convert import (
+from convert_models import (
     BLOOM_METHODS,
     IDS,
     METHODS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_lora_conv_torch import TARGETS, config, images, tiny_cnn, train
+from torch_cnn import TARGETS, config, images, tiny_cnn, train
 
 import peftplug
 from peftplug.errors import PeftplugError

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import peftplug_ssf
 import pytest
-from fixtures import peftplug_ssf
-from test_convert import assert_changed, assert_close, hf_model, paddle_logits, paddle_model, torch_logits
+from convert_models import (
+    assert_changed,
+    assert_close,
+    hf_model,
+    paddle_logits,
+    paddle_model,
+    torch_logits,
+    train_paddle,
+    train_torch,
+)
 
 import peftplug
 from peftplug.manager import PluginManager, get_plugin_manager, reset_plugin_manager
@@ -40,8 +49,6 @@ def ssf():
 
 
 def test_trained_on_torch_loads_on_paddle_in_both_formats(ssf, torch, paddle, tmp_path):
-    from test_convert import train_torch
-
     hf = hf_model(torch, "llama")
     base = torch_logits(torch, hf)
     model = peftplug.get_peft_model(hf, ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS))
@@ -66,8 +73,6 @@ def test_trained_on_torch_loads_on_paddle_in_both_formats(ssf, torch, paddle, tm
 
 
 def test_trained_on_paddle_loads_on_torch_in_both_formats(ssf, torch, paddle, tmp_path):
-    from test_convert import train_paddle
-
     pd = paddle_model(paddle, "llama", hf_model(torch, "llama"))
     base = paddle_logits(paddle, pd)
     model = peftplug.get_peft_model(pd, ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS))
@@ -96,8 +101,6 @@ def test_peftplug_names_no_file_of_the_fixture_method():
 def test_fused_projections_take_the_declared_fill_for_a_missing_part(ssf, torch, paddle, tmp_path):
     """On PaddleNLP Llama's fused qkv_proj / gate_up_fused_proj, k_proj's and up_proj's parts,
     which SSF does not adapt, scale by 1 and shift by 0: read from the declaration (fill)."""
-    from test_convert import train_torch
-
     hf = hf_model(torch, "llama")
     fused = {"fuse_attention_qkv": True, "fuse_attention_ffn": True}
     model = peftplug.get_peft_model(hf, ssf.SSFConfig(target_modules=["q_proj", "v_proj", "gate_proj"]))

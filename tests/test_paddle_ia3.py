@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_paddle_lora import ids_batch, logits, train
+from paddle_lm import ids_batch, logits, train
 
 import peftplug
 from peftplug.errors import AdapterShapeError

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from paddle_lm import ids_batch, lm_loss, logits, train
 
 import peftplug
 from peftplug.errors import AdapterShapeError, TargetModulesError
@@ -15,43 +16,6 @@ from peftplug.interop.cross_framework import state_for_model
 @pytest.fixture(scope="module")
 def paddlenlp_peft(paddle):
     return pytest.importorskip("paddlenlp.peft")
-
-
-def ids_batch(paddle, batch: int = 2, length: int = 7):
-    """A fixed batch of token ids."""
-    rng = np.random.default_rng(1)
-    return paddle.to_tensor(rng.integers(3, 128, size=(batch, length)), dtype="int64")
-
-
-def logits(paddle, model, ids) -> np.ndarray:
-    """The model's logits as numpy, without gradients."""
-    with paddle.no_grad():
-        out = model(input_ids=ids)
-    return (out[0] if isinstance(out, (tuple, list)) else out.logits).numpy()
-
-
-def lm_loss(paddle, model, ids):
-    """Next-token cross entropy, computed here (PaddleNLP models do not shift labels)."""
-    out = model(input_ids=ids)
-    scores = out[0] if isinstance(out, (tuple, list)) else out.logits
-    return paddle.nn.functional.cross_entropy(scores[:, :-1].reshape([-1, scores.shape[-1]]), ids[:, 1:].reshape([-1]))
-
-
-def train(paddle, model, ids, steps: int = 4, lr: float = 1e-2) -> list[float]:
-    """A few AdamW steps on the trainable parameters; the losses seen."""
-    model.train()
-    optimizer = paddle.optimizer.AdamW(
-        learning_rate=lr, parameters=[p for p in model.parameters() if not p.stop_gradient]
-    )
-    losses = []
-    for _ in range(steps):
-        loss = lm_loss(paddle, model, ids)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        losses.append(float(loss))
-    model.eval()
-    return losses
 
 
 def randomise_lora(paddle, model, seed: int = 3) -> None:

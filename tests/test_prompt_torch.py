@@ -7,7 +7,7 @@ import json
 import warnings
 
 import pytest
-from conftest import logits_of, model_inputs
+from torch_lm import logits_of, model_inputs
 
 import peftplug
 from peftplug.errors import ConfigError, PeftplugError

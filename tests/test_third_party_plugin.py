@@ -19,7 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import logits_of, model_inputs, train_steps
+from convert_models import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
+from torch_lm import logits_of, model_inputs, train_steps
 
 import peftplug
 from peftplug.errors import ConfigError, PeftplugError, RegistryError
@@ -403,8 +404,6 @@ def test_trained_on_torch_loads_on_paddle_in_both_formats(bitfit, torch, paddle,
     """BitFit declares its one tensor (``bitfit_bias``, along the output, 0 where a fused part is
     not adapted): with that alone it saves in PaddleNLP's layout (its own file names, which
     PaddleNLP itself cannot read), converts, and loads on Paddle with the torch logits."""
-    from test_convert import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
-
     model = peftplug.get_peft_model(
         hf_model(torch, "llama"), bitfit.BitFitConfig(task_type="CAUSAL_LM", target_modules=TARGETS)
     )
@@ -429,8 +428,6 @@ def test_trained_on_torch_loads_on_paddle_in_both_formats(bitfit, torch, paddle,
 def test_fused_projections_take_zero_for_a_part_bitfit_does_not_adapt(bitfit, torch, paddle, tmp_path):
     """On PaddleNLP Llama's fused qkv_proj / gate_up_fused_proj, the bias delta of k_proj and
     up_proj, which BitFit does not adapt here, is 0: the declaration's fill."""
-    from test_convert import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
-
     config = bitfit.BitFitConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj", "gate_proj"])
     model = peftplug.get_peft_model(hf_model(torch, "llama"), config)
     train_torch(torch, model, steps=3)

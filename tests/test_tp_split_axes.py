@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import numpy as np
+import peftplug_ssf
 import pytest
-from fixtures import peftplug_ssf
 
 import peftplug
 from peftplug.distributed.tp_shards import TensorParallelError, infer_split_axes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import logits_of, model_inputs
+from torch_lm import logits_of, model_inputs
 
 import peftplug
 
