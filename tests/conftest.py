@@ -21,12 +21,13 @@ for _folder in ("support", "fixtures"):
 # drivers are the suite's own: the built-ins are tested with what a third party gets.
 pytest_plugins = ["peftplug.testing"]
 
-CONTRACT_FIRST = "test_contract_methods.py"
+CONTRACT_FIRST = Path(__file__).resolve().parent / "contract"
 
 
 def pytest_collection_modifyitems(items):
-    """The method contract runs first: when a method breaks it, that is the first failure read."""
-    items.sort(key=lambda item: item.path.name != CONTRACT_FIRST)
+    """The method contract (tests/contract) runs first: when a method breaks it, that is the first
+    failure read."""
+    items.sort(key=lambda item: CONTRACT_FIRST not in item.path.parents)
 
 
 @pytest.fixture(autouse=True)

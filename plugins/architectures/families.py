@@ -2,7 +2,7 @@
 Bloom, GPT-2.
 
 Read off transformers 4.57 and paddlenlp 2.8.1 (``paddlenlp/transformers/<family>/modeling.py``)
-and checked by ``tests/test_architectures.py``, which copies weights between tiny models of both
+and checked by ``tests/interop/test_architectures.py``, which copies weights between tiny models of both
 libraries and compares logits. Qwen2 is not in paddlenlp 2.8.1: its map follows PaddleNLP 3's
 ``qwen2/modeling.py`` (``Qwen2PretrainedModel._get_name_mappings``: ``model.`` <-> ``qwen2.``,
 Linear weights and an untied ``lm_head`` transposed, q/k/v biases as they are).

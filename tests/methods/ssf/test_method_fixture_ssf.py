@@ -5,8 +5,6 @@ logits, directly and through ``peftplug.convert``, and saves and loads in both f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import peftplug_ssf
 import pytest
 from convert_models import (
@@ -19,12 +17,12 @@ from convert_models import (
     train_paddle,
     train_torch,
 )
+from repo_root import ROOT
 
 import peftplug
 from peftplug.manager import PluginManager, get_plugin_manager, reset_plugin_manager
 from peftplug.testing import MethodContract
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 
 

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
+from repo_root import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("torch", "paddle", "paddlenlp", "transformers")
 PLUGIN_PACKAGES = ("peftplug.plugins", "peftplug.backends")
 BACKENDS = ("torch", "paddle")

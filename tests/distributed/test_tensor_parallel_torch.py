@@ -1,6 +1,6 @@
 """LoRA under DTensor tensor parallelism: 2 ranks on CPU (torchrun, gloo) against one process.
 
-The worker (tests/tp_workers/lora_worker.py) shards a tiny Llama with ``parallelize_module``
+The worker (tests/distributed/tp_workers/lora_worker.py) shards a tiny Llama with ``parallelize_module``
 (q, k, v, gate, up column-parallel; o, down row-parallel), loads the same initial adapter as the
 single-process run here, trains, and saves merged and unmerged; the tests compare losses,
 logits and files with the single-process run, with ``peft``, and with the offline join.

@@ -10,13 +10,11 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from repo_root import ROOT
 
 from peftplug import hookspecs
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _hook_signatures() -> dict[str, str]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from repo_root import ROOT
 
 import peftplug
 from peftplug.config import AdapterConfig
@@ -16,8 +16,6 @@ from peftplug.discovery import builtin_plugins
 from peftplug.errors import BackendError, PluginError, RegistryError
 from peftplug.manager import PluginManager
 from peftplug.registration import Backend, Method
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass

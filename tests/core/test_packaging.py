@@ -6,11 +6,10 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
+from repo_root import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 INSTALLED_AS = {"peftplug": "peftplug", "backends": "peftplug/backends", "plugins": "peftplug/plugins"}
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from repo_root import ROOT
 from torch_lm import model_inputs, train_steps
 
 from peftplug.app.cli import main
@@ -29,7 +30,6 @@ from peftplug.app.instructions import (
 )
 from peftplug.app.tokenizer import ByteTokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
 LOSS_LINE = re.compile(r"held-out loss (before|after) training:\s+([0-9.]+)")
 TRAIN_STEPS = 30
 

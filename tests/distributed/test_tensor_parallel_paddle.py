@@ -1,7 +1,7 @@
 """LoRA and IA3 on fleet model parallelism (mp=2): 2 ranks on CPU (paddle.distributed.launch,
 gloo) against the full adapters, PaddleNLP's own LoRAModel and its files.
 
-One launched job (tests/tp_workers/paddle_worker.py, ``cpu`` mode) does every check that runs
+One launched job (tests/distributed/tp_workers/paddle_worker.py, ``cpu`` mode) does every check that runs
 without the mp forward kernels, which CPUs lack: the tests here read what it reports and the
 files it wrote. The full adapters are built here with numpy (this process imports no Paddle).
 """

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 from convert_models import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
+from repo_root import ROOT
 from torch_lm import logits_of, model_inputs, train_steps
 
 import peftplug
 from peftplug.errors import ConfigError, PeftplugError, RegistryError
 from peftplug.manager import DISABLE_ENV, LOAD_ENV, PluginManager, get_plugin_manager, reset_plugin_manager
 
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "peftplug-bitfit"
+EXAMPLE_DIR = ROOT / "examples" / "peftplug-bitfit"
 DISTRIBUTION = "peftplug-bitfit"
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 

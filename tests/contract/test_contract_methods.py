@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from repo_root import ROOT
 
 import peftplug
 from peftplug.testing import MethodContract
 
-BITFIT_SOURCE = Path(__file__).resolve().parent.parent / "examples" / "peftplug-bitfit"
+BITFIT_SOURCE = ROOT / "examples" / "peftplug-bitfit"
 BOTH = ("torch", "paddle")
 
 
