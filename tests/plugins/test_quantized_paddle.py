@@ -20,25 +20,32 @@ PADDLENLP_TARGETS = [f".*{target}" for target in TARGETS]  # PaddleNLP full-matc
 ALGORITHMS = ["weight_only_int8", "weight_only_int4"]
 
 
-def quantized_llama(algorithm: str):
-    """A tiny PaddleNLP Llama (hidden 64, 2 layers) whose decoder linears are PaddleNLP's
-    ``QuantizationLinear`` (PaddleNLP's own replacement; the quantized values are left as built,
-    since Paddle's CPU build cannot quantize)."""
+def float_llama():
+    """A tiny PaddleNLP Llama (hidden 64, 2 layers), seed 0."""
     from paddlenlp import transformers
+
+    paddle.seed(0)
+    return transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+        )
+    )
+
+
+def quantized_llama(algorithm: str):
+    """The tiny Llama with its decoder linears made PaddleNLP's ``QuantizationLinear`` (PaddleNLP's
+    own replacement; the quantized values are left as built, since Paddle's CPU build cannot
+    quantize)."""
     from paddlenlp.quantization.quantization_config import QuantizationConfig
     from paddlenlp.quantization.quantization_utils import replace_with_quantization_linear
 
-    paddle.seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    model = transformers.LlamaForCausalLM(config)
+    model = float_llama()
     replace_with_quantization_linear(model.llama, QuantizationConfig(weight_quantize_algo=algorithm))
     return model
 
@@ -60,24 +67,6 @@ def randomized(model):
         if "lora_" in name:
             parameter.set_value(generator.normal(size=parameter.shape).astype("float32"))
     return model
-
-
-def float_llama():
-    """The same tiny Llama with plain linears."""
-    from paddlenlp import transformers
-
-    paddle.seed(0)
-    return transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=128,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        )
-    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -19,7 +19,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from convert_models import assert_close, hf_model, paddle_logits, paddle_model, torch_logits, train_torch
+from convert_models import (
+    assert_close,
+    assert_torch_adapter_moves_to_paddle,
+    hf_model,
+    paddle_logits,
+    paddle_model,
+    torch_logits,
+    train_torch,
+)
 from repo_root import ROOT
 from torch_lm import logits_of, model_inputs, train_steps
 
@@ -405,25 +413,8 @@ def test_trained_on_torch_loads_on_paddle_in_both_formats(bitfit, torch, paddle,
     """BitFit declares its one tensor (``bitfit_bias``, along the output, 0 where a fused part is
     not adapted): with that alone it saves in PaddleNLP's layout (its own file names, which
     PaddleNLP itself cannot read), converts, and loads on Paddle with the torch logits."""
-    model = peftplug.get_peft_model(
-        hf_model(torch, "llama"), bitfit.BitFitConfig(task_type="CAUSAL_LM", target_modules=TARGETS)
-    )
-    train_torch(torch, model, steps=3)
-    expected = torch_logits(torch, model)
-    model.save_pretrained(tmp_path / "peft")
-    model.save_pretrained(tmp_path / "paddlenlp", format="paddlenlp")
-    assert sorted(p.name for p in (tmp_path / "paddlenlp").iterdir()) == [
-        "bitfit_config.json",
-        "bitfit_model_state.pdparams",
-    ]
-    peftplug.convert(tmp_path / "peft", tmp_path / "converted", to="paddlenlp", architecture="llama")
-    for source in ("peft", "paddlenlp", "converted"):
-        loaded = peftplug.PeftModel.from_pretrained(
-            paddle_model(paddle, "llama", hf_model(torch, "llama")), tmp_path / source
-        )
-        assert_close(paddle_logits(paddle, loaded), expected, f"Paddle, from the {source} files")
-    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "paddlenlp")
-    assert_close(torch_logits(torch, back), expected, "torch, from the paddlenlp files")
+    config = bitfit.BitFitConfig(task_type="CAUSAL_LM", target_modules=TARGETS)
+    assert_torch_adapter_moves_to_paddle(torch, paddle, config, tmp_path, stem="bitfit")
 
 
 def test_fused_projections_take_zero_for_a_part_bitfit_does_not_adapt(bitfit, torch, paddle, tmp_path):

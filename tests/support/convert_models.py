@@ -194,3 +194,27 @@ def gpt2_twins(torch, paddle):
     pd.eval()
     copy_base_weights(hf, pd)
     return hf, pd
+
+
+def assert_torch_adapter_moves_to_paddle(torch, paddle, config, tmp_path, stem: str) -> None:
+    """Train ``config`` on the torch Llama, save it in both formats (the PaddleNLP layout as
+    ``<stem>_config.json`` / ``<stem>_model_state.pdparams``) and convert it; each loads on the
+    Paddle Llama, and the PaddleNLP files back on torch, with the torch logits."""
+    hf = hf_model(torch, "llama")
+    base = torch_logits(torch, hf)
+    model = peftplug.get_peft_model(hf, config)
+    train_torch(torch, model, steps=3)
+    expected = torch_logits(torch, model)
+    assert_changed(expected, base)
+    model.save_pretrained(tmp_path / "peft")
+    model.save_pretrained(tmp_path / "paddlenlp", format="paddlenlp")
+    names = sorted(p.name for p in (tmp_path / "paddlenlp").iterdir())
+    assert names == [f"{stem}_config.json", f"{stem}_model_state.pdparams"], names
+    peftplug.convert(tmp_path / "peft", tmp_path / "converted", to="paddlenlp", architecture="llama")
+    for source in ("peft", "paddlenlp", "converted"):
+        loaded = peftplug.PeftModel.from_pretrained(
+            paddle_model(paddle, "llama", hf_model(torch, "llama")), tmp_path / source
+        )
+        assert_close(paddle_logits(paddle, loaded), expected, f"Paddle, from the {source} files")
+    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "paddlenlp")
+    assert_close(torch_logits(torch, back), expected, "torch, from the paddlenlp files")

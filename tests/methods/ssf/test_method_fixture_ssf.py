@@ -10,6 +10,7 @@ import pytest
 from convert_models import (
     assert_changed,
     assert_close,
+    assert_torch_adapter_moves_to_paddle,
     hf_model,
     paddle_logits,
     paddle_model,
@@ -47,27 +48,8 @@ def ssf():
 
 
 def test_trained_on_torch_loads_on_paddle_in_both_formats(ssf, torch, paddle, tmp_path):
-    hf = hf_model(torch, "llama")
-    base = torch_logits(torch, hf)
-    model = peftplug.get_peft_model(hf, ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS))
-    train_torch(torch, model, steps=3)
-    expected = torch_logits(torch, model)
-    assert_changed(expected, base)
-    model.save_pretrained(tmp_path / "peft")
-    model.save_pretrained(tmp_path / "paddlenlp", format="paddlenlp")
-    assert sorted(p.name for p in (tmp_path / "paddlenlp").iterdir()) == [
-        "ssf_config.json",
-        "ssf_model_state.pdparams",
-    ]
-    peftplug.convert(tmp_path / "peft", tmp_path / "converted", to="paddlenlp", architecture="llama")
-
-    for source in ("peft", "paddlenlp", "converted"):
-        loaded = peftplug.PeftModel.from_pretrained(
-            paddle_model(paddle, "llama", hf_model(torch, "llama")), tmp_path / source
-        )
-        assert_close(paddle_logits(paddle, loaded), expected, f"Paddle, from the {source} files")
-    back = peftplug.PeftModel.from_pretrained(hf_model(torch, "llama"), tmp_path / "paddlenlp")
-    assert_close(torch_logits(torch, back), expected, "torch, from the paddlenlp files")
+    config = ssf.SSFConfig(task_type="CAUSAL_LM", target_modules=TARGETS)
+    assert_torch_adapter_moves_to_paddle(torch, paddle, config, tmp_path, stem="ssf")
 
 
 def test_trained_on_paddle_loads_on_torch_in_both_formats(ssf, torch, paddle, tmp_path):
