@@ -7,8 +7,9 @@ Math as the methods' own layers (:mod:`peftplug.plugins.lora.torch_layers`,
     IA3:   y = l * (Q(W) x + b)   or   y = Q(W) (l * x) + b
     merge: W <- quantize(dequantize(W) + s * B A)    (IA3: the rows or columns of dequantize(W) scaled)
 
-Only the merge differs: it reads the weight as floats and quantizes it again (see
-:mod:`peftplug.plugins.bitsandbytes.quantized`), warning that the result is rounded.
+The merge is what differs: it reads the weight as floats and quantizes it again (see
+:mod:`peftplug.plugins.bitsandbytes.quantized`), warning that the result is rounded; and a 4-bit
+layer's output is copied before LoRA adds to it in place.
 """
 
 from __future__ import annotations
