@@ -62,5 +62,16 @@ def write_adapter(
     manager: PluginManager | None = None,
 ) -> list[Path]:
     """Write ``state`` into ``directory`` in ``format``, atomically; returns the files written."""
+    manager = manager or get_plugin_manager()
     files = adapter_files(state, format, safe_serialization=safe_serialization, manager=manager)
-    return write_files_atomically(Path(directory), files)
+    directory = Path(directory)
+    return write_files_atomically(directory, files, replaces=replaced_adapter_files(directory, manager))
+
+
+def replaced_adapter_files(directory: Path, manager: PluginManager | None = None) -> list[Path]:
+    """The adapter files, of every registered format, that ``directory`` holds now: what a save
+    there supersedes (files it rewrites are kept, as new; others are removed after it)."""
+    manager = manager or get_plugin_manager()
+    if not directory.is_dir():
+        return []
+    return sorted({path for fmt in manager.formats for path in fmt.files(directory)})

@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,10 @@ def content_bytes(content: FileContent) -> bytes:
 
 
 def write_files_atomically(
-    directory: Path, files: dict[str, FileContent], before_commit: Callable[[], None] | None = None
+    directory: Path,
+    files: dict[str, FileContent],
+    before_commit: Callable[[], None] | None = None,
+    replaces: Iterable[Path] = (),
 ) -> list[Path]:
     """Write ``{relative name: content}`` into ``directory``, all or nothing.
 
@@ -41,7 +44,8 @@ def write_files_atomically(
     not touched. ``before_commit``, when given, runs once everything is staged and before the
     first rename (a tensor-parallel save waits there for every rank); if it raises, nothing is
     renamed. A new file gets the mode ``open()`` would give it (0666 less the umask), a replaced
-    file keeps its own. Returns the final paths.
+    file keeps its own. ``replaces``: files the new ones supersede (an older adapter's, in another
+    format), removed once the new files are in place. Returns the final paths.
     """
     directory.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
@@ -64,7 +68,10 @@ def write_files_atomically(
         raise
     for tmp, final in staged:
         os.replace(tmp, final)
-    return [final for _, final in staged]
+    written = [final for _, final in staged]
+    for path in set(replaces) - set(written):
+        path.unlink(missing_ok=True)
+    return written
 
 
 def _mode_for(final: Path) -> int:

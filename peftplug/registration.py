@@ -178,6 +178,12 @@ class Format:
         """Return True when ``directory`` holds an adapter in this format."""
         raise NotImplementedError(f"format {self.name!r} does not implement detect()")
 
+    def files(self, directory: Path) -> list[Path]:
+        """The files of an adapter in this format that ``directory`` holds (those ``read`` would
+        take). A save in any format removes them unless it rewrote them, so that the directory
+        holds one adapter and the next load cannot read an older one. None known by default."""
+        return []
+
     def read(self, directory: Path) -> AdapterState:
         """Read the adapter in ``directory``; raise AdapterLoadError naming what is wrong."""
         raise NotImplementedError(f"format {self.name!r} does not implement read()")

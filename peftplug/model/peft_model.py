@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from peftplug.adapter_io import adapter_files, read_adapter
+from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.adapter_names import check_adapter_name
 from peftplug.config import AdapterConfig
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, some_names
@@ -388,7 +388,9 @@ class PeftModel(DelegatesToInner):
             files.update({(f"{name}/" if name != DEFAULT_ADAPTER else "") + file: c for file, c in written.items()})
         if self._peft_manager.formats.get(format).model_card:
             files[CARD_NAME] = self._model_card(Path(save_directory), names)
-        write_files_atomically(Path(save_directory), files)
+        folders = [Path(save_directory) / (name if name != DEFAULT_ADAPTER else "") for name in names]
+        replaced = [path for folder in folders for path in replaced_adapter_files(folder, self._peft_manager)]
+        write_files_atomically(Path(save_directory), files, replaces=replaced)
 
     def push_to_hub(
         self,

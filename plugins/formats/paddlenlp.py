@@ -87,6 +87,18 @@ class PaddleNLPFormat(Format):
         paddleformers' safetensors."""
         return self._stem(directory, strict=False) is not None
 
+    def files(self, directory: Path) -> list[Path]:
+        """Every method's ``<stem>_config.json`` and its weights (whole, or a tensor-parallel
+        save's shards), and paddleformers' safetensors, where present."""
+        found = [directory / name for name in (SAFE_INDEX, SAFE_SINGLE) if (directory / name).is_file()]
+        found += directory.glob("peft_model-*-of-*.safetensors")
+        for stem in stems():
+            found += [
+                directory / name for name in (config_name(stem), weights_name(stem)) if (directory / name).is_file()
+            ]
+            found += directory.glob(f"{stem}_model_state.tp*.pdparams")
+        return found
+
     @staticmethod
     def shard_file_name(name: str, rank: int, degree: int) -> str:
         """A rank's file of an unmerged tensor-parallel save, named as PaddleNLP names it:

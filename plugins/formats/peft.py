@@ -43,6 +43,12 @@ class PeftFormat(Format):
             (directory / SAFETENSORS_NAME).is_file() or (directory / BIN_NAME).is_file()
         )
 
+    def files(self, directory: Path) -> list[Path]:
+        """The config, the weights (``.safetensors`` or ``.bin``) and a prompt encoder's own
+        weights, where present (the model card is not the adapter's: it stays)."""
+        names = (CONFIG_NAME, SAFETENSORS_NAME, BIN_NAME, ENCODER_SAFETENSORS_NAME, ENCODER_BIN_NAME)
+        return [directory / name for name in names if (directory / name).is_file()]
+
     def read(self, directory: Path) -> AdapterState:
         """The config and tensors (and a prompt encoder's own weights when their file is there);
         ``.bin`` is read with torch's weights-only unpickler."""

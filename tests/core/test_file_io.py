@@ -155,3 +155,39 @@ def test_new_files_get_the_mode_open_would_give_them(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "sub" / "new.bin").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "kept.json").stat().st_mode) == 0o640
+
+
+SAVED_OVER = {
+    "peft-then-paddlenlp": ({}, {"format": "paddlenlp"}, ["lora_config.json", "lora_model_state.pdparams"]),
+    "paddlenlp-then-peft": ({"format": "paddlenlp"}, {}, ["adapter_config.json", "adapter_model.safetensors"]),
+    "safetensors-then-bin": ({}, {"safe_serialization": False}, ["adapter_config.json", "adapter_model.bin"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAVED_OVER))
+def test_a_save_leaves_one_adapter_in_the_directory(torch, make_model, tmp_path, case):
+    """Saving over an adapter of another format (or HF PEFT's other weights file) removes the
+    old adapter's files once the new ones are in place, so the next load reads the new adapter;
+    files that are no adapter's (a Trainer's, the model card) stay."""
+    import peftplug
+
+    first, second, adapter_files = SAVED_OVER[case]
+
+    def adapted(seed):
+        model = peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"]))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        return model
+
+    (tmp_path / "optimizer.pt").write_bytes(b"the trainer's")
+    adapted(1).save_pretrained(tmp_path, **first)
+    newer = adapted(2)
+    newer.save_pretrained(tmp_path, **second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["README.md", "optimizer.pt", *adapter_files])
+    loaded = peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
+    ids = torch.arange(3, 10).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, newer(input_ids=ids).logits, rtol=0, atol=1e-6)
