@@ -42,3 +42,29 @@ def test_a_broken_adapter_config_names_the_file(make_model, saved, text, said):
 def test_a_file_given_for_the_adapter_directory_is_named_as_a_file(make_model, saved):
     with pytest.raises(AdapterLoadError, match=r"is a file, not a directory: pass the folder .*adapter'"):
         peftplug.PeftModel.from_pretrained(make_model("llama"), saved / "adapter_config.json")
+
+
+@pytest.mark.parametrize("backend", ["torch", "paddle"])
+def test_a_second_get_peft_model_on_one_base_keeps_the_first_adapter(backend, request):
+    """Wrapping the same base again under the same adapter name would re-initialise the first
+    model's trained adapter in the shared layers: refused, naming it, before anything changes;
+    another name is allowed with HF PEFT's warning."""
+    import numpy as np
+
+    from peftplug.errors import PeftplugError
+    from peftplug.testing import get_driver
+
+    driver = get_driver(backend)
+    if driver.missing():
+        pytest.skip(driver.missing())
+    base = driver.tiny_model("llama")
+    first = peftplug.get_peft_model(base, peftplug.LoraConfig(target_modules=["q_proj"]))
+    driver.train_steps(first, driver.inputs())
+    trained = driver.named_arrays(first, trainable=True)
+    with pytest.raises(PeftplugError, match=r"already holds adapter 'default'.*add_adapter"):
+        peftplug.get_peft_model(base, peftplug.LoraConfig(target_modules=["q_proj"]))
+    with pytest.warns(UserWarning, match=r"second time \(it holds adapters \['default'\]\)"):
+        peftplug.get_peft_model(base, peftplug.LoraConfig(target_modules=["v_proj"]), adapter_name="other")
+    for name, array in driver.named_arrays(first).items():
+        if name in trained:
+            np.testing.assert_array_equal(array, trained[name], err_msg=name)
