@@ -40,7 +40,8 @@ def write_files_atomically(
     Every file is first written and fsynced under a temporary name beside its destination; only
     when all are on disk are they renamed into place (``os.replace``, atomic per file). A crash
     or an exception while writing leaves the files already in ``directory`` as they were, and
-    no temporary file behind. Other files in ``directory`` (a Trainer checkpoint's, say) are
+    no temporary file behind; a process killed while writing leaves its temporary files, which
+    the next save of the same files removes (:func:`remove_stale_temporaries`). Other files in ``directory`` (a Trainer checkpoint's, say) are
     not touched. ``before_commit``, when given, runs once everything is staged and before the
     first rename (a tensor-parallel save waits there for every rank); if it raises, nothing is
     renamed. A new file gets the mode ``open()`` would give it (0666 less the umask), a replaced
@@ -53,7 +54,8 @@ def write_files_atomically(
         for name, content in files.items():
             final = directory / name
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            remove_stale_temporaries(final)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
             staged.append((Path(tmp_name), final))
             os.chmod(tmp_name, _mode_for(final))
             with os.fdopen(fd, "wb") as handle:
@@ -72,6 +74,29 @@ def write_files_atomically(
     for path in set(replaces) - set(written):
         path.unlink(missing_ok=True)
     return written
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporary files of ``final`` that a save killed before its renames left
+    (``.<name>.<pid>.<random>.tmp``, their writer's process gone); a live writer's stay. Returns
+    the paths removed."""
+    removed = []
+    for path in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = path.name[len(final.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _mode_for(final: Path) -> int:
