@@ -146,7 +146,8 @@ class PeftModel(DelegatesToInner):
         ``prompt_embeddings`` for prompt-learning methods, whose encoder also takes the state's
         ``extra_tensors``). A tensor whose shape differs raises an error naming it and both
         shapes; keys that match nothing are an error when no key matched at all (the adapter
-        belongs to another model), a warning otherwise.
+        belongs to another model), a warning otherwise; a module given some of its tensors but not
+        all (``lora_B`` without ``lora_A``) is an error naming the missing one.
         """
         ops = self._peft_ops
         self._check_adapter(adapter_name)
@@ -176,6 +177,14 @@ class PeftModel(DelegatesToInner):
             taken.update(prefix + suffix for suffix in consumed)
             if not consumed:
                 starved.append(name)
+                continue
+            missing = sorted(set(layer.export_adapter(adapter_name)) - set(consumed))
+            if missing:
+                raise AdapterLoadError(
+                    f"adapter {adapter_name!r}: the file has {', '.join(map(repr, sorted(consumed)))} of module "
+                    f"{name!r} but not {', '.join(repr(prefix_saved + prefix + suffix) for suffix in missing)}; a "
+                    "partial module would keep a fresh tensor beside trained ones"
+                )
         parameters = dict(ops.named_parameters(self.base_model.model))
         for key in tensors.keys() - taken:
             if key in parameters:

@@ -146,3 +146,20 @@ def test_bfloat16_safetensors_are_read_exactly(tmp_path):
     save_file({"x": values, "y": torch.arange(4, dtype=torch.int64)}, tmp_path / "t.safetensors")
     read = read_safetensors(tmp_path / "t.safetensors")
     assert np.array_equal(read["x"], values.float().numpy()) and read["y"].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("dropped", ["lora_A", "lora_B"])
+def test_a_module_missing_one_of_its_tensors_is_named(make_model, tmp_path, dropped):
+    """lora_B without lora_A would keep a fresh random A beside the trained B: refused, naming
+    the missing tensor (HF PEFT only warns of missing keys)."""
+    from safetensors.numpy import load_file, save_file
+
+    peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"])).save_pretrained(
+        tmp_path
+    )
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    gone = f"base_model.model.model.layers.1.self_attn.q_proj.{dropped}.weight"
+    del tensors[gone]
+    save_file(tensors, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(AdapterLoadError, match=rf"module 'model.layers.1.self_attn.q_proj' but not '{gone}'"):
+        peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
