@@ -1,8 +1,10 @@
 """Reading safetensors files into numpy without a framework, bfloat16 included.
 
 ``safetensors.numpy`` refuses bfloat16, which numpy lacks; HF PEFT adapters of bf16 models are
-stored that way. This reader widens bf16 to float32 exactly and checks the header's offsets, so
-a truncated file is reported by name instead of read as garbage.
+stored that way. This reader widens bf16 to float32 exactly and checks the header as the
+safetensors library does (every entry's dtype, shape and offsets; sizes that fit dtype x shape;
+the tensors' bytes in order, neither overlapping nor leaving holes, up to the end of the file),
+so a truncated or forged file is reported by name and tensor instead of read as garbage.
 """
 
 from __future__ import annotations
@@ -42,27 +44,62 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     data = np.fromfile(path, dtype=np.uint8)
     try:
         (header_size,) = struct.unpack("<Q", data[:8].tobytes())
+        if header_size > len(data) - 8:
+            raise ValueError(f"its header claims {header_size} bytes of a {len(data)}-byte file")
         header = json.loads(data[8 : 8 + header_size].tobytes())
     except (struct.error, ValueError) as error:
         raise AdapterLoadError(f"{path} is not a valid safetensors file: {error}") from error
     body = memoryview(data)[8 + header_size :]
     tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        if end > len(body) or start > end:
-            raise AdapterLoadError(f"{path} is truncated: tensor {name!r} needs bytes {start}..{end} of {len(body)}")
-        dtype = info["dtype"]
+    for name, dtype, shape, start, end in _entries(path, header, len(body)):
         raw = body[start:end]
         if dtype == "BF16":
             array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        elif dtype in _DTYPES:
-            array = np.frombuffer(raw, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
         else:
-            raise AdapterLoadError(f"{path}: tensor {name!r} has dtype {dtype}, which peftplug cannot read")
-        tensors[name] = array.reshape(info["shape"])
+            array = np.frombuffer(raw, dtype=np.dtype(_DTYPES[dtype]).newbyteorder("<"))
+        tensors[name] = array.reshape(shape)
     return tensors
+
+
+def _entries(path: Path, header: object, body_size: int) -> list[tuple[str, str, list[int], int, int]]:
+    """``(name, dtype, shape, start, end)`` of each tensor, in file order, once the header is
+    checked; an :class:`AdapterLoadError` naming the file and the tensor otherwise."""
+    if not isinstance(header, dict):
+        raise AdapterLoadError(f"{path}: the safetensors header is a {type(header).__name__}, not an object")
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise AdapterLoadError(f"{where}: its entry is not an object with dtype, shape and data_offsets: {info!r}")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype != "BF16" and dtype not in _DTYPES:
+            raise AdapterLoadError(f"{where} has dtype {dtype!r}, which peftplug cannot read")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise AdapterLoadError(f"{where}: shape {shape!r} is not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets)):
+            raise AdapterLoadError(f"{where}: data_offsets {offsets!r} is not [start, end]")
+        start, end = offsets
+        if end > body_size or not 0 <= start <= end:
+            raise AdapterLoadError(f"{path} is truncated: tensor {name!r} needs bytes {start}..{end} of {body_size}")
+        itemsize = 2 if dtype == "BF16" else np.dtype(_DTYPES[dtype]).itemsize
+        if end - start != itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise AdapterLoadError(
+                f"{where}: {end - start} bytes do not hold a {dtype} tensor of shape {shape} "
+                f"({itemsize * int(np.prod(shape, dtype=np.int64))} bytes)"
+            )
+        entries.append((name, dtype, shape, start, end))
+    entries.sort(key=lambda entry: (entry[3], entry[4]))
+    position = 0
+    for name, _, _, start, end in entries:
+        if start != position:
+            what = "overlaps the tensor before it" if start < position else f"leaves bytes {position}..{start} unused"
+            raise AdapterLoadError(f"{path}: tensor {name!r} (bytes {start}..{end}) {what}")
+        position = end
+    if position != body_size:
+        raise AdapterLoadError(f"{path}: {body_size - position} bytes after the last tensor belong to none")
+    return entries
 
 
 _NAMES = {np.dtype(dtype).newbyteorder("<"): name for name, dtype in _DTYPES.items()}
