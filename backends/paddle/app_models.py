@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from peftplug.errors import BackendError
+
 # The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
 _LLAMA_FIELDS = (
     "hidden_size",
@@ -58,7 +60,7 @@ class PaddleModels:
 
         if spec.path is not None:
             paddle.seed(spec.seed)
-            model = transformers.AutoModelForCausalLM.from_pretrained(spec.path)
+            model = load_causal_lm(spec.path)
             model.eval()
             return model
         config = transformers.LlamaConfig(
@@ -83,10 +85,8 @@ class PaddleModels:
         return model
 
     def load(self, directory: str, task_type: str | None) -> Any:
-        """The directory loaded by PaddleNLP's ``AutoModelForCausalLM``, in eval mode."""
-        from paddlenlp.transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(directory)
+        """The directory's causal LM (:func:`load_causal_lm`), in eval mode."""
+        model = load_causal_lm(directory)
         model.eval()
         return model
 
@@ -112,3 +112,61 @@ def twin_builder() -> Any:
 
 
 MODELS = PaddleModels()
+
+
+PDPARAMS_SINGLE = "model_state.pdparams"
+PDPARAMS_INDEX = "model_state.pdparams.index.json"
+
+
+def load_causal_lm(directory: str) -> Any:
+    """PaddleNLP's causal LM of ``directory``, its ``.pdparams`` weights read by peftplug's
+    arrays-only reader: PaddleNLP's own loader unpickles them, which runs whatever code a file
+    holds. Weights that do not fit the model (missing or unexpected keys, other shapes) are an
+    error naming them. A directory without ``.pdparams`` (safetensors) is PaddleNLP's to read."""
+    import paddle
+    from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
+
+    files = pdparams_files(Path(directory))
+    if not files:
+        return AutoModelForCausalLM.from_pretrained(directory)
+    from peftplug.pdparams import read_pdparams
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory))
+    weights: dict[str, Any] = {}
+    for path in files:
+        weights.update(read_pdparams(path))
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+    wrong = [
+        f"{key} {list(weights[key].shape)} (the model's {own[key].shape})"
+        for key in sorted(own.keys() & weights.keys())
+        if list(weights[key].shape) != list(own[key].shape)
+    ]
+    if missing or unexpected or wrong:
+        problems = [
+            f"{label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("other shapes", wrong))
+            if names
+        ]
+        raise BackendError(f"the weights in {directory} do not fit its {type(model).__name__}: " + "; ".join(problems))
+    model.set_state_dict({key: paddle.to_tensor(value).astype(own[key].dtype) for key, value in weights.items()})
+    return model
+
+
+def pdparams_files(directory: Path) -> list[Path]:
+    """The ``.pdparams`` weight files of a PaddleNLP model directory: ``model_state.pdparams``, or
+    the shards its index names (file names inside the directory only)."""
+    if (directory / PDPARAMS_SINGLE).is_file():
+        return [directory / PDPARAMS_SINGLE]
+    index = directory / PDPARAMS_INDEX
+    if not index.is_file():
+        return []
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise BackendError(f"{index} is not a weights index (a JSON object with weight_map): {error}") from error
+    outside = [name for name in shards if not isinstance(name, str) or Path(name).name != name]
+    if outside:
+        raise BackendError(f"{index} names shards outside its directory: {outside[:3]}")
+    return [directory / name for name in shards]

@@ -20,7 +20,7 @@ Read only: paddleformers' safetensors variant, ``peft_model-0000K-of-0000N.safet
 ``peft_model.safetensors.index.json`` (or one ``peft_model.safetensors``) beside the config,
 same names and Paddle layout. Sharded tensor-parallel adapters (``tensor_parallel_degree`` > 1,
 ``*_model_state.tpNN.pdparams``) are refused with a pointer to merging them first. ``.pdparams``
-files are read by :mod:`~peftplug.plugins.formats.pdparams`, which never runs code from them.
+files are read by :mod:`~peftplug.pdparams`, which never runs code from them.
 A bfloat16 adapter (PaddleNLP saves bf16 as uint16 with ``"dtype": "bfloat16"``) is widened to
 float32 exactly. ``write`` ignores ``safe_serialization``: PaddleNLP's files are pdparams.
 """
@@ -39,8 +39,8 @@ from peftplug.errors import AdapterLoadError
 from peftplug.files import FileContent
 from peftplug.manager import get_plugin_manager
 from peftplug.markers import hookimpl
+from peftplug.pdparams import pdparams_writer, read_pdparams
 from peftplug.plugins.formats import paddlenlp_methods
-from peftplug.plugins.formats.pdparams import pdparams_writer, read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.registration import Format, Method, load_declared
 from peftplug.state import AdapterState

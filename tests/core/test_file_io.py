@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file, save
 
 from peftplug.files import content_bytes, write_files_atomically
-from peftplug.plugins.formats.pdparams import pdparams_writer, read_pdparams
+from peftplug.pdparams import pdparams_writer, read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors, safetensors_writer
 
 DTYPES = [
@@ -92,7 +92,7 @@ DILL_FIRST_SCRIPT = """
 import io, pickle
 import dill  # patches pickle's pure-Python pickler before the writer is imported
 import numpy as np
-from peftplug.plugins.formats.pdparams import pdparams_bytes
+from peftplug.pdparams import pdparams_bytes
 
 tensors = {"w": np.arange(6, dtype="float32").reshape(2, 3).T, "flag": np.asarray(True)}
 reference = io.BytesIO()

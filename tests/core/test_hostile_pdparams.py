@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from peftplug.errors import AdapterLoadError
-from peftplug.plugins.formats.pdparams import pdparams_bytes, read_pdparams
+from peftplug.pdparams import pdparams_bytes, read_pdparams
 
 
 def shared_tuple_key(depth: int) -> bytes:
@@ -54,7 +54,7 @@ def test_a_hostile_shape_is_refused_naming_the_file(tmp_path, case):
         from peftplug.adapter_io import read_adapter
         from peftplug.app.cli import main
         from peftplug.errors import AdapterLoadError
-        from peftplug.plugins.formats.pdparams import read_pdparams
+        from peftplug.pdparams import read_pdparams
         directory = Path({str(tmp_path)!r})
         for read in (lambda: read_pdparams(directory / "lora_model_state.pdparams"), lambda: read_adapter(directory)):
             try:
@@ -94,6 +94,6 @@ def test_ordinary_state_dicts_pass_the_shape_check(tmp_path):
 
 
 def test_the_refusal_is_an_adapter_load_error():
-    from peftplug.plugins.formats.pickle_scan import UnsafePickleShape
+    from peftplug.pickle_scan import UnsafePickleShape
 
     assert issubclass(UnsafePickleShape, AdapterLoadError)

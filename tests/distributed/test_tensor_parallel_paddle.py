@@ -22,7 +22,7 @@ import pytest
 from peftplug import IA3Config, LoraConfig
 from peftplug.adapter_io import write_adapter
 from peftplug.distributed.tp_shards import write_shard_directory
-from peftplug.plugins.formats.pdparams import read_pdparams
+from peftplug.pdparams import read_pdparams
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.state import AdapterState
 

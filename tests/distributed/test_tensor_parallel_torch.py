@@ -322,7 +322,7 @@ def test_paddlenlp_style_shards_join_into_the_merged_adapter(run, tmp_path):
     plugin (which names and configures the shards as PaddleNLP does); without the index, axes
     are inferred when joining."""
     from peftplug.adapter_io import read_adapter
-    from peftplug.plugins.formats.pdparams import read_pdparams
+    from peftplug.pdparams import read_pdparams
 
     merged = run["out"] / "merged"
     state = read_adapter(merged)

@@ -21,8 +21,8 @@ import peftplug
 from peftplug.adapter_io import detect_format, read_adapter, write_adapter
 from peftplug.errors import AdapterLoadError, ConfigError
 from peftplug.files import content_bytes
+from peftplug.pdparams import pdparams_bytes, read_pdparams
 from peftplug.plugins.formats import paddlenlp_targets
-from peftplug.plugins.formats.pdparams import pdparams_bytes, read_pdparams
 from peftplug.state import AdapterState
 
 TOKENS = 3

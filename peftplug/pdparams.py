@@ -10,7 +10,7 @@ Reading never runs code from the file: :class:`_ArraysOnlyUnpickler` resolves on
 that pickled numpy arrays and plain containers need (``numpy`` array reconstruction, ``dtype``,
 scalars, ``collections.OrderedDict``, ``_codecs.encode`` for protocol-2 bytes) and refuses every
 other one with an error naming the file and the global, before anything is called. Before
-that, :mod:`~peftplug.plugins.formats.pickle_scan` checks the stream's shape (string keys,
+that, :mod:`~peftplug.pickle_scan` checks the stream's shape (string keys,
 bounded nesting and size), so no file can make the reader hang or overflow its stack.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from peftplug.errors import AdapterLoadError
-from peftplug.plugins.formats.pickle_scan import check_pickle_shape
+from peftplug.pickle_scan import check_pickle_shape
 
 NAME_TABLE_KEY = "StructuredToParameterName@@"
 UNPACK_INFO_KEY = "UnpackBigParamInfor@@"  # sic: Paddle's spelling
