@@ -48,3 +48,9 @@ def some_names(names: list[str], limit: int = 5) -> str:
     """The first ``limit`` of ``names`` for an error message, and how many more there are."""
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+class AdapterKeysWarning(UserWarning):
+    """An adapter's keys and the model's modules do not all meet: keys that match no module, or
+    targeted modules that get no tensor. Loading goes on, as HF PEFT's does; the command line
+    makes it an error."""

@@ -730,7 +730,6 @@ def _run_merge(args: argparse.Namespace) -> int:
         raise PeftplugError(
             "--format applies to joining shards (no --base); a merged model is saved in the base's format"
         )
-    import peftplug
     from peftplug.adapter_io import read_adapter
     from peftplug.app.backend_parts import model_builder
     from peftplug.app.recipe_models import check_base, copy_tokenizer_files, load_base
@@ -738,7 +737,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     check_base(args.base)
     config = read_adapter(args.directory).config  # a bad adapter fails before the base loads
     base, _, backend = load_base(args.base, config.task_type, "merge")
-    merged = peftplug.PeftModel.from_pretrained(base, args.directory).merge_and_unload()
+    merged = _load_every_key(base, args.directory).merge_and_unload()
     merged.save_pretrained(str(out))
     copied = copy_tokenizer_files(args.base, out)
     tokenizer_note = f" and the tokenizer files ({', '.join(copied)})" if copied else ""
@@ -749,9 +748,23 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_every_key(base: Any, directory: str) -> Any:
+    """The adapter in ``directory`` on ``base``; keys and modules that do not all meet (a base of
+    another depth, say) are an error here, where Python keeps them a warning: a command must not
+    save a half-merged model or generate from a half-loaded one."""
+    import peftplug
+    from peftplug.errors import AdapterKeysWarning, AdapterLoadError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AdapterKeysWarning)
+        try:
+            return peftplug.PeftModel.from_pretrained(base, directory)
+        except AdapterKeysWarning as mismatch:
+            raise AdapterLoadError(f"{directory} does not fit the base: {mismatch}") from None
+
+
 # ----------------------------------------------------------------------------- generate
 def _run_generate(args: argparse.Namespace) -> int:
-    import peftplug
     from peftplug.adapter_io import read_adapter
     from peftplug.app.backend_parts import part
     from peftplug.app.instructions import Example, format_prompt
@@ -763,7 +776,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     text = args.prompt if args.raw else format_prompt(Example(args.prompt, "", ""))
     base, tokenizer, backend = load_base(args.base, config.task_type, "generate")
     generate = part(backend, "generator", "generator")
-    model = peftplug.PeftModel.from_pretrained(base, args.directory)
+    model = _load_every_key(base, args.directory)
     print(generate(model, tokenizer, text, args.max_new_tokens))
     return 0
 

@@ -19,7 +19,7 @@ from typing import Any
 from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.adapter_names import check_adapter_name
 from peftplug.config import AdapterConfig
-from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, some_names
+from peftplug.errors import AdapterKeysWarning, AdapterLoadError, ConfigError, PeftplugError, some_names
 from peftplug.files import FileContent, write_files_atomically
 from peftplug.interop.cross_framework import format_of, state_for_format, state_for_model
 from peftplug.manager import get_plugin_manager
@@ -197,9 +197,17 @@ class PeftModel(DelegatesToInner):
                 f"(first: {KEY_PREFIX + unexpected[0]!r}); was it trained on another model?"
             )
         if unexpected:
-            warnings.warn(f"adapter {adapter_name!r}: unexpected keys ignored: {some_names(unexpected)}", stacklevel=3)
+            warnings.warn(
+                f"adapter {adapter_name!r}: unexpected keys ignored: {some_names(unexpected)}",
+                AdapterKeysWarning,
+                stacklevel=3,
+            )
         if starved:
-            warnings.warn(f"adapter {adapter_name!r}: no tensors for modules {some_names(starved)}", stacklevel=3)
+            warnings.warn(
+                f"adapter {adapter_name!r}: no tensors for modules {some_names(starved)}",
+                AdapterKeysWarning,
+                stacklevel=3,
+            )
 
     # ---------------------------------------------------------------- adapters
     def add_adapter(self, adapter_name: str, peft_config: AdapterConfig) -> None:

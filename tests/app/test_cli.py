@@ -823,3 +823,29 @@ def test_inspect_a_shard_folder_shows_the_joined_adapter(peft_shards):
     code, text, err = _run_main(["inspect", str(shards)])
     assert code == 0, err
     assert "tensor parallel: shard files of 2 ranks, joined for this report" in text
+
+
+@pytest.mark.parametrize("layers", [1, 3], ids=["shallower", "deeper"])
+def test_merge_onto_a_base_of_another_depth_fails_and_saves_nothing(hf_base_and_adapter, tmp_path, layers):
+    """An adapter of a 2-layer model on a base of 1 or 3 layers: keys without a module, or
+    modules without tensors. Python loads it with a warning (as HF PEFT does); merge must not
+    save a half-merged model."""
+    import transformers
+
+    _, adapter, _, _ = hf_base_and_adapter
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "other")
+    out = tmp_path / "merged"
+    code, _, err = _run_main(["merge", str(adapter), "--base", str(tmp_path / "other"), "--out", str(out)])
+    assert code != 0
+    _assert_one_line_error(err, "peftplug merge: error:")
+    assert "does not fit the base" in err and ("unexpected keys" in err or "no tensors for modules" in err), err
+    assert not out.exists() or not any(out.iterdir())
