@@ -111,6 +111,15 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
         raise AdapterLoadError(
             f"{path} cannot be read safely (only tensors and plain containers are allowed): {error}"
         ) from error
+    if not isinstance(loaded, dict):
+        raise AdapterLoadError(f"{path} holds a {type(loaded).__name__}, not a dict of tensors")
+    odd = [
+        (key, type(value).__name__)
+        for key, value in loaded.items()
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+    ]
+    if odd:
+        raise AdapterLoadError(f"{path}: {odd[0][0]!r} is a {odd[0][1]}, not a tensor (an adapter holds tensors only)")
     return {
         key: value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy() for key, value in loaded.items()
     }

@@ -81,6 +81,11 @@ def _fail(field: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError("PaddleNLP LoRAConfig (lora_config.json)", field, value, allowed)
 
 
+def _as_list(value: Any) -> list[Any]:
+    """``value`` as a list when it is one (or a tuple); else a one-item list holding it."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) -> LoraConfig:
     """peftplug's LoraConfig for a PaddleNLP ``lora_config.json`` whose weights are ``tensors``
     (canonical names; used to name the modules of ``trainable_modules``)."""
@@ -96,10 +101,13 @@ def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) 
             if value not in (None, False, [], {}, ""):
                 raise _fail(field, value, "a field peftplug does not know; only an empty/false value is accepted")
     targets = data.get("target_modules")
-    if not targets:
+    if not targets or not (isinstance(targets, str) or all(isinstance(t, str) for t in _as_list(targets))):
         raise _fail(
             "target_modules", targets, "regexes naming the adapted layers (PaddleNLP adds no LoRA layer without them)"
         )
+    rank = data.get("r")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+        raise _fail("r", rank, "a positive integer, the rank PaddleNLP writes with every LoRA adapter")
     trainable_bias = data.get("trainable_bias")
     if trainable_bias not in _BIAS_FROM:
         raise _fail("trainable_bias", trainable_bias, "None, 'lora' or 'all'")
@@ -114,7 +122,7 @@ def config_from_paddlenlp(data: dict[str, Any], tensors: dict[str, np.ndarray]) 
         )
         modules_to_save = modules or None
     return LoraConfig(
-        r=data.get("r", PADDLENLP_DEFAULTS["r"]),
+        r=rank,
         lora_alpha=data.get("lora_alpha", PADDLENLP_DEFAULTS["lora_alpha"]),
         lora_dropout=float(data.get("lora_dropout", 0.0)),
         target_modules=targets_from_paddlenlp(targets),

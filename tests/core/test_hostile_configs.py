@@ -68,3 +68,46 @@ def test_a_second_get_peft_model_on_one_base_keeps_the_first_adapter(backend, re
     for name, array in driver.named_arrays(first).items():
         if name in trained:
             np.testing.assert_array_equal(array, trained[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        ({"target_modules": 3}, "target_modules"),
+        ({"target_modules": [".*q_proj", 4]}, "target_modules"),
+        ({"r": None}, "r"),
+        ({"r": "8"}, "r"),
+    ],
+    ids=["targets-an-int", "a-target-not-a-string", "no-r", "r-a-string"],
+)
+def test_a_bad_paddlenlp_lora_config_names_the_field(make_model, tmp_path, edit, field):
+    """target_modules that are no regexes, or a missing or non-integer r, are a ConfigError
+    naming the field (a TypeError, or a shape error after a default rank, before)."""
+    import json
+
+    from peftplug.errors import ConfigError
+
+    peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"])).save_pretrained(
+        tmp_path, format="paddlenlp"
+    )
+    config = json.loads((tmp_path / "lora_config.json").read_text())
+    for key, value in edit.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (tmp_path / "lora_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=rf"lora_config\.json.*{field}"):
+        peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
+
+
+def test_a_bin_holding_something_else_than_tensors_names_file_and_key(torch, make_model, tmp_path):
+    peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"])).save_pretrained(
+        tmp_path, safe_serialization=False
+    )
+    state = torch.load(tmp_path / "adapter_model.bin")
+    key = sorted(state)[0]
+    state[key] = "not a tensor"
+    torch.save(state, tmp_path / "adapter_model.bin")
+    with pytest.raises(AdapterLoadError, match=rf"adapter_model\.bin: '{key}' is a str, not a tensor"):
+        peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
