@@ -356,7 +356,28 @@ def _model_spec(check: _Checker, section: Any, backend: str, manager: Any) -> Mo
             config[key] = check.number(field, value, positive=True)
         else:
             config[key] = check.integer(field, value, minimum=1)
+    _check_head_shapes(check, path + ("config",), config)
     return ModelSpec(architecture, None, config, seed)
+
+
+# (width, heads) and (heads, key/value heads) pairs of the tiny configs: the first must divide by the second
+_DIVISIBLE = (
+    ("hidden_size", "num_attention_heads"),
+    ("n_embd", "n_head"),
+    ("num_attention_heads", "num_key_value_heads"),
+)
+
+
+def _check_head_shapes(check: _Checker, path: FieldPath, config: Mapping[str, Any]) -> None:
+    """Attention splits the width into heads, and the heads into key/value groups: a size that
+    does not divide is refused here, naming both fields, rather than by a shape error mid-run."""
+    for whole, parts in _DIVISIBLE:
+        if whole in config and parts in config and config[whole] % config[parts]:
+            check.fail(
+                path + (whole,),
+                config[whole],
+                f"must be a multiple of model.config.{parts} ({config[parts]}): attention splits it that way",
+            )
 
 
 def _check_model_directory(check: _Checker, field: FieldPath, directory: str, backend: str, manager: Any) -> None:

@@ -84,8 +84,15 @@ def _json_records(text: str, path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_records(text: str, path: Path) -> Iterator[tuple[str, Any]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    for record in reader:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        starts = max(reader.line_num, 1) + 1  # the line the next record begins on, after the header
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # an unterminated quote runs to the end of the file
+            raise DataError(f"{path}, line {starts}: {error} (a quote opened and never closed?)") from None
         if None in record:
             raise DataError(f"{path}, line {reader.line_num}: more cells than header columns ({reader.fieldnames})")
         yield f"{path}, line {reader.line_num}", {k: v for k, v in record.items() if v is not None}

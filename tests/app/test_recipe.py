@@ -303,6 +303,11 @@ def test_prompt_completion_and_instruction_records(tmp_path):
             "line 2: no instruction/output or prompt/completion fields (found: answer, question)",
         ),
         ("d.jsonl", '{"instruction": "a", "output": "b"}\n[1]\n', "line 2: expected an object"),
+        (
+            "d.csv",
+            'instruction,output\na,b\nc,"d\n',
+            "line 3: unexpected end of data (a quote opened and never closed",
+        ),
     ],
 )
 def test_bad_data_files(tmp_path, name, text, message):
@@ -618,3 +623,21 @@ def test_every_field_error_of_a_recipe_is_reported_at_once(tmp_path):
     ]:
         assert fragment in lines[0], (fragment, lines[0])
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("{hidden_size: 30}", "model.config.hidden_size=30 must be a multiple of model.config.num_attention_heads (4)"),
+        (
+            "{num_key_value_heads: 3}",
+            "model.config.num_attention_heads=4 must be a multiple of model.config.num_key_value_heads (3)",
+        ),
+    ],
+)
+def test_head_shapes_that_do_not_divide_are_refused_before_training(tmp_path, config, message):
+    """A width the heads do not divide failed mid-run with a shape error; the recipe check
+    names the line and both fields."""
+    recipe = _write(tmp_path, f"model:\n  architecture: llama\n  config: {config}\n")
+    with pytest.raises(RecipeError, match=r"recipe\.yaml, line 3: " + message.replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(recipe)
