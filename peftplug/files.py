@@ -58,10 +58,15 @@ def write_files_atomically(
             fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
             staged.append((Path(tmp_name), final))
             os.chmod(tmp_name, _mode_for(final))
-            with os.fdopen(fd, "wb") as handle:
-                _write_content(handle, content)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    _write_content(handle, content)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:  # ENOSPC and its kin name no file by themselves
+                if error.filename is not None:
+                    raise
+                raise OSError(error.errno, f"{error.strerror} (writing {final})", str(final)) from error
         if before_commit is not None:
             before_commit()
     except BaseException:

@@ -254,3 +254,23 @@ def test_a_forged_safetensors_header_is_refused_naming_file_and_tensor(tmp_path,
     with pytest.raises(AdapterLoadError, match=said) as error:
         read_safetensors(path)
     assert str(path) in str(error.value)
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC names no file by itself: the error names the one being written, and the save
+    leaves the directory as it was."""
+    import errno
+
+    import peftplug.files
+
+    (tmp_path / "adapter_config.json").write_bytes(b"old")
+
+    def full(handle, content):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(peftplug.files, "_write_content", full)
+    with pytest.raises(OSError, match=r"No space left on device \(writing .*adapter_model\.safetensors\)") as error:
+        write_files_atomically(tmp_path, {"adapter_model.safetensors": b"new", "adapter_config.json": b"new"})
+    assert error.value.errno == errno.ENOSPC and error.value.filename.endswith("adapter_model.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json"]
+    assert (tmp_path / "adapter_config.json").read_bytes() == b"old"
