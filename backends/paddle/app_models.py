@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.errors import BackendError
+from peftplug.weight_index import index_shards
 
 # The tiny shape fields PaddleNLP's LlamaConfig takes under the same names as transformers'.
 _LLAMA_FIELDS = (
@@ -161,12 +162,4 @@ def pdparams_files(directory: Path) -> list[Path]:
     index = directory / PDPARAMS_INDEX
     if not index.is_file():
         return []
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise BackendError(f"{index} is not a weights index (a JSON object with weight_map): {error}") from error
-    outside = [name for name in shards if not isinstance(name, str) or Path(name).name != name]
-    if outside:
-        raise BackendError(f"{index} names shards outside its directory: {outside[:3]}")
-    return [directory / name for name in shards]
+    return index_shards(index, BackendError)[1]

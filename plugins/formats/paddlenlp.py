@@ -44,6 +44,7 @@ from peftplug.plugins.formats import paddlenlp_methods
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 from peftplug.registration import Format, Method, load_declared
 from peftplug.state import AdapterState
+from peftplug.weight_index import index_shards
 
 SAFE_INDEX = "peft_model.safetensors.index.json"
 SAFE_SINGLE = "peft_model.safetensors"
@@ -170,17 +171,10 @@ class PaddleNLPFormat(Format):
             return read_pdparams(path), str(path)
         index = directory / SAFE_INDEX
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise AdapterLoadError(
-                    f"{index} is not a safetensors index (a JSON object with weight_map): {error}"
-                ) from error
+            weight_map, shards = index_shards(index, AdapterLoadError)
             tensors: dict[str, np.ndarray] = {}
-            for shard in sorted(set(weight_map.values())):
-                if not (directory / shard).is_file():
-                    raise AdapterLoadError(f"{index} names {shard}, which is not in {directory}")
-                tensors.update(read_safetensors(directory / shard))
+            for shard in shards:
+                tensors.update(read_safetensors(shard))
             missing = sorted(set(weight_map) - set(tensors))
             if missing:
                 raise AdapterLoadError(f"{index} lists tensors no shard holds: {', '.join(missing[:5])}")

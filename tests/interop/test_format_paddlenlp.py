@@ -690,6 +690,13 @@ def test_paddleformers_safetensors_variant_reads_like_the_pdparams(paddle, pnlp,
     (shards / weight_map[names[0]]).write_bytes(b"\x08")
     with pytest.raises(AdapterLoadError, match="peft_model-00001-of-00002"):
         read_adapter(shards)
+    # an index naming a shard with a path in it would read a file outside the adapter's folder
+    escaped = {
+        name: "../pd/lora_model_state.pdparams" if name == names[0] else shard for name, shard in weight_map.items()
+    }
+    (shards / "peft_model.safetensors.index.json").write_text(json.dumps({"weight_map": escaped}))
+    with pytest.raises(AdapterLoadError, match=r"names shards outside its directory: \['\.\./pd/"):
+        read_adapter(shards)
 
 
 # ====================================================================== end to end with peftplug on Paddle
