@@ -133,13 +133,16 @@ def _check_convention(item: Any) -> str | None:
     return None
 
 
-def _check_conventions_named(architectures: Registry[Architecture], conventions: Registry[Convention]) -> None:
-    """Every convention an architecture names is registered; else the first that is not is named."""
-    for architecture in architectures:
-        for name in architecture.named_conventions():
+def _check_conventions_named(
+    kind: str, registry: Registry, named: Callable[[Any], Iterable[str]], conventions: Registry[Convention]
+) -> None:
+    """Every convention an item of ``registry`` (a ``kind``: architecture, format) names is
+    registered; else the first that is not is named, with the item and its plugin."""
+    for item in registry:
+        for name in named(item):
             if name not in conventions:
                 raise RegistryError(
-                    f"architecture {architecture.name!r} (plugin {architectures.owner(architecture.name)!r}) "
+                    f"{kind} {item.name!r} (plugin {registry.owner(item.name)!r}) "
                     f"names convention {name!r}, which no plugin registers; registered conventions: "
                     f"{', '.join(conventions.names()) or 'none'}"
                 )
@@ -257,13 +260,9 @@ class PluginManager:
     def formats(self) -> Registry[Format]:
         """Registered on-disk formats, by name; the convention a format names is registered."""
         registry = self._collect("peftplug_register_formats", Registry("format", _check_format))
-        for item in registry:
-            if item.convention is not None and item.convention not in self.conventions:
-                raise RegistryError(
-                    f"format {item.name!r} (plugin {registry.owner(item.name)!r}) names convention "
-                    f"{item.convention!r}, which no plugin registers; registered conventions: "
-                    f"{', '.join(self.conventions.names()) or 'none'}"
-                )
+        _check_conventions_named(
+            "format", registry, lambda fmt: () if fmt.convention is None else (fmt.convention,), self.conventions
+        )
         return registry
 
     @cached_property
@@ -280,7 +279,7 @@ class PluginManager:
     def architectures(self) -> Registry[Architecture]:
         """Registered model families, by name; every convention one names is registered."""
         registry = self._collect("peftplug_register_architectures", Registry("architecture", _check_architecture))
-        _check_conventions_named(registry, self.conventions)
+        _check_conventions_named("architecture", registry, Architecture.named_conventions, self.conventions)
         return registry
 
     def method_exports(self) -> dict[str, Callable[[], Any]]:
