@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peftplug.directory_commit import settled_for_reading
 from peftplug.errors import AdapterLoadError
 from peftplug.files import FileContent, write_files_atomically
 from peftplug.manager import PluginManager, get_plugin_manager
@@ -37,8 +38,9 @@ def read_adapter(
     """Read the adapter in ``directory`` (format detected from its files unless named)."""
     manager = manager or get_plugin_manager()
     directory = Path(directory)
-    fmt = manager.formats.get(format) if format else detect_format(directory, manager)
-    state = fmt.read(directory)
+    with settled_for_reading(directory):
+        fmt = manager.formats.get(format) if format else detect_format(directory, manager)
+        state = fmt.read(directory)
     manager.hook.peftplug_after_load(state=state, format=fmt.name)
     return state
 
@@ -65,7 +67,7 @@ def write_adapter(
     manager = manager or get_plugin_manager()
     files = adapter_files(state, format, safe_serialization=safe_serialization, manager=manager)
     directory = Path(directory)
-    return write_files_atomically(directory, files, replaces=replaced_adapter_files(directory, manager))
+    return write_files_atomically(directory, files, replaces=lambda: replaced_adapter_files(directory, manager))
 
 
 def replaced_adapter_files(directory: Path, manager: PluginManager | None = None) -> list[Path]:

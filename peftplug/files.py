@@ -8,10 +8,18 @@ import io
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
+
+from peftplug.directory_commit import (
+    JOURNAL_NAME,
+    commit,
+    directory_lock,
+    remove_stale_temporaries,
+    settle,
+    temporary_file,
+)
 
 #: What a format gives for one file: its bytes, or a function that writes them to a binary
 #: file (large tensors stream to disk that way, without a second copy in memory).
@@ -33,31 +41,39 @@ def write_files_atomically(
     directory: Path,
     files: dict[str, FileContent],
     before_commit: Callable[[], None] | None = None,
-    replaces: Iterable[Path] = (),
+    replaces: Iterable[Path] | Callable[[], Iterable[Path]] = (),
 ) -> list[Path]:
     """Write ``{relative name: content}`` into ``directory``, all or nothing.
 
-    Every file is first written and fsynced under a temporary name beside its destination; only
-    when all are on disk are they renamed into place (``os.replace``, atomic per file). A crash
-    or an exception while writing leaves the files already in ``directory`` as they were, and
-    no temporary file behind; a process killed while writing leaves its temporary files, which
-    the next save of the same files removes (:func:`remove_stale_temporaries`). Other files in ``directory`` (a Trainer checkpoint's, say) are
-    not touched. ``before_commit``, when given, runs once everything is staged and before the
-    first rename (a tensor-parallel save waits there for every rank); if it raises, nothing is
-    renamed. A new file gets the mode ``open()`` would give it (0666 less the umask), a replaced
-    file keeps its own. ``replaces``: files the new ones supersede (an older adapter's, in another
-    format), removed once the new files are in place. Returns the final paths.
+    Every file is first written and fsynced under a temporary name beside its destination
+    (``.<name>.peftplug.<pid>.<random>.tmp``); only when all are on disk are they renamed into place, as
+    one commit (:mod:`peftplug.directory_commit`): whenever the process dies, ``directory`` holds
+    the old files or the new ones, never a mix, once peftplug next reads or saves there. A crash
+    or an exception while writing leaves the files already in ``directory`` as they were and no
+    temporary file behind; a process killed while writing leaves its temporary files, which the
+    next save into the same folder removes (:func:`remove_stale_temporaries`). Other files in
+    ``directory`` (a Trainer checkpoint's, say) are not touched. ``before_commit``, when given,
+    runs once everything is staged and before the commit (a tensor-parallel save waits there for
+    every rank); if it raises, nothing is renamed. A new file gets the mode ``open()`` would give
+    it (0666 less the umask), a replaced file keeps its own. ``replaces``: files the new ones
+    supersede (an older adapter's, in another format), removed in the same commit; given as a
+    function, it is asked under the commit's lock, so a concurrent save's files are seen.
+    Returns the final paths.
     """
     directory.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
+    remove_stale_temporaries(directory)
+    cleaned = {directory}
     try:
         for name, content in files.items():
             final = directory / name
             final.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(final)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
-            staged.append((Path(tmp_name), final))
-            os.chmod(tmp_name, _mode_for(final))
+            if final.parent not in cleaned:
+                remove_stale_temporaries(final.parent)
+                cleaned.add(final.parent)
+            fd, tmp = temporary_file(final)
+            staged.append((tmp, final))
+            os.chmod(tmp, _mode_for(final))
             try:
                 with os.fdopen(fd, "wb") as handle:
                     _write_content(handle, content)
@@ -73,35 +89,18 @@ def write_files_atomically(
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
     written = [final for _, final in staged]
-    for path in set(replaces) - set(written):
-        path.unlink(missing_ok=True)
-    return written
-
-
-def remove_stale_temporaries(final: Path) -> list[Path]:
-    """Remove the temporary files of ``final`` that a save killed before its renames left
-    (``.<name>.<pid>.<random>.tmp``, their writer's process gone); a live writer's stay. Returns
-    the paths removed."""
-    removed = []
-    for path in final.parent.glob(f".{final.name}.*.tmp"):
-        pid = path.name[len(final.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with directory_lock(directory, exclusive=True):
+            settle(directory)
+            superseded = replaces() if callable(replaces) else replaces
+            commit(directory, staged, set(superseded) - set(written))
+    except BaseException:
+        if not (directory / JOURNAL_NAME).exists():
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _mode_for(final: Path) -> int:

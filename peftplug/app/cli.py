@@ -604,6 +604,7 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
     from pathlib import Path
 
     from peftplug.adapter_io import detect_format
+    from peftplug.directory_commit import settled_for_reading
     from peftplug.distributed.tp_save import shards_to_load
     from peftplug.manager import get_plugin_manager
 
@@ -613,8 +614,9 @@ def inspect_adapter(directory: str) -> dict[str, Any]:
     if shard_set is not None:
         fmt, state = _joined_shards(shard_set, manager)
     else:
-        fmt = detect_format(root, manager)
-        state = fmt.read(root)
+        with settled_for_reading(root):
+            fmt = detect_format(root, manager)
+            state = fmt.read(root)
     config = state.config
     method = manager.method_for_config(config)
     tensors = [

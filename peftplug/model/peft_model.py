@@ -406,7 +406,10 @@ class PeftModel(DelegatesToInner):
         if self._peft_manager.formats.get(format).model_card:
             files[CARD_NAME] = self._model_card(Path(save_directory), names)
         folders = [Path(save_directory) / (name if name != DEFAULT_ADAPTER else "") for name in names]
-        replaced = [path for folder in folders for path in replaced_adapter_files(folder, self._peft_manager)]
+
+        def replaced() -> list[Path]:
+            return [path for folder in folders for path in replaced_adapter_files(folder, self._peft_manager)]
+
         write_files_atomically(Path(save_directory), files, replaces=replaced)
 
     def push_to_hub(

@@ -194,19 +194,21 @@ def test_a_save_leaves_one_adapter_in_the_directory(torch, make_model, tmp_path,
 
 
 def test_the_next_save_removes_temporaries_a_killed_save_left(tmp_path):
-    """A save killed before its renames leaves ``.<name>.<pid>.<random>.tmp`` files; the next
-    save of the same file removes those whose writer is gone, and a live writer's stay."""
+    """A save killed before its commit leaves ``.<name>.peftplug.<pid>.<random>.tmp`` files; the
+    next save into the folder removes those whose writer is gone, whatever file they were for; a
+    live writer's, and files of the same shape that are not peftplug's, stay."""
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(finished.stdout)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        killed = tmp_path / f".adapter_model.safetensors.{dead_pid}.x1y2z3.tmp"
-        running = tmp_path / f".adapter_model.safetensors.{live.pid}.a1b2c3.tmp"
+        killed = tmp_path / f".adapter_model.safetensors.peftplug.{dead_pid}.x1y2z3.tmp"
+        killed_other_format = tmp_path / f".lora_model_state.pdparams.peftplug.{dead_pid}.k9.tmp"
+        running = tmp_path / f".adapter_model.safetensors.peftplug.{live.pid}.a1b2c3.tmp"
         other = tmp_path / f".unrelated.{dead_pid}.q.tmp"
-        for path in (killed, running, other):
+        for path in (killed, killed_other_format, running, other):
             path.write_bytes(b"half a tensor")
         write_files_atomically(tmp_path, {"adapter_model.safetensors": b"new"})
-        assert not killed.exists()
+        assert not killed.exists() and not killed_other_format.exists()
         assert running.exists() and other.exists()
         assert (tmp_path / "adapter_model.safetensors").read_bytes() == b"new"
         assert not [p for p in tmp_path.glob(".adapter_model.safetensors.*.tmp") if p != running]
