@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -14,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from cli_runs import assert_one_line_error, run_main
 from repo_root import ROOT
-from torch_lm import model_inputs, train_steps
 
 from peftplug.app.cli import main
 from peftplug.app.instructions import (
@@ -38,20 +36,6 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PEFTPLUG_DISABLE_PLUGINS", "PEFTPLUG_LOAD_PLUGINS")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
-
-
-def _run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _assert_one_line_error(err: str, prefix: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(prefix), err
-    assert "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- methods
@@ -109,20 +93,20 @@ def test_methods_reports_entry_point_failures(monkeypatch):
         return found + [broken] if kwargs.get("group") == "peftplug" else found
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    code, out, err = _run_main(["methods"])
+    code, out, err = run_main(["methods"])
     assert code == 0, err
     failures = out.split("plugin load failures:\n", 1)[1]
     assert "broken (distribution <unknown distribution>): ModuleNotFoundError" in failures
     assert "peftplug_no_such_plugin_module" in failures
     assert "lora" in out  # the built-ins are still listed
-    code, out, _ = _run_main(["methods", "--json"])
+    code, out, _ = run_main(["methods", "--json"])
     assert [f["name"] for f in json.loads(out)["failures"]] == ["broken"]
 
 
 # ----------------------------------------------------------------------------- usage and errors
 @pytest.mark.parametrize("command", ["methods", "train", "inspect", "merge", "generate"])
 def test_every_command_has_help_with_an_example(command):
-    code, out, _ = _run_main([command, "--help"])
+    code, out, _ = run_main([command, "--help"])
     assert code == 0
     assert "examples:" in out and f"peftplug {command}" in out.split("examples:", 1)[1]
 
@@ -147,10 +131,10 @@ def test_every_command_has_help_with_an_example(command):
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(argv, code, prefix):
-    got, out, err = _run_main(argv)
+    got, out, err = run_main(argv)
     assert got == code
     assert out == ""
-    _assert_one_line_error(err, prefix)
+    assert_one_line_error(err, prefix)
 
 
 def test_bad_data_file_is_one_line_unless_debug(tmp_path):
@@ -158,9 +142,9 @@ def test_bad_data_file_is_one_line_unless_debug(tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"instruction": "a", "input": "", "output": "b"}\n{"instruction": 3, "output": "x"}\n')
     argv = ["train", "--data", str(data), "--output", str(tmp_path / "out"), "--no-progress"]
-    code, _, err = _run_main(argv)
+    code, _, err = run_main(argv)
     assert code == 1
-    _assert_one_line_error(err, f"peftplug train: error: {data}, line 2: field 'instruction' must be a string")
+    assert_one_line_error(err, f"peftplug train: error: {data}, line 2: field 'instruction' must be a string")
     with pytest.raises(DataError, match="line 2"):
         main(["--debug", *argv])
     with pytest.raises(DataError, match="line 2"):
@@ -174,7 +158,7 @@ def test_console_script_bad_option_exits_nonzero_with_one_line():
         pytest.skip("the peftplug console script is not installed beside this interpreter")
     done = subprocess.run([script, "train", "--batch-size", "-2"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    _assert_one_line_error(done.stderr, "peftplug train: error: argument --batch-size")
+    assert_one_line_error(done.stderr, "peftplug train: error: argument --batch-size")
 
 
 def test_a_paddle_run_prints_nothing_of_paddles_own(tmp_path, paddle):
@@ -306,7 +290,7 @@ def trained(tmp_path_factory):
 
     reset_plugin_manager()
     output = tmp_path_factory.mktemp("train") / "adapter"
-    code, out, err = _run_main(["train", "--steps", str(TRAIN_STEPS), "--output", str(output), "--seed", "3"])
+    code, out, err = run_main(["train", "--steps", str(TRAIN_STEPS), "--output", str(output), "--seed", "3"])
     assert code == 0, err
     return output, out, err
 
@@ -395,33 +379,14 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     recipe = root / "recipe.yaml"
     recipe.write_text(TINY_RECIPE.format(output=root / "adapter"))
-    code, _, err = _run_main(["train", str(recipe), "--no-progress"])
+    code, _, err = run_main(["train", str(recipe), "--no-progress"])
     assert code == 0, err
     return recipe, root / "adapter"
 
 
-@pytest.fixture
-def hf_base_and_adapter(tmp_path, make_model, torch):
-    """A tiny transformers Llama saved to ``base`` and a trained peftplug LoRA for it in
-    ``adapter``: (base dir, adapter dir, the adapter model's logits on ``ids``, ids)."""
-    import peftplug
-
-    make_model("llama").save_pretrained(tmp_path / "base")
-    model = peftplug.get_peft_model(
-        make_model("llama"),
-        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
-    )
-    inputs = model_inputs(torch, "llama")
-    train_steps(torch, model, inputs, steps=5, lr=5e-2)
-    model.save_pretrained(tmp_path / "adapter")
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    return tmp_path / "base", tmp_path / "adapter", expected, inputs
-
-
 def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
     _, adapter, _, _ = hf_base_and_adapter
-    code, out, err = _run_main(["inspect", str(adapter)])
+    code, out, err = run_main(["inspect", str(adapter)])
     assert code == 0, err
     assert re.search(r"^method:\s+lora \(peft_type LORA, LoraConfig\)$", out, re.M), out
     assert re.search(r"^format:\s+peft: Hugging Face PEFT", out, re.M)
@@ -432,7 +397,7 @@ def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
         out,
         re.M,
     ), out
-    code, out, _ = _run_main(["inspect", str(adapter), "--json"])
+    code, out, _ = run_main(["inspect", str(adapter), "--json"])
     report = json.loads(out)
     assert (report["method"], report["format"], report["task_type"]) == ("lora", "peft", "CAUSAL_LM")
     shapes = {t["name"]: t["shape"] for t in report["tensors"]}
@@ -448,20 +413,20 @@ def test_inspect_an_hf_peft_adapter(hf_base_and_adapter):
 def test_inspect_a_paddlenlp_adapter(tmp_path, paddle, make_paddle_model):
     """A directory written by PaddleNLP's own LoRAModel, read through the registered formats."""
     paddlenlp_peft = pytest.importorskip("paddlenlp.peft")
-    if "paddlenlp" not in _run_main(["methods", "--json"])[1]:
+    if "paddlenlp" not in run_main(["methods", "--json"])[1]:
         pytest.skip("the paddlenlp format plugin is not registered")
     theirs = paddlenlp_peft.LoRAModel(
         make_paddle_model("llama"),
         paddlenlp_peft.LoRAConfig(target_modules=[".*q_proj", ".*v_proj"], r=4, lora_alpha=8),
     )
     theirs.save_pretrained(str(tmp_path))
-    code, out, err = _run_main(["inspect", str(tmp_path), "--json"])
+    code, out, err = run_main(["inspect", str(tmp_path), "--json"])
     assert code == 0, err
     report = json.loads(out)
     assert (report["method"], report["format"]) == ("lora", "paddlenlp")
     assert "lora_model_state.pdparams" in {f["name"] for f in report["files"]}
     assert len(report["tensors"]) == 8 and report["parameters"] == 2 * (4 * 32 + 32 * 4) + 2 * (4 * 32 + 16 * 4)
-    code, text, _ = _run_main(["inspect", str(tmp_path)])
+    code, text, _ = run_main(["inspect", str(tmp_path)])
     assert re.search(r"^format:\s+paddlenlp: ", text, re.M), text
 
 
@@ -470,7 +435,7 @@ def test_merge_with_base_loads_in_plain_transformers(hf_base_and_adapter, tmp_pa
 
     base, adapter, expected, inputs = hf_base_and_adapter
     out = tmp_path / "merged"
-    code, stdout, err = _run_main(["merge", str(adapter), "--base", str(base), "--out", str(out)])
+    code, stdout, err = run_main(["merge", str(adapter), "--base", str(base), "--out", str(out)])
     assert code == 0, err
     assert "merged" in stdout and not any(out.glob("adapter_*"))
     script = (
@@ -506,7 +471,7 @@ def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
 
     recipe, adapter = tiny_run
     out = tmp_path / "merged"
-    code, _, err = _run_main(["merge", str(adapter), "--base", str(recipe), "--out", str(out)])
+    code, _, err = run_main(["merge", str(adapter), "--base", str(recipe), "--out", str(out)])
     assert code == 0, err
     merged = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     adapted = peftplug.PeftModel.from_pretrained(
@@ -517,38 +482,13 @@ def test_merge_with_a_recipe_as_base(tiny_run, tmp_path, torch):
         assert (merged(input_ids=ids).logits - adapted(input_ids=ids).logits).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--base", "{base}", "--out", "{nonempty}"], "--out {nonempty} exists and is not an empty directory"),
-        (["--base", "{missing}", "--out", "{out}"], "--base {missing}: no such directory or recipe file"),
-        (["--base", "{adapter}", "--out", "{out}"], "--base {adapter}: not a model directory with config.json"),
-    ],
-)
-def test_merge_refuses_bad_input_in_one_line(hf_base_and_adapter, tmp_path, argv, message):
-    base, adapter, _, _ = hf_base_and_adapter
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("x")
-    names = {
-        "base": base,
-        "adapter": adapter,
-        "nonempty": tmp_path / "full",
-        "missing": tmp_path / "nope",
-        "out": tmp_path / "out",
-    }
-    code, _, err = _run_main(["merge", str(adapter), *[a.format(**names) for a in argv]])
-    assert code == 1
-    _assert_one_line_error(err, f"peftplug merge: error: {message.format(**names)}")
-    assert not (tmp_path / "out").exists()
-
-
 def test_merge_without_base_joins_shards(tmp_path):
     """No --base: the tensor-parallel shard files of a directory become one adapter."""
     from peftplug.distributed.tp_shards import find_shard_set
 
-    code, _, err = _run_main(["merge", str(tmp_path), "--out", str(tmp_path / "joined")])
+    code, _, err = run_main(["merge", str(tmp_path), "--out", str(tmp_path / "joined")])
     assert code == 1
-    _assert_one_line_error(err, "peftplug merge: error: ")
+    assert_one_line_error(err, "peftplug merge: error: ")
     assert "holds no tensor-parallel shard files" in err
     assert find_shard_set(tmp_path) is None
 
@@ -559,7 +499,7 @@ def test_generate_continues_a_prompt_greedily(tiny_run, torch):
     from peftplug.backends.torch.app_models import MODELS
 
     recipe, adapter = tiny_run
-    code, out, err = _run_main(
+    code, out, err = run_main(
         ["generate", str(adapter), "--base", str(recipe), "--prompt", "Name a color.", "--max-new-tokens", "6"]
     )
     assert code == 0, err
@@ -582,18 +522,18 @@ def test_generate_on_a_paddle_base_continues_as_the_torch_base_does(tiny_run, tm
     paddle_recipe = tmp_path / "paddle.yaml"
     paddle_recipe.write_text("backend: paddle\n" + recipe.read_text())
     argv = ["generate", str(adapter), "--prompt", "Name a color.", "--max-new-tokens", "8"]
-    code, on_torch, err = _run_main(argv + ["--base", str(recipe)])
+    code, on_torch, err = run_main(argv + ["--base", str(recipe)])
     assert code == 0, err
-    code, on_paddle, err = _run_main(argv + ["--base", str(paddle_recipe)])
+    code, on_paddle, err = run_main(argv + ["--base", str(paddle_recipe)])
     assert code == 0, err
     assert on_paddle == on_torch and len(on_torch.strip()) > 0
 
 
 def test_generate_with_a_missing_adapter_is_one_line(tiny_run, tmp_path):
     recipe, _ = tiny_run
-    code, _, err = _run_main(["generate", str(tmp_path / "none"), "--base", str(recipe), "--prompt", "x"])
+    code, _, err = run_main(["generate", str(tmp_path / "none"), "--base", str(recipe), "--prompt", "x"])
     assert code == 1
-    _assert_one_line_error(err, "peftplug generate: error: adapter directory")
+    assert_one_line_error(err, "peftplug generate: error: adapter directory")
 
 
 def test_merge_onto_a_paddlenlp_base_loads_in_plain_paddlenlp(tmp_path, paddle, make_paddle_model):
@@ -622,7 +562,7 @@ def test_merge_onto_a_paddlenlp_base_loads_in_plain_paddlenlp(tmp_path, paddle, 
         return (out[0] if isinstance(out, (tuple, list)) else out.logits).numpy()
 
     expected = logits(model)
-    code, stdout, err = _run_main(
+    code, stdout, err = run_main(
         ["merge", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "merged")]
     )
     assert code == 0, err
@@ -651,7 +591,7 @@ def test_merge_without_base_joins_real_shard_files(hf_base_and_adapter, tmp_path
         piece = {key: np.ascontiguousarray(split_array(value, axes[key], rank, 2)) for key, value in tensors.items()}
         save_file(piece, shards / shard_file_name("adapter_model.safetensors", rank, 2), metadata={"format": "pt"})
     (shards / "tensor_parallel.json").write_bytes(index_json(2, "peft", axes))
-    code, out, err = _run_main(["merge", str(shards), "--out", str(tmp_path / "joined")])
+    code, out, err = run_main(["merge", str(shards), "--out", str(tmp_path / "joined")])
     assert code == 0, err
     assert out.startswith(f"joined the shards of {shards} into {tmp_path / 'joined'}")
     joined = load_file(tmp_path / "joined" / "adapter_model.safetensors")
@@ -670,7 +610,7 @@ def test_train_says_how_many_examples_max_length_dropped(tmp_path):
     data.write_text("".join(json.dumps(line) + "\n" for line in lines))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(TINY_RECIPE.format(output=tmp_path / "adapter"))
-    code, out, err = _run_main(
+    code, out, err = run_main(
         ["train", str(recipe), "--data", str(data), "--max-length", "32", "--steps", "1", "--no-progress"]
     )
     assert code == 0, err
@@ -695,9 +635,9 @@ def test_train_refuses_an_output_that_holds_a_model(tmp_path, make_model, how):
     output = model_dir if how == "recipe" else tmp_path / "unused"
     recipe.write_text(TINY_RECIPE.format(output=output))
     argv = ["train", str(recipe), "--no-progress"] + (["--output", str(model_dir)] if how == "flag" else [])
-    code, out, err = _run_main(argv)
+    code, out, err = run_main(argv)
     assert code == 1 and out == ""
-    _assert_one_line_error(err, "peftplug train: error: ")
+    assert_one_line_error(err, "peftplug train: error: ")
     assert str(model_dir) in err and "holds a model (config.json" in err and "model.safetensors" in err
     assert _snapshot(model_dir) == before
     assert not (tmp_path / "unused").exists()
@@ -710,23 +650,13 @@ def test_train_refuses_an_output_of_unrelated_files_but_reuses_its_own(tiny_run,
     recipe, previous = tiny_run
     adapter = tmp_path / "previous"
     shutil.copytree(previous, adapter)
-    code, _, err = _run_main(["train", str(recipe), "--output", str(other), "--no-progress"])
+    code, _, err = run_main(["train", str(recipe), "--output", str(other), "--no-progress"])
     assert code == 1
-    _assert_one_line_error(err, f"peftplug train: error: --output {other} holds files that are not a peftplug output")
+    assert_one_line_error(err, f"peftplug train: error: --output {other} holds files that are not a peftplug output")
     assert "todo.txt" in err
-    code, out, err = _run_main(["train", str(recipe), "--output", str(adapter), "--steps", "1", "--no-progress"])
+    code, out, err = run_main(["train", str(recipe), "--output", str(adapter), "--steps", "1", "--no-progress"])
     assert code == 0, err
     assert f"saved adapter to {adapter}" in out
-
-
-def test_generate_refuses_a_base_without_a_tokenizer_that_bytes_do_not_fit(hf_base_and_adapter):
-    """A model folder without tokenizer files, whose vocabulary is not the byte tokenizer's: an
-    error naming the folder and what is missing, not a failure on token ids."""
-    base, adapter, _, _ = hf_base_and_adapter
-    code, out, err = _run_main(["generate", str(adapter), "--base", str(base), "--prompt", "Hi"])
-    assert code == 1 and out == ""
-    _assert_one_line_error(err, f"peftplug generate: error: --base {base}: has no tokenizer (no tokenizer_config.json)")
-    assert "vocab_size 128" in err
 
 
 def test_generate_falls_back_to_bytes_for_a_model_of_the_byte_vocabulary(tmp_path, torch):
@@ -750,7 +680,7 @@ def test_generate_falls_back_to_bytes_for_a_model_of_the_byte_vocabulary(tmp_pat
     peftplug.get_peft_model(
         base, peftplug.LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])
     ).save_pretrained(tmp_path / "adapter")
-    code, out, err = _run_main(
+    code, out, err = run_main(
         [
             "generate",
             str(tmp_path / "adapter"),
@@ -788,7 +718,7 @@ def test_merge_shards_with_format_writes_the_joined_adapter_in_that_format(peft_
     from peftplug.adapter_io import read_adapter
 
     shards, adapter = peft_shards
-    code, out, err = _run_main(["merge", str(shards), "--out", str(tmp_path / "joined"), "--format", "paddlenlp"])
+    code, out, err = run_main(["merge", str(shards), "--out", str(tmp_path / "joined"), "--format", "paddlenlp"])
     assert code == 0, err
     assert "peftplug-tp" not in out + err
     assert sorted(p.name for p in (tmp_path / "joined").iterdir()) == ["lora_config.json", "lora_model_state.pdparams"]
@@ -802,52 +732,24 @@ def test_an_unreadable_shard_is_reported_in_the_shard_folder(peft_shards, tmp_pa
     shards, _ = peft_shards
     config = json.loads((shards / "adapter_config.json").read_text())
     (shards / "adapter_config.json").write_text(json.dumps({**config, "r": -1}))
-    code, _, err = _run_main(["merge", str(shards), "--out", str(tmp_path / "joined")])
+    code, _, err = run_main(["merge", str(shards), "--out", str(tmp_path / "joined")])
     assert code == 1
-    _assert_one_line_error(err, f"peftplug merge: error: the tensor-parallel shards in {str(shards)!r}")
+    assert_one_line_error(err, f"peftplug merge: error: the tensor-parallel shards in {str(shards)!r}")
     assert "adapter_model.tp00-of-02.safetensors" in err and "peftplug-tp" not in err
     assert not (tmp_path / "joined").exists()
 
 
 def test_inspect_a_shard_folder_shows_the_joined_adapter(peft_shards):
     shards, adapter = peft_shards
-    code, whole, err = _run_main(["inspect", str(adapter), "--json"])
+    code, whole, err = run_main(["inspect", str(adapter), "--json"])
     assert code == 0, err
-    code, out, err = _run_main(["inspect", str(shards), "--json"])
+    code, out, err = run_main(["inspect", str(shards), "--json"])
     assert code == 0, err
     report, expected = json.loads(out), json.loads(whole)
     assert report["tensor_parallel_degree"] == 2 and expected["tensor_parallel_degree"] is None
     assert report["format"] == "peft" and report["method"] == "lora"
     assert report["tensors"] == expected["tensors"]
     assert "adapter_model.tp01-of-02.safetensors" in [f["name"] for f in report["files"]]
-    code, text, err = _run_main(["inspect", str(shards)])
+    code, text, err = run_main(["inspect", str(shards)])
     assert code == 0, err
     assert "tensor parallel: shard files of 2 ranks, joined for this report" in text
-
-
-@pytest.mark.parametrize("layers", [1, 3], ids=["shallower", "deeper"])
-def test_merge_onto_a_base_of_another_depth_fails_and_saves_nothing(hf_base_and_adapter, tmp_path, layers):
-    """An adapter of a 2-layer model on a base of 1 or 3 layers: keys without a module, or
-    modules without tensors. Python loads it with a warning (as HF PEFT does); merge must not
-    save a half-merged model."""
-    import transformers
-
-    _, adapter, _, _ = hf_base_and_adapter
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "other")
-    out = tmp_path / "merged"
-    code, _, err = _run_main(["merge", str(adapter), "--base", str(tmp_path / "other"), "--out", str(out)])
-    assert code != 0
-    # transformers 5 prints a loading progress bar to stderr first: the error is the last line
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("peftplug merge: error:") and "Traceback" not in err, err
-    assert "does not fit the base" in last and ("unexpected keys" in last or "no tensors for modules" in last), err
-    assert not out.exists() or not any(out.iterdir())

@@ -99,15 +99,3 @@ def test_a_bad_paddlenlp_lora_config_names_the_field(make_model, tmp_path, edit,
     (tmp_path / "lora_config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=rf"lora_config\.json.*{field}"):
         peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
-
-
-def test_a_bin_holding_something_else_than_tensors_names_file_and_key(torch, make_model, tmp_path):
-    peftplug.get_peft_model(make_model("llama"), peftplug.LoraConfig(target_modules=["q_proj"])).save_pretrained(
-        tmp_path, safe_serialization=False
-    )
-    state = torch.load(tmp_path / "adapter_model.bin")
-    key = sorted(state)[0]
-    state[key] = "not a tensor"
-    torch.save(state, tmp_path / "adapter_model.bin")
-    with pytest.raises(AdapterLoadError, match=rf"adapter_model\.bin: '{key}' is a str, not a tensor"):
-        peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
