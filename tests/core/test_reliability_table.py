@@ -1,0 +1,46 @@
+"""The README's reliability table counts what the hostile-input tests try: each row's number of
+cases is the number of tests its module collects, and every hostile-input module has a row."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from repo_root import ROOT
+
+# The console script, as the README runs the suite: `python -m pytest` from the repo root would
+# import the source tree's peftplug over the installed mapping.
+PYTEST = [str(Path(sys.executable).with_name("pytest"))]
+ROW = re.compile(r"^\| (?P<input>[^|]+) \| (?P<cases>\d+) \| (?P<outcome>[^|]+) \| `(?P<module>tests/[\w/]+\.py)` \|$")
+
+
+def table_rows() -> dict[str, int]:
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            rows[match["module"]] = int(match["cases"])
+    return rows
+
+
+def test_every_hostile_input_module_has_a_row():
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "tests").rglob("test_hostile_*.py")}
+    missing = modules - set(table_rows())
+    assert modules and not missing, f"no row in the README's reliability table for {sorted(missing)}"
+
+
+def test_each_row_counts_the_cases_its_module_collects():
+    rows = table_rows()
+    collected = subprocess.run(
+        [*PYTEST, "--collect-only", "-q", "-p", "no:cacheprovider", *rows],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    counts = Counter(line.split("::", 1)[0] for line in collected.stdout.splitlines() if "::" in line)
+    assert {module: counts[module] for module in rows} == rows
