@@ -52,6 +52,14 @@ class AdapterLayer(Protocol):
         tensor parallelism the tensors are whole (merged) and each rank keeps its piece.
         """
 
+    def mixed_batch_forward(self, row_adapters: list[str], x: Any, *args: Any, **kwargs: Any) -> Any:
+        """The forward of a batch whose row ``i`` takes adapter ``row_adapters[i]`` alone
+        (``"__base__"``: none), equal to running each row with its adapter; a wrong number of
+        rows, or a merged adapter, is a ValueError naming them."""
+
+    def end_mixed_batch(self) -> None:
+        """Drop what :meth:`mixed_batch_forward` kept for the steps of one mixed batch."""
+
     def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
         """This rank's piece of each tensor of ``export_adapter``, with the axis (HF PEFT layout)
         it is split on, or None where the rank holds it whole. Never communicates: under tensor

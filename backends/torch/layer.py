@@ -58,6 +58,30 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
         return_parallel_hooks(self, base)
         return base
 
+    def mixed_batch_forward(self, row_adapters: list[str], x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Row ``i`` of ``x`` through this layer with adapter ``row_adapters[i]`` alone: the rows
+        of each adapter run as one sub-batch of the layer's own forward (a method's layer may
+        override this with one batched product)."""
+        groups = self._rows_by_adapter(row_adapters, x.shape[0])
+        if len(groups) == 1:
+            (name,) = groups
+            return self._forward_with(name, x, *args, **kwargs)
+        order = torch.tensor([row for rows in groups.values() for row in rows], device=x.device)
+        outputs = [
+            self._forward_with(name, x[torch.tensor(rows, device=x.device)], *args, **kwargs)
+            for name, rows in groups.items()
+        ]
+        return torch.cat(outputs)[torch.argsort(order)]
+
+    def _forward_with(self, name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """This layer's forward with only adapter ``name`` applied (none for ``"__base__"``)."""
+        active = self.active_adapters
+        self.active_adapters = [] if name == "__base__" else [name]
+        try:
+            return type(self).forward(self, x, *args, **kwargs)
+        finally:
+            self.active_adapters = active
+
     def adapter_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
         """Adapter ``name``'s parameters by saved key suffix, in HF PEFT's layout, where a
         method's layer can be tensor-parallel; None (the default) where it cannot."""

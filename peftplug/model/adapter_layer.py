@@ -131,6 +131,29 @@ class AdapterLayerBookkeeping:
         """Take merged adapter ``name`` back out of the base layer's weights."""
         raise NotImplementedError(f"{type(self).__name__} cannot unmerge")
 
+    def _rows_by_adapter(self, row_adapters: list[str], rows: int) -> dict[str, list[int]]:
+        """``{adapter name: row indices}`` of a mixed batch (rows of ``"__base__"`` or of an adapter
+        this layer does not hold run on the base layer alone, under the name ``"__base__"``);
+        a wrong number of rows, or a merged adapter, is a ValueError (HF PEFT's messages)."""
+        if len(row_adapters) != rows:
+            raise ValueError(
+                "Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(row_adapters)} and {rows} respectively."
+            )
+        if self.merged_adapters:
+            raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
+            )
+        held = set(self.adapter_names)
+        groups: dict[str, list[int]] = {}
+        for row, name in enumerate(row_adapters):
+            groups.setdefault(name if name in held and not self.disabled else "__base__", []).append(row)
+        return groups
+
+    def end_mixed_batch(self) -> None:
+        """Called when a mixed batch ends: drop what :meth:`mixed_batch_forward` kept for its
+        steps (nothing by default)."""
+
     def _active_unmerged(self) -> list[str]:
         """The adapters forward applies: active and not merged, none while switched off."""
         if self.disabled:

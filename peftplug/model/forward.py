@@ -12,19 +12,24 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from peftplug.model.mixed_batch import adapter_per_row, row_adapters
+
 
 class BoundForward:
     """``peft_model.forward``: runs the user's model with the active adapter applied (for
-    prompt-learning methods, with its virtual tokens), and advertises the user's model's forward
-    signature."""
+    prompt-learning methods, with its virtual tokens; with ``adapter_names=``, one adapter per
+    row: :mod:`peftplug.model.mixed_batch`), and advertises the user's model's forward signature."""
 
     __slots__ = ("_peft_model",)
 
     def __init__(self, peft_model: Any):
         self._peft_model = peft_model
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
         peft_model = self._peft_model
+        if adapter_names is not None:
+            with adapter_per_row(peft_model, row_adapters(peft_model, adapter_names)):
+                return peft_model.base_model(*args, **kwargs)
         if peft_model._prompt_learning and not peft_model._adapters_disabled:
             return peft_model._prompt_forward(args, kwargs)
         return peft_model.base_model(*args, **kwargs)

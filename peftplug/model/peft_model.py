@@ -25,6 +25,7 @@ from peftplug.interop.cross_framework import format_of, state_for_format, state_
 from peftplug.manager import get_plugin_manager
 from peftplug.model.delegation import DelegatesToInner
 from peftplug.model.forward import ForwardDescriptor
+from peftplug.model.mixed_batch import adapter_per_row, row_adapters
 from peftplug.model.model_card import CARD_NAME
 from peftplug.state import AdapterState
 from peftplug.targets import ALL_LINEAR, select_targets
@@ -315,9 +316,14 @@ class PeftModel(DelegatesToInner):
         return self.base_model.model
 
     # ---------------------------------------------------------------- running
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
+    def generate(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
         """The user's model's ``generate``, with the active adapter applied (for prompt-learning
-        methods: its virtual tokens, which the output never contains)."""
+        methods: its virtual tokens, which the output never contains); with ``adapter_names``,
+        one adapter per prompt (:mod:`peftplug.model.mixed_batch`)."""
+        if adapter_names is not None:
+            names = row_adapters(self, adapter_names, kwargs.get("num_beams"))
+            with adapter_per_row(self, names):
+                return self.get_base_model().generate(*args, **kwargs)
         if self._prompt_learning and not self._adapters_disabled:
             return self._prompt_generate(args, kwargs)
         return self.get_base_model().generate(*args, **kwargs)

@@ -99,6 +99,34 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
             result = (result * self.ia3_l[name].flatten()).to(result.dtype)
         return result
 
+    def mixed_batch_forward(self, row_adapters: list[str], x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Each row scaled by its own adapter's vector, gathered once for the batch (ones on
+        rows of the base or of an adapter scaling the other side): ``base(l_i * x_i)`` for
+        feed-forward adapters, ``l_i * base(x_i)`` for the others."""
+        groups = self._rows_by_adapter(row_adapters, x.shape[0])
+        names = [name for name in groups if name != "__base__"]
+        if len(groups) == 1 or self._peftplug_adopted_hooks:
+            return super().mixed_batch_forward(row_adapters, x, *args, **kwargs)
+        scaled_in = [name for name in names if self.is_feedforward[name]]
+        if scaled_in:
+            vectors = self._row_vectors(row_adapters, scaled_in, self.in_features)
+            x = (x.reshape(x.shape[0], -1, x.shape[-1]).to(vectors.dtype) * vectors).reshape(x.shape).to(x.dtype)
+        result = self.base_layer(x, *args, **kwargs)
+        scaled_out = [name for name in names if not self.is_feedforward[name]]
+        if scaled_out:
+            vectors = self._row_vectors(row_adapters, scaled_out, self.out_features)
+            rows = result.reshape(result.shape[0], -1, result.shape[-1])
+            result = (rows.to(vectors.dtype) * vectors).reshape(result.shape).to(result.dtype)
+        return result
+
+    def _row_vectors(self, row_adapters: list[str], names: list[str], features: int) -> torch.Tensor:
+        """``[rows, 1, features]``: each row's adapter's vector among ``names``, ones elsewhere."""
+        vectors = [self.ia3_l[name].flatten() for name in names]
+        stack = torch.stack(vectors + [torch.ones_like(vectors[0])])
+        slots = {name: slot for slot, name in enumerate(names)}
+        index = torch.tensor([slots.get(name, len(names)) for name in row_adapters], device=stack.device)
+        return stack[index].reshape(len(row_adapters), 1, features)
+
     def adapter_tensors(self, name: str) -> dict[str, torch.Tensor]:
         """``ia3_l`` (a DTensor when sharded)."""
         return {"ia3_l": self.ia3_l[name]}

@@ -154,6 +154,7 @@ class LoraLinear(_ModulePairLayer):
         self.fan_in_fan_out = fan_in_fan_out
         self.in_features, self.out_features = linear_features(base_layer, fan_in_fan_out)
         self._dora_norms: dict[str, torch.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
+        self._row_weights_cache: tuple | None = None  # the last mixed batch's gathered weights
         adopt_parallel_hooks(self, base_layer)
 
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
@@ -250,6 +251,51 @@ class LoraLinear(_ModulePairLayer):
             else:
                 result = (result + F.linear(hidden, b) * self.scaling[name]).to(result.dtype)
         return result.reshape(*x.shape[:-1], result.shape[-1])
+
+    def mixed_batch_forward(self, row_adapters: list[str], x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """A batch of several plain LoRA adapters in two batched products, whatever their number::
+
+            y_i = W x_i + b + s_i B_i A_i x_i      (row i, adapter i; B_i A_i = 0 on "__base__" rows)
+
+        with each row's ``A_i`` ``[r, in]`` and ``s_i B_i`` ``[out, r]`` gathered once per batch
+        (zero-padded to the largest rank; kept for the steps of a ``generate``). DoRA adapters,
+        tensor-parallel layers and one-adapter batches take the per-adapter sub-batches."""
+        groups = self._rows_by_adapter(row_adapters, x.shape[0])
+        lora = [name for name in groups if name != "__base__"]
+        if len(groups) == 1 or self._peftplug_adopted_hooks or any(n in self.lora_magnitude_vector for n in lora):
+            return super().mixed_batch_forward(row_adapters, x, *args, **kwargs)
+        a_rows, b_rows = self._row_weights(row_adapters, lora)
+        result = self.base_layer(x, *args, **kwargs)
+        tokens = x.reshape(x.shape[0], -1, x.shape[-1]).to(a_rows.dtype)
+        delta = torch.bmm(torch.bmm(tokens, a_rows.transpose(1, 2)), b_rows.transpose(1, 2))
+        return result + delta.reshape(result.shape).to(result.dtype)
+
+    def _row_weights(self, row_adapters: list[str], lora: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's ``A`` ``[rows, r, in]`` and ``s B`` ``[rows, out, r]`` (zeros for the base),
+        kept until the mixed batch ends when no gradient is recorded."""
+        weights = [(self.lora_A[n].weight, self.lora_B[n].weight) for n in lora]
+        key = (tuple(row_adapters), tuple((id(a), a._version, id(b), b._version) for a, b in weights))
+        if self._row_weights_cache is not None and self._row_weights_cache[0] == key:
+            return self._row_weights_cache[1]
+        rank = max(a.shape[0] for a, _ in weights)
+        a_stack = torch.stack(
+            [F.pad(a, (0, 0, 0, rank - a.shape[0])) for a, _ in weights]
+            + [weights[0][0].new_zeros(rank, self.in_features)]
+        )
+        b_stack = torch.stack(
+            [F.pad(b * self.scaling[n], (0, rank - b.shape[1])) for n, (_, b) in zip(lora, weights)]
+            + [weights[0][1].new_zeros(self.out_features, rank)]
+        )
+        slots = {name: slot for slot, name in enumerate(lora)}
+        index = torch.tensor([slots.get(name, len(lora)) for name in row_adapters], device=a_stack.device)
+        gathered = (a_stack[index], b_stack[index])
+        if not torch.is_grad_enabled():
+            self._row_weights_cache = (key, gathered)
+        return gathered
+
+    def end_mixed_batch(self) -> None:
+        """Drop the weights gathered for the mixed batch that ended."""
+        self._row_weights_cache = None
 
     def _base_output(self, rows: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """The base layer's output for ``rows``, which the adapters then add to in place."""
