@@ -34,4 +34,8 @@ def peftplug_register_methods() -> Method:
         rescale_rank="peftplug.plugins.lora.rank:rescale_rank",
         codecs={"paddlenlp": "peftplug.plugins.lora.paddlenlp_codec:CODEC"},
         card_tags=("lora",),
+        exports={
+            "hotswap_adapter": "peftplug.plugins.lora.torch_hotswap:hotswap_adapter",
+            "prepare_model_for_compiled_hotswap": "peftplug.plugins.lora.torch_hotswap:prepare_model_for_compiled_hotswap",
+        },
     )

@@ -133,8 +133,14 @@ class _ModulePairLayer(LoraLayer):
         return holders
 
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
-        """``lora_A.weight``, ``lora_B.weight`` and, for DoRA, ``lora_magnitude_vector``."""
-        return {suffix: to_numpy(tensor) for suffix, tensor in self._holders(name).items()}
+        """``lora_A.weight``, ``lora_B.weight`` and, for DoRA, ``lora_magnitude_vector`` (without
+        the zero padding a hot-swap preparation added past the adapter's rank)."""
+        tensors = {suffix: to_numpy(tensor) for suffix, tensor in self._holders(name).items()}
+        rank = self.r[name]
+        if tensors["lora_A.weight"].ndim == 2 and tensors["lora_A.weight"].shape[0] > rank:
+            tensors["lora_A.weight"] = tensors["lora_A.weight"][:rank]
+            tensors["lora_B.weight"] = tensors["lora_B.weight"][:, :rank]
+        return tensors
 
     def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
         """Copy ``lora_A.weight`` / ``lora_B.weight`` (and DoRA's magnitude) in, checking shapes."""
@@ -246,10 +252,13 @@ class LoraLinear(_ModulePairLayer):
                 result = (result + self._dora_output(name, rows.to(a.dtype), result)).to(result.dtype)
                 continue
             hidden = F.linear(self.lora_dropout[name](rows.to(a.dtype)), a)
+            scaling = self.scaling[name]
+            if isinstance(scaling, torch.Tensor):  # kept as a tensor for hot-swapping (torch_hotswap)
+                hidden, scaling = hidden * scaling, 1.0
             if result.dtype == b.dtype:
-                result.addmm_(hidden, b.t(), alpha=self.scaling[name])
+                result.addmm_(hidden, b.t(), alpha=scaling)
             else:
-                result = (result + F.linear(hidden, b) * self.scaling[name]).to(result.dtype)
+                result = (result + F.linear(hidden, b) * scaling).to(result.dtype)
         return result.reshape(*x.shape[:-1], result.shape[-1])
 
     def mixed_batch_forward(self, row_adapters: list[str], x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
