@@ -73,15 +73,6 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
         ]
         return torch.cat(outputs)[torch.argsort(order)]
 
-    def _forward_with(self, name: str, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """This layer's forward with only adapter ``name`` applied (none for ``"__base__"``)."""
-        active = self.active_adapters
-        self.active_adapters = [] if name == "__base__" else [name]
-        try:
-            return type(self).forward(self, x, *args, **kwargs)
-        finally:
-            self.active_adapters = active
-
     def adapter_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
         """Adapter ``name``'s parameters by saved key suffix, in HF PEFT's layout, where a
         method's layer can be tensor-parallel; None (the default) where it cannot."""

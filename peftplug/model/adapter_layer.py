@@ -150,6 +150,18 @@ class AdapterLayerBookkeeping:
             groups.setdefault(name if name in held and not self.disabled else "__base__", []).append(row)
         return groups
 
+    def _forward_with(self, name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """This layer's own forward with only adapter ``name`` applied (none for ``"__base__"``):
+        one sub-batch of a mixed batch."""
+        active = self.active_adapters
+        self.active_adapters = [] if name == "__base__" else [name]
+        self._adapters_changed()
+        try:
+            return type(self).forward(self, x, *args, **kwargs)
+        finally:
+            self.active_adapters = active
+            self._adapters_changed()
+
     def end_mixed_batch(self) -> None:
         """Called when a mixed batch ends: drop what :meth:`mixed_batch_forward` kept for its
         steps (nothing by default)."""

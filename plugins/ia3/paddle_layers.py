@@ -109,6 +109,39 @@ class IA3Linear(InexactUnmerge, PaddleAdapterLayer):
                 result = (result.astype(vector.dtype) * vector).astype(result.dtype)
         return result
 
+    def mixed_batch_forward(self, row_adapters: list[str], x: paddle.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Each row scaled by its own adapter's vector, gathered once for the batch (ones on rows
+        of the base or of an adapter scaling the other side): ``(x_i * l_i) W + b`` for
+        feed-forward adapters, ``(x_i W + b) * l_i`` for the others."""
+        groups = self._rows_by_adapter(row_adapters, x.shape[0])
+        names = [name for name in groups if name != "__base__"]
+        if len(groups) == 1:
+            return super().mixed_batch_forward(row_adapters, x, *args, **kwargs)
+        scaled_in = [name for name in names if self.is_feedforward[name]]
+        if scaled_in:
+            vectors = self._row_vectors(row_adapters, scaled_in)
+            x = (
+                (x.reshape([x.shape[0], -1, x.shape[-1]]).astype(vectors.dtype) * vectors)
+                .reshape(x.shape)
+                .astype(x.dtype)
+            )
+        base = self.base_layer
+        result = F.linear(x, base.weight, base.bias) if self._plain_base else base(x, *args, **kwargs)
+        scaled_out = [name for name in names if not self.is_feedforward[name]]
+        if scaled_out:
+            vectors = self._row_vectors(row_adapters, scaled_out)
+            rows = result.reshape([result.shape[0], -1, result.shape[-1]]).astype(vectors.dtype)
+            result = (rows * vectors).reshape(result.shape).astype(result.dtype)
+        return result
+
+    def _row_vectors(self, row_adapters: list[str], names: list[str]) -> paddle.Tensor:
+        """``[rows, 1, features]``: each row's adapter's vector among ``names``, ones elsewhere."""
+        vectors = [self.ia3_l[name].flatten() for name in names]
+        stack = paddle.stack(vectors + [paddle.ones_like(vectors[0])])
+        slots = {name: slot for slot, name in enumerate(names)}
+        index = paddle.to_tensor([slots.get(name, len(names)) for name in row_adapters], dtype="int64")
+        return paddle.index_select(stack, index, axis=0).unsqueeze(1)
+
     def export_adapter(self, name: str) -> dict[str, np.ndarray]:
         """``ia3_l``: ``[1, in]`` for a feed-forward module, ``[out, 1]`` otherwise (HF PEFT's)."""
         vector = to_numpy(self.ia3_l[name])

@@ -212,6 +212,42 @@ class LoraLinear(_PaddleLoraLayer):
             result = result + ((hidden @ a @ b) * scaling).astype(result.dtype)
         return result
 
+    def mixed_batch_forward(self, row_adapters: list[str], x: paddle.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """A batch of several plain LoRA adapters in two batched products (the torch layer's
+        math in Paddle's layout)::
+
+            y_i = x_i W + b + s_i x_i A_i B_i      (row i, adapter i; A_i B_i = 0 on "__base__" rows)
+
+        each row's ``A_i`` ``[in, r]`` and ``s_i B_i`` ``[r, out]`` gathered once per batch
+        (zero-padded to the largest rank). DoRA adapters and one-adapter batches take the
+        per-adapter sub-batches."""
+        groups = self._rows_by_adapter(row_adapters, x.shape[0])
+        lora = [name for name in groups if name != "__base__"]
+        if len(groups) == 1 or any(name in self.lora_magnitude_vector for name in lora):
+            return super().mixed_batch_forward(row_adapters, x, *args, **kwargs)
+        a_rows, b_rows = self._row_weights(row_adapters, lora)
+        base = self.base_layer
+        result = F.linear(x, base.weight, base.bias) if self._plain_base else base(x, *args, **kwargs)
+        tokens = x.reshape([x.shape[0], -1, x.shape[-1]]).astype(a_rows.dtype)
+        delta = paddle.bmm(paddle.bmm(tokens, a_rows), b_rows)
+        return result + delta.reshape(result.shape).astype(result.dtype)
+
+    def _row_weights(self, row_adapters: list[str], lora: list[str]) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Each row's ``A`` ``[rows, in, r]`` and ``s B`` ``[rows, r, out]`` (zeros for the base)."""
+        rank = max(self.lora_A[name].shape[1] for name in lora)
+        dtype = self.lora_A[lora[0]].dtype
+        a_stack = paddle.stack(
+            [_zero_padded(self.lora_A[n], self.in_features, rank) for n in lora]
+            + [paddle.zeros([self.in_features, rank], dtype=dtype)]
+        )
+        b_stack = paddle.stack(
+            [_zero_padded(self.lora_B[n] * self.scaling[n], rank, self.out_features) for n in lora]
+            + [paddle.zeros([rank, self.out_features], dtype=dtype)]
+        )
+        slots = {name: slot for slot, name in enumerate(lora)}
+        index = paddle.to_tensor([slots.get(name, len(lora)) for name in row_adapters], dtype="int64")
+        return paddle.index_select(a_stack, index, axis=0), paddle.index_select(b_stack, index, axis=0)
+
     def _forward_in_order(self, x: paddle.Tensor, result: paddle.Tensor) -> paddle.Tensor:
         """The adapters one by one in HF PEFT's order, for a DoRA adapter takes ``x W`` from the
         output so far (less the bias) when its dropout is off, and recomputes it when on."""
@@ -328,6 +364,17 @@ class LoraConv2D(_PaddleLoraLayer):
         for suffix in sorted(taken):
             copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
         return taken
+
+
+def _zero_padded(matrix: paddle.Tensor, rows: int, columns: int) -> paddle.Tensor:
+    """``matrix`` grown to ``[rows, columns]`` with zeros below and to the right."""
+    if matrix.shape[1] < columns:
+        matrix = paddle.concat(
+            [matrix, paddle.zeros([matrix.shape[0], columns - matrix.shape[1]], matrix.dtype)], axis=1
+        )
+    if matrix.shape[0] < rows:
+        matrix = paddle.concat([matrix, paddle.zeros([rows - matrix.shape[0], columns], matrix.dtype)], axis=0)
+    return matrix
 
 
 def _dropout_or_none(layer: nn.Layer) -> nn.Layer | None:
