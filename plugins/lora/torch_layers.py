@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftplug.backends.torch.dropout import dropout_module
 from peftplug.backends.torch.layer import (
     LOW_PRECISION,
     TorchAdapterLayer,
@@ -116,7 +117,7 @@ class _ModulePairLayer(LoraLayer):
         ``"gaussian"``), B zeros; ``init_lora_weights=False`` keeps the modules' own init."""
         self.lora_A[adapter_name] = a
         self.lora_B[adapter_name] = b
-        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        self.lora_dropout[adapter_name] = dropout_module(config.lora_dropout)
         init = config.init_lora_weights
         if init is not False and a.weight.device.type != "meta":
             with torch.no_grad():

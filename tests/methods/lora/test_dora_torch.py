@@ -68,9 +68,11 @@ def test_adapters_go_both_ways_with_the_same_logits(torch, make_model, family, t
     assert torch.allclose(logits_of(torch, in_ours, inputs), logits_of(torch, theirs, inputs), atol=1e-5, rtol=0)
 
 
-def test_a_training_step_with_dropout_and_biases_equals_hf_peft(torch, make_model):
+def test_a_training_step_with_dropout_and_biases_equals_hf_peft(torch, make_model, monkeypatch):
     """With LoRA dropout on, W x is recomputed on the dropped-out input; with bias="all" it
-    excludes the (trainable) bias. Same seed, same masks: same loss and gradients."""
+    excludes the (trainable) bias. Same seed, same masks (torch's dropout, as HF PEFT draws
+    them): same loss and gradients."""
+    monkeypatch.setenv("PEFTPLUG_DROPOUT", "torch")
     ours, theirs = both(torch, make_model, "llama", lora_dropout=0.3, bias="all")
     inputs = model_inputs(torch, "llama")
     losses = []
