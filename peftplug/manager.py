@@ -72,6 +72,10 @@ def _warn_unknown_disabled(disabled: set[str], builtins: Iterable[str]) -> None:
         )
 
 
+def _namespace_label(namespace: str | None) -> str:
+    return "peftplug" if namespace is None else f"peftplug.{namespace}"
+
+
 def _check_backend(item: Any) -> str | None:
     if not isinstance(item, Backend):
         return f"expected peftplug.registration.Backend, got {type(item).__name__}"
@@ -102,6 +106,12 @@ def _check_method(item: Any) -> str | None:
         if not isinstance(getattr(item, table), Mapping):
             return f"method {item.name!r}: {table} must be a mapping, got {type(getattr(item, table)).__name__}"
         declared += [(f"{table}[{key!r}]", value) for key, value in getattr(item, table).items()]
+    if not isinstance(item.namespaces, Mapping):
+        return f"method {item.name!r}: namespaces must be a mapping, got {type(item.namespaces).__name__}"
+    for namespace, names in item.namespaces.items():
+        if not isinstance(names, Mapping):
+            return f"method {item.name!r}: namespaces[{namespace!r}] must be a mapping, got {type(names).__name__}"
+        declared += [(f"namespaces[{namespace!r}][{key!r}]", value) for key, value in names.items()]
     for what, value in declared:
         if value is not None and (not isinstance(value, str) or value.count(":") != 1 or value.startswith(":")):
             return f"method {item.name!r}: {what} is {value!r}, not a 'module:attribute' string"
@@ -282,13 +292,26 @@ class PluginManager:
         _check_conventions_named("architecture", registry, Architecture.named_conventions, self.conventions)
         return registry
 
-    def method_exports(self) -> dict[str, Callable[[], Any]]:
-        """The public names the methods add to ``peftplug``: each config class, and each
-        ``Method.exports`` entry, as a function that imports and returns it."""
+    def method_exports(self, namespace: str | None = None) -> dict[str, Callable[[], Any]]:
+        """The public names the methods add to ``peftplug`` (each config class, and each
+        ``Method.exports`` entry) or, given ``namespace``, to ``peftplug.<namespace>`` (their
+        ``Method.namespaces[namespace]`` entries), each as a function that imports and returns it.
+        A name two methods declare is an error naming both."""
         exports: dict[str, Callable[[], Any]] = {}
+        owners: dict[str, str] = {}
         for method in self.methods:
-            exports[method.config_class.__name__] = lambda cls=method.config_class: cls
-            for name, spec in method.exports.items():
+            if namespace is None:
+                declared = dict(method.exports)
+                exports[method.config_class.__name__] = lambda cls=method.config_class: cls
+            else:
+                declared = dict(method.namespaces.get(namespace, {}))
+            for name, spec in declared.items():
+                if name in owners:
+                    raise RegistryError(
+                        f"{name!r} in {_namespace_label(namespace)} is declared by methods "
+                        f"{owners[name]!r} and {method.name!r}; a name has one owner"
+                    )
+                owners[name] = method.name
                 exports[name] = lambda spec=spec, owner=method.name: load_declared(spec, owner)
         return exports
 

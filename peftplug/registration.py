@@ -107,6 +107,9 @@ class Method:
     ``card_tags`` are the tags HF PEFT's model card gives an adapter of the method (``"lora"``).
     ``exports``: ``{name: "module:attribute"}``, public names the method adds to ``peftplug``
     besides its config class (which is one always), imported the first time they are asked for.
+    ``namespaces``: ``{namespace: {name: "module:attribute"}}``, public names the method adds to
+    the module ``peftplug.<namespace>`` (``"paddlenlp"``: PaddleNLP's API, ``peftplug.paddlenlp``),
+    imported the same way.
 
     How the method is built on each framework, imported the first time a model of it is adapted:
 
@@ -134,6 +137,7 @@ class Method:
     codecs: Mapping[str, str] = field(default_factory=dict)
     card_tags: tuple[str, ...] = ()
     exports: Mapping[str, str] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     layers: Mapping[str, str] = field(default_factory=dict)
     prompt_encoders: Mapping[str, str] = field(default_factory=dict)
 

@@ -259,6 +259,11 @@ def test_a_hook_overrides_a_declaration():
         ({"layers": {"torch": "tag_layers.wrap"}}, r"layers\['torch'\] is 'tag_layers.wrap', not a 'module:attribute'"),
         ({"layers": {"paddle": ":wrap"}}, r"layers\['paddle'\] is ':wrap', not a 'module:attribute'"),
         ({"layers": "tag_layers:wrap"}, "layers must be a mapping, got str"),
+        ({"namespaces": {"tagged": "tag:Model"}}, r"namespaces\['tagged'\] must be a mapping, got str"),
+        (
+            {"namespaces": {"tagged": {"Model": "tag.Model"}}},
+            r"namespaces\['tagged'\]\['Model'\] is 'tag.Model', not a 'module:attribute'",
+        ),
         (
             {"prompt_encoders": {"torch": "tag:build"}},
             "prompt_encoders is for prompt methods, and this is a layer method",
@@ -275,6 +280,52 @@ def test_a_bad_factory_declaration_is_refused_naming_the_method(declaration, pro
     manager.register(BadTag(), "bad-tag")
     with pytest.raises(PluginError, match=rf"plugin 'bad-tag' registered an invalid method: method 'tag': {problem}"):
         _ = manager.methods
+
+
+TAGGED_MODEL = object()
+
+
+class TaggedNamespace:
+    """Registers "tag", which adds ``Model`` to ``peftplug.tagged`` and nothing to ``peftplug``."""
+
+    @peftplug.hookimpl
+    def peftplug_register_methods(self):
+        return Method(name="tag", config_class=TagConfig, namespaces={"tagged": {"Model": f"{__name__}:TAGGED_MODEL"}})
+
+
+def test_a_namespace_export_is_found_in_its_namespace_only():
+    manager = PluginManager(load_entry_points=False)
+    manager.register(TaggedNamespace(), "tagged")
+    assert manager.method_exports("tagged")["Model"]() is TAGGED_MODEL
+    assert "Model" not in manager.method_exports() and "TagConfig" in manager.method_exports()
+    assert "Model" not in manager.method_exports("other")
+
+
+def test_a_name_two_methods_put_in_one_namespace_names_both():
+    class Rival:
+        @peftplug.hookimpl
+        def peftplug_register_methods(self):
+            return Method(
+                name="rival", config_class=TagPromptConfig, kind="prompt", namespaces={"tagged": {"Model": "x:Y"}}
+            )
+
+    manager = PluginManager(load_entry_points=False)
+    manager.register(TaggedNamespace(), "tagged")
+    manager.register(Rival(), "rival")
+    with pytest.raises(RegistryError, match=r"'Model' in peftplug.tagged is declared by methods '(tag|rival)' and"):
+        manager.method_exports("tagged")
+
+
+def test_the_paddlenlp_namespace_lists_what_the_methods_declare_and_loads_no_plugin():
+    """``peftplug.paddlenlp`` resolves its names from the methods' declarations (none is listed
+    in the core), and importing it imports no plugin or framework."""
+    code = (
+        "import sys, peftplug.paddlenlp as api; "
+        "loaded = [m for m in sys.modules if m.startswith(('peftplug.plugins', 'peftplug.backends', 'paddle', 'torch'))]; "
+        "assert not loaded, loaded; print(' '.join(n for n in dir(api) if n[0].isupper()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert set(out.stdout.split()) >= {"LoRAConfig", "LoRAModel"}
 
 
 def test_builtin_plugins_are_the_packages_on_disk():
