@@ -19,7 +19,14 @@ from typing import Any
 from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.adapter_names import check_adapter_name
 from peftplug.config import AdapterConfig
-from peftplug.errors import AdapterKeysWarning, AdapterLoadError, ConfigError, PeftplugError, some_names
+from peftplug.errors import (
+    AdapterKeysWarning,
+    AdapterLoadError,
+    ConfigError,
+    PeftplugError,
+    TargetModulesError,
+    some_names,
+)
 from peftplug.files import FileContent, write_files_atomically
 from peftplug.interop.cross_framework import format_of, state_for_format, state_for_model
 from peftplug.manager import get_plugin_manager
@@ -497,15 +504,20 @@ class PeftModel(DelegatesToInner):
             layers_to_transform=getattr(config, "layers_to_transform", None),
             layers_pattern=getattr(config, "layers_pattern", None),
         )
+        # Every layer is built before any is put in place: a target that cannot be adapted
+        # leaves the model as it was.
+        replacements = {}
         for name in chosen:
             layer = modules[name]
             wrapped = manager.wrap_layer(method.name, ops.name, layer, name, config, adapter_name)
             if wrapped is None:
-                raise PeftplugError(
+                raise TargetModulesError(
                     f"module {name!r} ({type(layer).__name__}) matched target_modules, but no plugin "
                     f"implements {method.name} for that layer type on backend {ops.name!r}"
                 )
-            if wrapped is not layer:
+            replacements[name] = wrapped
+        for name, wrapped in replacements.items():
+            if wrapped is not modules[name]:
                 ops.replace_module(model, name, wrapped)
         self._wrap_modules_to_save(config, adapter_name, modules)
         self.peft_config[adapter_name] = config

@@ -99,3 +99,15 @@ def test_a_bad_paddlenlp_lora_config_names_the_field(make_model, tmp_path, edit,
     (tmp_path / "lora_config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=rf"lora_config\.json.*{field}"):
         peftplug.PeftModel.from_pretrained(make_model("llama"), tmp_path)
+
+
+def test_a_target_that_is_no_linear_layer_leaves_the_model_as_it_was(make_model):
+    """q_proj comes before mlp in the model, yet it is not wrapped when mlp cannot be: the error
+    (a ValueError) names the module and comes before any layer is replaced."""
+    from peftplug.errors import TargetModulesError
+
+    base = make_model("llama")
+    with pytest.raises(TargetModulesError, match=r"module 'model.layers.0.mlp' \(LlamaMLP\) matched target_modules"):
+        peftplug.get_peft_model(base, peftplug.LoraConfig(target_modules=r".*\.(q_proj|mlp)"))
+    assert issubclass(TargetModulesError, ValueError)
+    assert not any("lora" in name for name, _ in base.named_modules()), "the model is as it was"
