@@ -38,4 +38,10 @@ def peftplug_register_methods() -> Method:
             "hotswap_adapter": "peftplug.plugins.lora.torch_hotswap:hotswap_adapter",
             "prepare_model_for_compiled_hotswap": "peftplug.plugins.lora.torch_hotswap:prepare_model_for_compiled_hotswap",
         },
+        namespaces={
+            "paddlenlp": {
+                "LoRAConfig": "peftplug.plugins.lora.paddlenlp_api:LoRAConfig",
+                "LoRAModel": "peftplug.plugins.lora.paddlenlp_api:LoRAModel",
+            }
+        },
     )

@@ -1,0 +1,252 @@
+"""PaddleNLP's ``LoRAModel`` on Paddle, built on peftplug's LoRA (:func:`peftplug.get_peft_model`).
+
+The class subclasses ``paddlenlp.peft.LoRAModel`` only so that ``isinstance`` holds where
+PaddleNLP checks it (its ``Trainer`` then saves LoRA files in each checkpoint and loads them
+back); none of PaddleNLP's LoRA code runs: every method it uses is defined here.
+
+peftplug's LoRA layer keeps the base layer as ``base_layer`` and its matrices per adapter
+(``lora_A.default``); this class speaks PaddleNLP's parameter names (``<module>.weight``,
+``<module>.lora_A``) wherever PaddleNLP does: ``trainable_modules``, ``get_trainable_state_dict``,
+``set_state_dict`` and the saved files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+from paddle import nn
+from paddlenlp.peft import LoRAModel as PaddleNLPLoRAModel
+from paddlenlp.utils.log import logger
+
+import peftplug
+from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
+from peftplug.backends.paddle.layer import PaddleAdapterLayer, copy_into, to_numpy
+from peftplug.errors import AdapterKeysWarning, AdapterLoadError, ConfigError, some_names
+from peftplug.files import write_files_atomically
+from peftplug.interop.cross_framework import state_for_format
+from peftplug.model.peft_model import DEFAULT_ADAPTER
+from peftplug.plugins.lora.paddlenlp_api import LoRAConfig
+from peftplug.plugins.lora.paddlenlp_codec import tensors_from_paddlenlp, tensors_to_paddlenlp
+from peftplug.state import AdapterState
+
+FORMAT = "paddlenlp"
+WEIGHTS_NAME = "lora_model_state.pdparams"
+# A peftplug LoRA layer's own parameters, as PaddleNLP's LoRALinear names them.
+_LAYER_PARAMETER = re.compile(rf"base_layer\.(?P<base>.+)|(?P<lora>lora_[AB])\.{DEFAULT_ADAPTER}")
+
+
+def as_lora_config(config: Any) -> LoRAConfig:
+    """``config`` as peftplug's LoRAConfig (PaddleNLP's own LoRAConfig is taken field by field)."""
+    if isinstance(config, LoRAConfig):
+        return config
+    if dataclasses.is_dataclass(config) and type(config).__name__ == "LoRAConfig":
+        names = {field.name for field in dataclasses.fields(LoRAConfig)}
+        return LoRAConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
+    raise ConfigError("LoRAModel", "lora_config", type(config).__name__, "a LoRAConfig")
+
+
+class PaddleLoRAModel(PaddleNLPLoRAModel):
+    """``LoRAModel(model, lora_config)`` for a ``paddle.nn.Layer``: the model's targeted linear
+    layers become peftplug LoRA layers, in place; ``self.model`` is the model."""
+
+    def __init__(self, model: nn.Layer, lora_config: Any) -> None:
+        nn.Layer.__init__(self)
+        lora_config = as_lora_config(lora_config)
+        lora_config.check_supported()
+        if lora_config.dtype is None:
+            lora_config.dtype = paddle.get_default_dtype()
+        model_degree = getattr(getattr(model, "config", None), "tensor_parallel_degree", None)
+        if model_degree is not None and model_degree > 1:
+            raise ConfigError(
+                "LoRAModel", "model.config.tensor_parallel_degree", model_degree,
+                "1 or less: peftplug.paddlenlp's LoRAModel is single-card; use peftplug.get_peft_model on sharded models",
+            )  # fmt: skip
+        # Built before self.model is set: a target that cannot be adapted leaves everything as it was.
+        try:
+            peft_model = peftplug.get_peft_model(model, lora_config.to_peftplug())
+        except peftplug.errors.TargetModulesError as error:
+            raise ValueError(f"LoRA strategy only supports linear layers: {error}") from error
+        object.__setattr__(self, "peft_model", peft_model)  # not a sublayer: its parameters are self.model's
+        self.quantized = False
+        self.is_pipelinemodel = False
+        self.lora_split_mapping: dict[str, bool] = {}
+        self.lora_config = lora_config
+        self.model = model
+        if model_degree is not None and lora_config.tensor_parallel_degree != model_degree:
+            lora_config.tensor_parallel_degree = model_degree
+            logger.warning(f"Reset tensor_parallel_degree of lora_config to {model_degree}.")
+        logger.info("Mark only lora and trainable_module as trainable.")
+        self.mark_only_lora_as_trainable()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The model's forward, through its LoRA layers."""
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes the wrapper lacks are the model's (``config``, ``generate``, ...)."""
+        try:
+            return nn.Layer.__getattr__(self, name)
+        except AttributeError:
+            if name in ("model", "_sub_layers", "_parameters", "_buffers"):
+                raise
+            return getattr(self.model, name)
+
+    # ------------------------------------------------------------ names
+    def _adapted_modules(self) -> set[str]:
+        return {name for name, layer in self.model.named_sublayers() if isinstance(layer, PaddleAdapterLayer)}
+
+    def named_paddlenlp_parameters(self) -> list[tuple[str, paddle.Tensor]]:
+        """The model's state tensors named as PaddleNLP names them (``q_proj.weight``,
+        ``q_proj.lora_A``), in state-dict order."""
+        adapted = self._adapted_modules()
+        named = []
+        for name, tensor in self.model.state_dict().items():
+            parts = name.split(".")
+            for end in range(len(parts) - 1, 0, -1):
+                owner = ".".join(parts[:end])
+                if owner in adapted:
+                    match = _LAYER_PARAMETER.fullmatch(".".join(parts[end:]))
+                    name = f"{owner}.{match['base'] or match['lora']}" if match else name
+                    break
+            named.append((name, tensor))
+        return named
+
+    # ------------------------------------------------------------ training
+    def mark_only_lora_as_trainable(self) -> None:
+        """Freeze all but the LoRA matrices, the biases ``trainable_bias`` names (``"lora"``: of
+        LoRA layers, ``"all"``: every one) and the parameters ``trainable_modules`` matches, as
+        PaddleNLP does (a parameter the model holds directly, outside any sublayer, is left as it is)."""
+        adapted = self._adapted_modules()
+        bias_mode = self.lora_config.trainable_bias
+        patterns = self.lora_config.trainable_modules or []
+        for name, tensor in self.named_paddlenlp_parameters():
+            module, _, leaf = name.rpartition(".")
+            if module:
+                if module in adapted:
+                    trainable = ("bias" in leaf and bias_mode in ("lora", "all")) or "lora" in leaf
+                else:
+                    trainable = "bias" in leaf and bias_mode == "all"
+                tensor.stop_gradient = not trainable
+            if any(re.fullmatch(pattern, name) for pattern in patterns):
+                tensor.stop_gradient = False
+
+    def get_trainable_state_dict(self) -> OrderedDict:
+        """The trainable tensors, by PaddleNLP's names: what a save writes."""
+        return OrderedDict(
+            (name, tensor) for name, tensor in self.named_paddlenlp_parameters() if not tensor.stop_gradient
+        )
+
+    def print_trainable_parameters(self) -> None:
+        """PaddleNLP's line (logged at debug level, as PaddleNLP logs it): frozen, trainable, total, share."""
+        frozen = trainable = 0
+        for _, tensor in self.model.state_dict().items():
+            if tensor.stop_gradient:
+                frozen += int(np.prod(tensor.shape))
+            else:
+                trainable += int(np.prod(tensor.shape))
+        total = frozen + trainable
+        logger.debug(
+            f"Frozen parameters: {frozen:.2e} || Trainable parameters:{trainable:.2e} || Total parameters:{total:.2e}"
+            f"|| Trainable:{trainable / total:.2%}"
+        )
+
+    def set_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Copy tensors named as PaddleNLP names them (``get_trainable_state_dict``'s names; numpy
+        arrays or tensors) into the model; a shape that differs is an error naming the key, checked
+        for every key before any is copied. Keys the model lacks are skipped with a warning."""
+        own = dict(self.named_paddlenlp_parameters())
+        unknown = sorted(set(state_dict) - set(own))
+        arrays = {key: _as_array(value) for key, value in state_dict.items() if key in own}
+        for key, array in arrays.items():
+            if tuple(array.shape) != tuple(own[key].shape):
+                raise AdapterLoadError(
+                    f"tensor {key!r} has shape {list(array.shape)} in the state dict but {list(own[key].shape)} in the model"
+                )
+        for key, array in arrays.items():
+            copy_into(own[key], array, key)
+        if unknown:
+            warnings.warn(f"LoRAModel.set_state_dict: keys the model lacks were skipped: {some_names(unknown)}",
+                          AdapterKeysWarning, stacklevel=2)  # fmt: skip
+
+    # ------------------------------------------------------------ merging
+    def _lora_layers(self) -> list[PaddleAdapterLayer]:
+        return [layer for layer in self.model.sublayers() if isinstance(layer, PaddleAdapterLayer)]
+
+    def merge(self) -> None:
+        """Fold the LoRA update into the base weights (forward then skips the LoRA matrices)."""
+        self.peft_model.merge_adapter()
+
+    def unmerge(self) -> None:
+        """Take a merged LoRA update back out of the base weights."""
+        self.peft_model.unmerge_adapter()
+
+    def train(self) -> None:
+        """Training mode; with ``merge_weights`` the LoRA update is taken out of the weights first."""
+        if self.lora_config.merge_weights:
+            self.unmerge()
+        nn.Layer.train(self)
+
+    def eval(self) -> None:
+        """Evaluation mode; with ``merge_weights`` the LoRA update is merged into the weights."""
+        nn.Layer.eval(self)
+        if self.lora_config.merge_weights:
+            self.merge()
+
+    def restore_original_model(self) -> nn.Layer:
+        """The model with its original layers back (``nn.Linear``) and no LoRA: its original outputs."""
+        self.unmerge()
+        return self.peft_model.unload()
+
+    # ------------------------------------------------------------ files
+    def save_pretrained(self, save_directory: str, merge_tensor_parallel: bool = False, **kwargs: Any) -> None:
+        """Write PaddleNLP's files: ``lora_model_state.pdparams`` (the trainable tensors),
+        ``lora_config.json`` and, unless ``save_model_config=False``, the model's ``config.json``.
+        ``merge_tensor_parallel`` changes nothing on a single card, as in PaddleNLP; the keyword
+        arguments PaddleNLP's ``Trainer`` passes (``variant`` empty, ``is_main_process``,
+        ``save_function``, ``max_shard_size``) are accepted."""
+        directory = Path(save_directory)
+        if directory.is_file():
+            raise ConfigError("LoRAModel.save_pretrained", "save_directory", str(directory), "a directory, not a file")
+        if kwargs.get("variant"):
+            raise ConfigError("LoRAModel.save_pretrained", "variant", kwargs["variant"],
+                              "empty: peftplug.paddlenlp saves single-card models (no tp/pp shard files)")  # fmt: skip
+        if not kwargs.get("is_main_process", paddle.distributed.get_rank() == 0):
+            return
+        trainable = {name: to_numpy(tensor) for name, tensor in self.get_trainable_state_dict().items()}
+        state = AdapterState(
+            self.peft_model.peft_config[DEFAULT_ADAPTER], tensors_from_paddlenlp(trainable, WEIGHTS_NAME)
+        )
+        files = dict(adapter_files(state_for_format(state, self.model, FORMAT), FORMAT))
+        files[LoRAConfig.file_name] = self.lora_config.to_json_bytes()
+        model_config = getattr(self.model, "config", None)
+        if kwargs.get("save_model_config", True) and hasattr(model_config, "to_json_string"):
+            files["config.json"] = model_config.to_json_string(use_diff=True).encode()
+        write_files_atomically(directory, files, replaces=replaced_adapter_files(directory))
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Layer, lora_path: str, **kwargs: Any) -> PaddleLoRAModel:
+        """LoRA from PaddleNLP's files in ``lora_path`` on ``model``; ``lora_config=`` replaces the
+        saved config. A missing weights file is an error naming it (PaddleNLP only logs it)."""
+        lora_config = kwargs.pop("lora_config", None)
+        lora_config = LoRAConfig.from_pretrained(lora_path) if lora_config is None else as_lora_config(lora_config)
+        if lora_config.tensor_parallel_degree > 1:
+            raise ConfigError("LoRAConfig", "tensor_parallel_degree", lora_config.tensor_parallel_degree,
+                              "1 or less: tensor-parallel shard files load with peftplug.PeftModel.from_pretrained")  # fmt: skip
+        weights = Path(lora_path) / WEIGHTS_NAME
+        if not weights.is_file() and not (Path(lora_path) / "peft_model.safetensors.index.json").is_file():
+            raise AdapterLoadError(f"{weights}: no LoRA weights file (lora_model_state.pdparams) in {lora_path}")
+        state = read_adapter(lora_path, FORMAT)
+        lora_model = cls(model, lora_config)
+        lora_model.set_state_dict(tensors_to_paddlenlp(state.tensors))
+        return lora_model
+
+
+def _as_array(value: Any) -> np.ndarray:
+    return to_numpy(value) if isinstance(value, paddle.Tensor) else np.asarray(value)
