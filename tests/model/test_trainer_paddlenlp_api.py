@@ -1,0 +1,98 @@
+"""A LoRA fine-tuning script in the style of PaddleNLP's docs (LoRAConfig, LoRAModel,
+mark_only_lora_as_trainable, PaddleNLP's Trainer with checkpoints, save_pretrained,
+from_pretrained, merging) runs on peftplug with only its import line changed, and the files it
+writes load in PaddleNLP's own LoRAModel with the same logits, and the other way round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from paddle_lm import ids_batch, logits
+from paddlenlp_peft import library
+
+PADDLENLP_IMPORT = "from paddlenlp.peft import LoRAConfig, LoRAModel"
+PEFTPLUG_IMPORT = "from peftplug.paddlenlp import LoRAConfig, LoRAModel"
+
+# The script as a PaddleNLP user writes it; `make_base`, `dataset`, `ids` and `output_dir` are given.
+SCRIPT = f"""
+{PADDLENLP_IMPORT}
+from paddlenlp.trainer import Trainer, TrainingArguments
+
+lora_config = LoRAConfig(target_modules=[".*q_proj.*", ".*v_proj.*"], r=4, lora_alpha=8, lora_dropout=0.0)
+model = LoRAModel(make_base(), lora_config)
+model.mark_only_lora_as_trainable()
+model.print_trainable_parameters()
+
+args = TrainingArguments(output_dir=output_dir, max_steps=4, save_steps=2, per_device_train_batch_size=4,
+                         learning_rate=5e-2, logging_steps=1, seed=0, disable_tqdm=True, report_to=[], device="cpu")
+trainer = Trainer(model=model, args=args, train_dataset=dataset)
+trainer.train()
+model.save_pretrained(output_dir + "/lora", merge_tensor_parallel=False)
+
+model.eval()
+trained_logits = model(input_ids=ids)[0].numpy()
+
+lora_config = LoRAConfig.from_pretrained(output_dir + "/lora")
+lora_config.merge_weights = True
+merged = LoRAModel.from_pretrained(make_base(), output_dir + "/lora", lora_config=lora_config)
+merged.eval()
+merged_logits = merged(input_ids=ids)[0].numpy()
+"""
+
+
+def token_rows(paddle):
+    """Eight rows of eight token ids, as a paddle Dataset of input_ids and labels."""
+
+    class Rows(paddle.io.Dataset):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.rows = [rng.integers(3, 128, size=8).astype("int64") for _ in range(8)]
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, index):
+            return {"input_ids": self.rows[index], "labels": self.rows[index]}
+
+    return Rows()
+
+
+def run_script(import_line: str, make_paddle_model, paddle, output_dir) -> dict:
+    """Run SCRIPT with ``import_line`` in place of PaddleNLP's; its globals afterwards."""
+    scope = {
+        "make_base": lambda: make_paddle_model("llama"),
+        "dataset": token_rows(paddle),
+        "ids": ids_batch(paddle),
+        "output_dir": str(output_dir),
+    }
+    exec(SCRIPT.replace(PADDLENLP_IMPORT, import_line), scope)
+    return scope
+
+
+@pytest.mark.parametrize(
+    "import_line, reader", [(PEFTPLUG_IMPORT, "paddlenlp.peft"), (PADDLENLP_IMPORT, "peftplug.paddlenlp")]
+)
+def test_the_script_runs_and_its_files_load_in_the_other_library(
+    import_line, reader, make_paddle_model, paddle, tmp_path
+):
+    run = run_script(import_line, make_paddle_model, paddle, tmp_path)
+    ids = run["ids"]
+    base_logits = logits(paddle, make_paddle_model("llama"), ids)
+    assert np.abs(run["trained_logits"] - base_logits).max() > 1e-3, "the Trainer trained the LoRA"
+    np.testing.assert_allclose(run["merged_logits"], run["trained_logits"], atol=1e-5, rtol=0)
+    for step in (2, 4):
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        names = {path.name for path in checkpoint.iterdir()}
+        assert {"lora_config.json", "lora_model_state.pdparams"} <= names, names
+        assert "model_state.pdparams" not in names, "a checkpoint holds the LoRA files, not the base"
+        saved = paddle.load(str(checkpoint / "lora_model_state.pdparams"), return_numpy=True)
+        saved.pop("StructuredToParameterName@@", None)
+        expected = {
+            f"llama.layers.{n}.self_attn.{m}.lora_{x}" for n in (0, 1) for m in ("q_proj", "v_proj") for x in "AB"
+        }
+        assert set(saved) == expected
+    other = library(reader)
+    for directory in (tmp_path / "lora", tmp_path / "checkpoint-4"):
+        loaded = other.LoRAModel.from_pretrained(make_paddle_model("llama"), str(directory))
+        loaded.eval()
+        np.testing.assert_allclose(logits(paddle, loaded, ids), run["trained_logits"], atol=1e-5, rtol=0)
