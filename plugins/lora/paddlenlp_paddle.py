@@ -28,6 +28,12 @@ from paddlenlp.utils.log import logger
 import peftplug
 from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.backends.paddle.layer import PaddleAdapterLayer, copy_into, to_numpy
+from peftplug.backends.paddle.paddlenlp_wrapper import (
+    WrapsPaddleNLPModel,
+    refuse_tensor_parallel,
+    trainable_line,
+    writes_here,
+)
 from peftplug.errors import AdapterKeysWarning, AdapterLoadError, ConfigError, some_names
 from peftplug.files import write_files_atomically
 from peftplug.interop.cross_framework import state_for_format
@@ -52,7 +58,7 @@ def as_lora_config(config: Any) -> LoRAConfig:
     raise ConfigError("LoRAModel", "lora_config", type(config).__name__, "a LoRAConfig")
 
 
-class PaddleLoRAModel(PaddleNLPLoRAModel):
+class PaddleLoRAModel(WrapsPaddleNLPModel, PaddleNLPLoRAModel):
     """``LoRAModel(model, lora_config)`` for a ``paddle.nn.Layer``: the model's targeted linear
     layers become peftplug LoRA layers, in place; ``self.model`` is the model."""
 
@@ -60,14 +66,7 @@ class PaddleLoRAModel(PaddleNLPLoRAModel):
         nn.Layer.__init__(self)
         lora_config = as_lora_config(lora_config)
         lora_config.check_supported()
-        if lora_config.dtype is None:
-            lora_config.dtype = paddle.get_default_dtype()
-        model_degree = getattr(getattr(model, "config", None), "tensor_parallel_degree", None)
-        if model_degree is not None and model_degree > 1:
-            raise ConfigError(
-                "LoRAModel", "model.config.tensor_parallel_degree", model_degree,
-                "1 or less: peftplug.paddlenlp's LoRAModel is single-card; use peftplug.get_peft_model on sharded models",
-            )  # fmt: skip
+        model_degree = refuse_tensor_parallel("LoRAModel", model)
         # Built before self.model is set: a target that cannot be adapted leaves everything as it was.
         try:
             peft_model = peftplug.get_peft_model(model, lora_config.to_peftplug())
@@ -77,6 +76,8 @@ class PaddleLoRAModel(PaddleNLPLoRAModel):
         self.quantized = False
         self.is_pipelinemodel = False
         self.lora_split_mapping: dict[str, bool] = {}
+        if lora_config.dtype is None:
+            lora_config.dtype = paddle.get_default_dtype()
         self.lora_config = lora_config
         self.model = model
         if model_degree is not None and lora_config.tensor_parallel_degree != model_degree:
@@ -88,15 +89,6 @@ class PaddleLoRAModel(PaddleNLPLoRAModel):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The model's forward, through its LoRA layers."""
         return self.model(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        """Attributes the wrapper lacks are the model's (``config``, ``generate``, ...)."""
-        try:
-            return nn.Layer.__getattr__(self, name)
-        except AttributeError:
-            if name in ("model", "_sub_layers", "_parameters", "_buffers"):
-                raise
-            return getattr(self.model, name)
 
     # ------------------------------------------------------------ names
     def _adapted_modules(self) -> set[str]:
@@ -145,17 +137,7 @@ class PaddleLoRAModel(PaddleNLPLoRAModel):
 
     def print_trainable_parameters(self) -> None:
         """PaddleNLP's line (logged at debug level, as PaddleNLP logs it): frozen, trainable, total, share."""
-        frozen = trainable = 0
-        for _, tensor in self.model.state_dict().items():
-            if tensor.stop_gradient:
-                frozen += int(np.prod(tensor.shape))
-            else:
-                trainable += int(np.prod(tensor.shape))
-        total = frozen + trainable
-        logger.debug(
-            f"Frozen parameters: {frozen:.2e} || Trainable parameters:{trainable:.2e} || Total parameters:{total:.2e}"
-            f"|| Trainable:{trainable / total:.2%}"
-        )
+        logger.debug(trainable_line(self.model.state_dict().values()))
 
     def set_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Copy tensors named as PaddleNLP names them (``get_trainable_state_dict``'s names; numpy
@@ -211,14 +193,9 @@ class PaddleLoRAModel(PaddleNLPLoRAModel):
         ``merge_tensor_parallel`` changes nothing on a single card, as in PaddleNLP; the keyword
         arguments PaddleNLP's ``Trainer`` passes (``variant`` empty, ``is_main_process``,
         ``save_function``, ``max_shard_size``) are accepted."""
-        directory = Path(save_directory)
-        if directory.is_file():
-            raise ConfigError("LoRAModel.save_pretrained", "save_directory", str(directory), "a directory, not a file")
-        if kwargs.get("variant"):
-            raise ConfigError("LoRAModel.save_pretrained", "variant", kwargs["variant"],
-                              "empty: peftplug.paddlenlp saves single-card models (no tp/pp shard files)")  # fmt: skip
-        if not kwargs.get("is_main_process", paddle.distributed.get_rank() == 0):
+        if not writes_here("LoRAModel", save_directory, kwargs):
             return
+        directory = Path(save_directory)
         trainable = {name: to_numpy(tensor) for name, tensor in self.get_trainable_state_dict().items()}
         state = AdapterState(
             self.peft_model.peft_config[DEFAULT_ADAPTER], tensors_from_paddlenlp(trainable, WEIGHTS_NAME)
