@@ -157,7 +157,8 @@ def prompt_forward(peft_model: PaddlePeftModel, args: tuple, kwargs: dict) -> An
         kwargs.pop("cache", None)
         kwargs[keyword] = encoder.past_key_values(batch_size, _model_dtype(peft_model))
         if attention_mask is not None:
-            attention_mask = _pad_mask_for_prefix(attention_mask, tokens)
+            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+            attention_mask = _mask_with_prefix(encoder, shape, attention_mask, tokens)
         return base(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
     if kwargs.get("token_type_ids") is not None:
         warnings.warn("token type ids are not supported with virtual tokens; ignoring them", UserWarning, stacklevel=4)
@@ -196,6 +197,14 @@ def _pad_mask_for_prefix(mask: paddle.Tensor, tokens: int) -> paddle.Tensor:
         raise PeftplugError(f"attention_mask of shape {list(mask.shape)}: expected 2, 3 or 4 dimensions")
     ones = paddle.ones([*mask.shape[:-1], tokens], dtype=mask.dtype)
     return paddle.concat([ones, mask], axis=-1)
+
+
+def _mask_with_prefix(encoder: Any, input_shape: list[int], mask: paddle.Tensor, tokens: int) -> paddle.Tensor:
+    """The mask covering the prefix: the encoder's ``pad_attention_mask`` hook's, else ``T``
+    leading ones on the key axis."""
+    if encoder.pad_attention_mask is not None:
+        return encoder.pad_attention_mask(list(input_shape), tokens, mask)
+    return _pad_mask_for_prefix(mask, tokens)
 
 
 def _prepend_ones(mask: paddle.Tensor, tokens: int, name: str) -> paddle.Tensor:
@@ -296,8 +305,11 @@ def prepare_inputs_for_generation(peft_model: PaddlePeftModel, original: Any, ar
     first = model_kwargs.get(keyword) is None
     input_ids = model_kwargs.get("input_ids")
     batch_size = input_ids.shape[0]
-    if model_kwargs.get("attention_mask") is not None:
-        model_kwargs["attention_mask"] = _prepend_ones(model_kwargs["attention_mask"], tokens, "attention_mask")
+    mask = model_kwargs.get("attention_mask")
+    if mask is not None and encoder.injects == "past_key_values" and encoder.pad_attention_mask is not None:
+        model_kwargs["attention_mask"] = _mask_with_prefix(encoder, input_ids.shape, mask, tokens)
+    elif mask is not None:
+        model_kwargs["attention_mask"] = _prepend_ones(mask, tokens, "attention_mask")
     if encoder.injects == "past_key_values":
         if first:
             model_kwargs[keyword] = encoder.past_key_values(batch_size, _model_dtype(peft_model))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import paddle
@@ -29,7 +29,14 @@ class PaddlePromptEncoder(PromptEncoderBase, nn.Layer):
     A subclass sets ``injects``, builds ``self.embedding`` and, when ``reparameterised``, its
     network, and implements ``table`` and ``_drop_network`` (see
     :class:`peftplug.model.prompt_encoder.PromptEncoderBase`, which holds the loading rules).
+
+    ``pad_attention_mask``: None, or PaddleNLP's prefix-model hook
+    ``pad_attention_mask(input_shape, num_virtual_tokens, attention_mask)`` that makes the mask
+    cover the virtual tokens (in forward and in each generation step) instead of the backend's
+    leading ones.
     """
+
+    pad_attention_mask: Callable[..., paddle.Tensor] | None = None
 
     # ------------------------------------------------------------ for the model
     def virtual_embeddings(self, batch_size: int) -> paddle.Tensor:

@@ -23,4 +23,16 @@ def peftplug_register_methods() -> Method:
             "paddle": "peftplug.plugins.prefix_tuning.paddle_encoder:build_encoder",
         },
         description="Prefix tuning: learned keys and values before every attention layer (Li & Liang, 2021)",
+        namespaces={
+            "paddlenlp": {
+                "PrefixConfig": "peftplug.plugins.prefix_tuning.paddlenlp_api:PrefixConfig",
+                "PrefixModelForCausalLM": "peftplug.plugins.prefix_tuning.paddlenlp_api:PrefixModelForCausalLM",
+                "llama_postprocess_past_key_value": (
+                    "peftplug.plugins.prefix_tuning.paddlenlp_hooks:llama_postprocess_past_key_value"
+                ),
+                "bloom_postprocess_past_key_value": (
+                    "peftplug.plugins.prefix_tuning.paddlenlp_hooks:bloom_postprocess_past_key_value"
+                ),
+            }
+        },
     )

@@ -17,6 +17,7 @@ the PaddleNLP format plugin (:mod:`peftplug.plugins.formats.paddlenlp_prefix`) r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import paddle
@@ -31,6 +32,10 @@ class PaddlePrefixEncoder(PaddlePromptEncoder):
     """The prefix (HF PEFT's ``PrefixEncoder``) and the per-layer keys and values built from it."""
 
     injects = "past_key_values"
+    # PaddleNLP's prefix-model hook (``llama_postprocess_past_key_value``, ...): given the prefix
+    # as ``[batch, T, 2L, heads, head_dim]`` in PaddleNLP's order (keys of every layer, then
+    # values), it returns the model's cache; None: the cache of PaddleNLP's Llama and Bloom.
+    postprocess_past_key_value: Callable[[paddle.Tensor], Any] | None = None
 
     def __init__(self, config: PrefixTuningConfig):
         super().__init__(config)
@@ -89,7 +94,17 @@ class PaddlePrefixEncoder(PaddlePromptEncoder):
         tokens = table.shape[0]
         values = table.reshape([1, tokens, self.num_layers * 2, self.num_heads, self.head_dim])
         values = values.expand([batch_size, tokens, self.num_layers * 2, self.num_heads, self.head_dim])
+        if self.postprocess_past_key_value is not None:
+            return self.postprocess_past_key_value(self._in_sections(values))
         return [(values[:, :, 2 * layer], values[:, :, 2 * layer + 1]) for layer in range(self.num_layers)]
+
+    def _in_sections(self, values: paddle.Tensor) -> paddle.Tensor:
+        """``[batch, T, 2L, heads, head_dim]`` with keys interleaved (k0, v0, k1, ...) reordered
+        to PaddleNLP's sections (k0..k(L-1), v0..v(L-1))."""
+        batch, tokens = values.shape[0], values.shape[1]
+        blocks = values.reshape([batch, tokens, self.num_layers, 2, self.num_heads, self.head_dim])
+        blocks = blocks.transpose([0, 1, 3, 2, 4, 5])
+        return blocks.reshape([batch, tokens, 2 * self.num_layers, self.num_heads, self.head_dim])
 
 
 def build_encoder(config: PrefixTuningConfig, model: nn.Layer) -> PaddlePrefixEncoder:

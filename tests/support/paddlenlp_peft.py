@@ -31,3 +31,9 @@ def fill_trainable(paddle, peft_model, seed: int = 0, scale: float = 0.1) -> dic
 def trainable_names(peft_model) -> set[str]:
     """The names (PaddleNLP's) of the tensors left trainable."""
     return set(peft_model.get_trainable_state_dict())
+
+
+def prefix_hooks(name: str):
+    """The module the library's prefix hooks (``llama_postprocess_past_key_value``) come from:
+    PaddleNLP keeps them in ``paddlenlp.peft.prefix``, peftplug beside the classes."""
+    return importlib.import_module("paddlenlp.peft.prefix" if name == "paddlenlp.peft" else name)
