@@ -2,20 +2,13 @@
 
 The class subclasses ``paddlenlp.peft.LoRAModel`` only so that ``isinstance`` holds where
 PaddleNLP checks it (its ``Trainer`` then saves LoRA files in each checkpoint and loads them
-back); none of PaddleNLP's LoRA code runs: every method it uses is defined here.
-
-peftplug's LoRA layer keeps the base layer as ``base_layer`` and its matrices per adapter
-(``lora_A.default``); this class speaks PaddleNLP's parameter names (``<module>.weight``,
-``<module>.lora_A``) wherever PaddleNLP does: ``trainable_modules``, ``get_trainable_state_dict``,
-``set_state_dict`` and the saved files.
+back); none of PaddleNLP's LoRA code runs: every method it uses is defined here or in
+:mod:`peftplug.plugins.lora.paddlenlp_model` (PaddleNLP's names and freezing rules).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +31,16 @@ from peftplug.errors import AdapterKeysWarning, AdapterLoadError, ConfigError, s
 from peftplug.files import write_files_atomically
 from peftplug.interop.cross_framework import state_for_format
 from peftplug.model.peft_model import DEFAULT_ADAPTER
-from peftplug.plugins.lora.paddlenlp_api import LoRAConfig
+from peftplug.plugins.lora.paddlenlp_api import LoRAConfig, as_lora_config
 from peftplug.plugins.lora.paddlenlp_codec import tensors_from_paddlenlp, tensors_to_paddlenlp
+from peftplug.plugins.lora.paddlenlp_model import PaddleNLPLoRAMethods
 from peftplug.state import AdapterState
 
 FORMAT = "paddlenlp"
 WEIGHTS_NAME = "lora_model_state.pdparams"
-# A peftplug LoRA layer's own parameters, as PaddleNLP's LoRALinear names them.
-_LAYER_PARAMETER = re.compile(rf"base_layer\.(?P<base>.+)|(?P<lora>lora_[AB])\.{DEFAULT_ADAPTER}")
 
 
-def as_lora_config(config: Any) -> LoRAConfig:
-    """``config`` as peftplug's LoRAConfig (PaddleNLP's own LoRAConfig is taken field by field)."""
-    if isinstance(config, LoRAConfig):
-        return config
-    if dataclasses.is_dataclass(config) and type(config).__name__ == "LoRAConfig":
-        names = {field.name for field in dataclasses.fields(LoRAConfig)}
-        return LoRAConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
-    raise ConfigError("LoRAModel", "lora_config", type(config).__name__, "a LoRAConfig")
-
-
-class PaddleLoRAModel(WrapsPaddleNLPModel, PaddleNLPLoRAModel):
+class PaddleLoRAModel(PaddleNLPLoRAMethods, WrapsPaddleNLPModel, PaddleNLPLoRAModel):
     """``LoRAModel(model, lora_config)`` for a ``paddle.nn.Layer``: the model's targeted linear
     layers become peftplug LoRA layers, in place; ``self.model`` is the model."""
 
@@ -94,46 +76,16 @@ class PaddleLoRAModel(WrapsPaddleNLPModel, PaddleNLPLoRAModel):
     def _adapted_modules(self) -> set[str]:
         return {name for name, layer in self.model.named_sublayers() if isinstance(layer, PaddleAdapterLayer)}
 
-    def named_paddlenlp_parameters(self) -> list[tuple[str, paddle.Tensor]]:
-        """The model's state tensors named as PaddleNLP names them (``q_proj.weight``,
-        ``q_proj.lora_A``), in state-dict order."""
-        adapted = self._adapted_modules()
-        named = []
-        for name, tensor in self.model.state_dict().items():
-            parts = name.split(".")
-            for end in range(len(parts) - 1, 0, -1):
-                owner = ".".join(parts[:end])
-                if owner in adapted:
-                    match = _LAYER_PARAMETER.fullmatch(".".join(parts[end:]))
-                    name = f"{owner}.{match['base'] or match['lora']}" if match else name
-                    break
-            named.append((name, tensor))
-        return named
+    def _state_items(self) -> list[tuple[str, paddle.Tensor]]:
+        return list(self.model.state_dict().items())
 
-    # ------------------------------------------------------------ training
-    def mark_only_lora_as_trainable(self) -> None:
-        """Freeze all but the LoRA matrices, the biases ``trainable_bias`` names (``"lora"``: of
-        LoRA layers, ``"all"``: every one) and the parameters ``trainable_modules`` matches, as
-        PaddleNLP does (a parameter the model holds directly, outside any sublayer, is left as it is)."""
-        adapted = self._adapted_modules()
-        bias_mode = self.lora_config.trainable_bias
-        patterns = self.lora_config.trainable_modules or []
-        for name, tensor in self.named_paddlenlp_parameters():
-            module, _, leaf = name.rpartition(".")
-            if module:
-                if module in adapted:
-                    trainable = ("bias" in leaf and bias_mode in ("lora", "all")) or "lora" in leaf
-                else:
-                    trainable = "bias" in leaf and bias_mode == "all"
-                tensor.stop_gradient = not trainable
-            if any(re.fullmatch(pattern, name) for pattern in patterns):
-                tensor.stop_gradient = False
+    @staticmethod
+    def _is_trainable(tensor: paddle.Tensor) -> bool:
+        return not tensor.stop_gradient
 
-    def get_trainable_state_dict(self) -> OrderedDict:
-        """The trainable tensors, by PaddleNLP's names: what a save writes."""
-        return OrderedDict(
-            (name, tensor) for name, tensor in self.named_paddlenlp_parameters() if not tensor.stop_gradient
-        )
+    @staticmethod
+    def _set_trainable(tensor: paddle.Tensor, trainable: bool) -> None:
+        tensor.stop_gradient = not trainable
 
     def print_trainable_parameters(self) -> None:
         """PaddleNLP's line (logged at debug level, as PaddleNLP logs it): frozen, trainable, total, share."""
@@ -157,18 +109,7 @@ class PaddleLoRAModel(WrapsPaddleNLPModel, PaddleNLPLoRAModel):
             warnings.warn(f"LoRAModel.set_state_dict: keys the model lacks were skipped: {some_names(unknown)}",
                           AdapterKeysWarning, stacklevel=2)  # fmt: skip
 
-    # ------------------------------------------------------------ merging
-    def _lora_layers(self) -> list[PaddleAdapterLayer]:
-        return [layer for layer in self.model.sublayers() if isinstance(layer, PaddleAdapterLayer)]
-
-    def merge(self) -> None:
-        """Fold the LoRA update into the base weights (forward then skips the LoRA matrices)."""
-        self.peft_model.merge_adapter()
-
-    def unmerge(self) -> None:
-        """Take a merged LoRA update back out of the base weights."""
-        self.peft_model.unmerge_adapter()
-
+    # ------------------------------------------------------------ modes
     def train(self) -> None:
         """Training mode; with ``merge_weights`` the LoRA update is taken out of the weights first."""
         if self.lora_config.merge_weights:
@@ -180,11 +121,6 @@ class PaddleLoRAModel(WrapsPaddleNLPModel, PaddleNLPLoRAModel):
         nn.Layer.eval(self)
         if self.lora_config.merge_weights:
             self.merge()
-
-    def restore_original_model(self) -> nn.Layer:
-        """The model with its original layers back (``nn.Linear``) and no LoRA: its original outputs."""
-        self.unmerge()
-        return self.peft_model.unload()
 
     # ------------------------------------------------------------ files
     def save_pretrained(self, save_directory: str, merge_tensor_parallel: bool = False, **kwargs: Any) -> None:
