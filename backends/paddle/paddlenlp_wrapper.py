@@ -14,6 +14,7 @@ import paddle
 from paddle import nn
 
 from peftplug.errors import ConfigError
+from peftplug.model.paddlenlp_report import trainable_line as paddlenlp_line
 
 OWN = frozenset({"model", "_sub_layers", "_parameters", "_buffers"})
 
@@ -33,18 +34,10 @@ class WrapsPaddleNLPModel:
 
 def trainable_line(tensors: Iterable[paddle.Tensor]) -> str:
     """PaddleNLP's ``print_trainable_parameters`` line for these state tensors."""
-    frozen = trainable = 0
+    counts = {True: 0, False: 0}
     for tensor in tensors:
-        count = int(np.prod(tensor.shape))
-        if tensor.stop_gradient:
-            frozen += count
-        else:
-            trainable += count
-    total = frozen + trainable
-    return (
-        f"Frozen parameters: {frozen:.2e} || Trainable parameters:{trainable:.2e} || Total parameters:{total:.2e}"
-        f"|| Trainable:{trainable / total:.2%}"
-    )
+        counts[bool(tensor.stop_gradient)] += int(np.prod(tensor.shape))
+    return paddlenlp_line(frozen=counts[True], trainable=counts[False])
 
 
 def writes_here(owner: str, save_directory: str | Path, kwargs: dict[str, Any]) -> bool:

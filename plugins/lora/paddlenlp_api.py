@@ -131,5 +131,6 @@ class LoRAModel(metaclass=DispatchesOnBackend):
 
     implementations: ClassVar[dict[str, str]] = {
         "paddle": "peftplug.plugins.lora.paddlenlp_paddle:PaddleLoRAModel",
+        "torch": "peftplug.plugins.lora.paddlenlp_torch:TorchLoRAModel",
     }
     from_pretrained = forward_to_backend("from_pretrained")

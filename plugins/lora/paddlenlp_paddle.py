@@ -50,10 +50,8 @@ class PaddleLoRAModel(PaddleNLPLoRAMethods, WrapsPaddleNLPModel, PaddleNLPLoRAMo
         lora_config.check_supported()
         model_degree = refuse_tensor_parallel("LoRAModel", model)
         # Built before self.model is set: a target that cannot be adapted leaves everything as it was.
-        try:
-            peft_model = peftplug.get_peft_model(model, lora_config.to_peftplug())
-        except peftplug.errors.TargetModulesError as error:
-            raise ValueError(f"LoRA strategy only supports linear layers: {error}") from error
+        # A target that is no linear layer is a TargetModulesError (a ValueError, as PaddleNLP raises).
+        peft_model = peftplug.get_peft_model(model, lora_config.to_peftplug())
         object.__setattr__(self, "peft_model", peft_model)  # not a sublayer: its parameters are self.model's
         self.quantized = False
         self.is_pipelinemodel = False
