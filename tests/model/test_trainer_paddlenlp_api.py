@@ -5,6 +5,8 @@ writes load in PaddleNLP's own LoRAModel with the same logits, and the other way
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from paddle_lm import ids_batch, logits
@@ -69,6 +71,27 @@ def run_script(import_line: str, make_paddle_model, paddle, output_dir) -> dict:
     return scope
 
 
+def scope_library(import_line: str):
+    """The module an import line of the script imports from."""
+    return library(import_line.split()[1])
+
+
+def resume_from(lib, run: dict, checkpoint, make_paddle_model, paddle) -> np.ndarray:
+    """Logits of a fresh LoRAModel that PaddleNLP's Trainer resumes from ``checkpoint`` (through
+    ``set_state_dict``) with the script's arguments, stopping there: nothing more is trained.
+    The optimizer's state is not resumed: Paddle keys it by parameter names that differ for a
+    second model built in the same process, for PaddleNLP's LoRAModel as for peftplug's."""
+    from paddlenlp.trainer import Trainer
+
+    args = copy.copy(run["args"])
+    args.max_steps, args.ignore_load_lr_and_optim = int(checkpoint.name.rsplit("-", 1)[1]), True
+    model = lib.LoRAModel(make_paddle_model("llama"), lib.LoRAConfig(**run["lora_config"].to_dict()))
+    trainer = Trainer(model=model, args=args, train_dataset=run["dataset"])
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    model.eval()
+    return logits(paddle, model, run["ids"])
+
+
 @pytest.mark.parametrize(
     "import_line, reader", [(PEFTPLUG_IMPORT, "paddlenlp.peft"), (PADDLENLP_IMPORT, "peftplug.paddlenlp")]
 )
@@ -91,6 +114,12 @@ def test_the_script_runs_and_its_files_load_in_the_other_library(
             f"llama.layers.{n}.self_attn.{m}.lora_{x}" for n in (0, 1) for m in ("q_proj", "v_proj") for x in "AB"
         }
         assert set(saved) == expected
+    lib = scope_library(import_line)
+    resumed = resume_from(lib, run, tmp_path / "checkpoint-2", make_paddle_model, paddle)
+    at_step_2 = lib.LoRAModel.from_pretrained(make_paddle_model("llama"), str(tmp_path / "checkpoint-2"))
+    at_step_2.eval()
+    np.testing.assert_allclose(resumed, logits(paddle, at_step_2, ids), atol=1e-6, rtol=0)
+    assert np.abs(resumed - run["trained_logits"]).max() > 1e-4, "step 2's LoRA is not step 4's"
     other = library(reader)
     for directory in (tmp_path / "lora", tmp_path / "checkpoint-4"):
         loaded = other.LoRAModel.from_pretrained(make_paddle_model("llama"), str(directory))
