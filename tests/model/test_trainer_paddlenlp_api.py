@@ -125,3 +125,39 @@ def test_the_script_runs_and_its_files_load_in_the_other_library(
         loaded = other.LoRAModel.from_pretrained(make_paddle_model("llama"), str(directory))
         loaded.eval()
         np.testing.assert_allclose(logits(paddle, loaded, ids), run["trained_logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "name, reader", [("peftplug.paddlenlp", "paddlenlp.peft"), ("paddlenlp.peft", "peftplug.paddlenlp")]
+)
+def test_the_trainer_checkpoints_a_prefix_model_that_loads_in_the_other_library(
+    name, reader, make_paddle_model, paddle, tmp_path
+):
+    from paddlenlp.trainer import Trainer, TrainingArguments
+    from paddlenlp_peft import prefix_hooks
+
+    lib, base = library(name), make_paddle_model("llama")
+    config = base.config
+    prefix_config = lib.PrefixConfig(
+        num_prefix_tokens=3, num_attention_heads=config.num_attention_heads, multi_query_group_num=config.num_key_value_heads,
+        num_hidden_layers=config.num_hidden_layers, hidden_size=config.hidden_size,
+    )  # fmt: skip
+    model = lib.PrefixModelForCausalLM(base, prefix_config, prefix_hooks(name).llama_postprocess_past_key_value)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, save_steps=2, per_device_train_batch_size=4,
+                             learning_rate=5e-2, seed=0, disable_tqdm=True, report_to=[], device="cpu")  # fmt: skip
+    ids = ids_batch(paddle)
+    mask = paddle.ones(ids.shape, dtype="int64")
+    with paddle.no_grad():
+        before = model(input_ids=ids, attention_mask=mask)[0].numpy()
+    Trainer(model=model, args=args, train_dataset=token_rows(paddle)).train()
+    checkpoint = tmp_path / "checkpoint-2"
+    names = {path.name for path in checkpoint.iterdir()}
+    assert {"prefix_config.json", "prefix_model_state.pdparams"} <= names and "model_state.pdparams" not in names
+    model.eval()
+    expected = model(input_ids=ids, attention_mask=mask)[0].numpy()
+    assert np.abs(expected - before).max() > 1e-4, "the Trainer trained the prefix"
+    loaded = library(reader).PrefixModelForCausalLM.from_pretrained(
+        make_paddle_model("llama"), str(checkpoint), prefix_hooks(reader).llama_postprocess_past_key_value
+    )
+    loaded.eval()
+    np.testing.assert_allclose(loaded(input_ids=ids, attention_mask=mask)[0].numpy(), expected, atol=1e-5, rtol=0)
