@@ -76,3 +76,13 @@ def test_files_written_on_torch_load_in_paddlenlp_and_back(torch, paddle, tmp_pa
     assert_close(torch_logits(torch, back.eval()), expected, "torch LoRAModel on PaddleNLP's files")
     assert set(back.get_trainable_state_dict()) == set(model.get_trainable_state_dict())
     assert IDS.shape[0] == 2
+
+
+def test_the_prefix_model_names_the_backend_it_lacks(torch):
+    from peftplug.errors import BackendError
+    from peftplug.paddlenlp import PrefixConfig, PrefixModelForCausalLM
+
+    with pytest.raises(
+        BackendError, match="PrefixModelForCausalLM is not available for torch models; it is for: paddle"
+    ):
+        PrefixModelForCausalLM(hf_model(torch, "llama"), PrefixConfig(num_prefix_tokens=2))
