@@ -1,7 +1,8 @@
 """What peftplug's PaddleNLP-API models on Paddle share (``peftplug.paddlenlp``'s ``LoRAModel``,
-``PrefixModelForCausalLM``): attributes falling through to the wrapped model, PaddleNLP's
-trainable-parameter line, and the checks of a save's directory and of the keyword arguments
-PaddleNLP's ``Trainer`` passes to ``save_pretrained``."""
+``PrefixModelForCausalLM``): attributes falling through to the model, PaddleNLP's
+trainable-parameter line, its tensor-parallel rules, and
+the checks of a save's directory and of the keyword arguments PaddleNLP's ``Trainer`` passes to
+``save_pretrained``."""
 
 from __future__ import annotations
 
@@ -12,24 +13,23 @@ from typing import Any
 import numpy as np
 import paddle
 from paddle import nn
+from paddlenlp.utils.log import logger
 
 from peftplug.errors import ConfigError
+from peftplug.model.delegation import DelegatesToInner
 from peftplug.model.paddlenlp_report import trainable_line as paddlenlp_line
 
-OWN = frozenset({"model", "_sub_layers", "_parameters", "_buffers"})
 
-
-class WrapsPaddleNLPModel:
-    """Mixed before ``paddle.nn.Layer`` by a class holding the user's model as ``self.model``."""
-
-    def __getattr__(self, name: str) -> Any:
-        """Attributes the wrapper lacks are the model's (``config``, ``generate``, ...)."""
-        try:
-            return nn.Layer.__getattr__(self, name)
-        except AttributeError:
-            if name in OWN:
-                raise
-            return getattr(self.model, name)
+def model_attribute(self: nn.Layer, name: str) -> Any:
+    """``__getattr__`` of a wrapper holding the user's model as ``self.model``: what Paddle's
+    ``Layer`` does not find is the model's (``config``, ``generate``, ...). PaddleNLP's classes,
+    which these wrappers subclass, are skipped: on a half-built wrapper theirs recurses."""
+    try:
+        return nn.Layer.__getattr__(self, name)
+    except AttributeError:
+        if name == "model" or name in DelegatesToInner._own:
+            raise
+        return getattr(self.model, name)
 
 
 def trainable_line(tensors: Iterable[paddle.Tensor]) -> str:
@@ -55,6 +55,13 @@ def writes_here(owner: str, save_directory: str | Path, kwargs: dict[str, Any]) 
             "empty: peftplug.paddlenlp saves single-card models (no tp/pp shard files)",
         )
     return bool(kwargs.get("is_main_process", paddle.distributed.get_rank() == 0))
+
+
+def adopt_model_degree(config: Any, degree: int | None, label: str) -> None:
+    """PaddleNLP's rule: the PEFT config takes the model's ``tensor_parallel_degree``, with its warning."""
+    if degree is not None and config.tensor_parallel_degree != degree:
+        config.tensor_parallel_degree = degree
+        logger.warning(f"Reset tensor_parallel_degree of {label} to {degree}.")
 
 
 def refuse_tensor_parallel(owner: str, model: Any) -> int | None:

@@ -38,6 +38,17 @@ class PaddleNLPConfigFile:
         write_files_atomically(directory, {self.file_name: self.to_json_bytes()})
 
     @classmethod
+    def coerce(cls, config: Any, owner: str, argument: str) -> Any:
+        """``config`` as this class; PaddleNLP's own class of the same name (a script mixing the
+        two imports) is taken field by field; anything else is an error naming ``argument`` of ``owner``."""
+        if isinstance(config, cls):
+            return config
+        if dataclasses.is_dataclass(config) and type(config).__name__ == cls.__name__:
+            names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            return cls(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
+        raise ConfigError(owner, argument, type(config).__name__, f"a {cls.__name__}")
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
         """The config in ``file_name`` of the directory; ``kwargs`` are the starting values of
         fields the file leaves out, and fields the class lacks are skipped, as in PaddleNLP."""

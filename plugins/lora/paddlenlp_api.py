@@ -11,7 +11,6 @@ kept as given.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -108,13 +107,8 @@ class LoRAConfig(PaddleNLPConfigFile):
 
 
 def as_lora_config(config: Any) -> LoRAConfig:
-    """``config`` as peftplug's LoRAConfig (PaddleNLP's own LoRAConfig is taken field by field)."""
-    if isinstance(config, LoRAConfig):
-        return config
-    if dataclasses.is_dataclass(config) and type(config).__name__ == "LoRAConfig":
-        names = {field.name for field in dataclasses.fields(LoRAConfig)}
-        return LoRAConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
-    raise ConfigError("LoRAModel", "lora_config", type(config).__name__, "a LoRAConfig")
+    """``config`` as peftplug's LoRAConfig (PaddleNLP's own is taken field by field)."""
+    return LoRAConfig.coerce(config, "LoRAModel", "lora_config")
 
 
 def _refused(field: str, value: Any, allowed: str) -> ConfigError:

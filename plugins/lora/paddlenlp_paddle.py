@@ -22,7 +22,8 @@ import peftplug
 from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.backends.paddle.layer import PaddleAdapterLayer, copy_into, to_numpy
 from peftplug.backends.paddle.paddlenlp_wrapper import (
-    WrapsPaddleNLPModel,
+    adopt_model_degree,
+    model_attribute,
     refuse_tensor_parallel,
     trainable_line,
     writes_here,
@@ -40,9 +41,11 @@ FORMAT = "paddlenlp"
 WEIGHTS_NAME = "lora_model_state.pdparams"
 
 
-class PaddleLoRAModel(PaddleNLPLoRAMethods, WrapsPaddleNLPModel, PaddleNLPLoRAModel):
+class PaddleLoRAModel(PaddleNLPLoRAMethods, PaddleNLPLoRAModel):
     """``LoRAModel(model, lora_config)`` for a ``paddle.nn.Layer``: the model's targeted linear
     layers become peftplug LoRA layers, in place; ``self.model`` is the model."""
+
+    __getattr__ = model_attribute
 
     def __init__(self, model: nn.Layer, lora_config: Any) -> None:
         nn.Layer.__init__(self)
@@ -60,9 +63,7 @@ class PaddleLoRAModel(PaddleNLPLoRAMethods, WrapsPaddleNLPModel, PaddleNLPLoRAMo
             lora_config.dtype = paddle.get_default_dtype()
         self.lora_config = lora_config
         self.model = model
-        if model_degree is not None and lora_config.tensor_parallel_degree != model_degree:
-            lora_config.tensor_parallel_degree = model_degree
-            logger.warning(f"Reset tensor_parallel_degree of lora_config to {model_degree}.")
+        adopt_model_degree(lora_config, model_degree, "lora_config")
         logger.info("Mark only lora and trainable_module as trainable.")
         self.mark_only_lora_as_trainable()
 

@@ -26,6 +26,7 @@ from peftplug.backends.torch.layer import TorchAdapterLayer
 from peftplug.errors import AdapterLoadError, ConfigError
 from peftplug.files import write_files_atomically
 from peftplug.interop.cross_framework import format_of, state_for_format, state_for_model
+from peftplug.model.delegation import DelegatesToInner
 from peftplug.model.paddlenlp_report import trainable_line
 from peftplug.model.peft_model import DEFAULT_ADAPTER
 from peftplug.plugins.formats.paddlenlp_targets import targets_to_paddlenlp
@@ -36,12 +37,13 @@ from peftplug.state import AdapterState
 
 FORMAT = "paddlenlp"
 WEIGHTS_NAME = "lora_model_state.pdparams"
-_OWN = frozenset({"model", "_modules", "_parameters", "_buffers"})
 
 
-class TorchLoRAModel(PaddleNLPLoRAMethods, nn.Module):
+class TorchLoRAModel(PaddleNLPLoRAMethods, DelegatesToInner, nn.Module):
     """``LoRAModel(model, lora_config)`` for a ``torch.nn.Module``: the targeted linear layers
     become peftplug's torch LoRA layers, in place; ``self.model`` is the model."""
+
+    _inner = "model"  # attributes the wrapper lacks are the model's (``config``, ``generate``, ...)
 
     def __init__(self, model: nn.Module, lora_config: Any) -> None:
         nn.Module.__init__(self)
@@ -62,15 +64,6 @@ class TorchLoRAModel(PaddleNLPLoRAMethods, nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The model's forward, through its LoRA layers."""
         return self.model(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        """Attributes the wrapper lacks are the model's (``config``, ``generate``, ...)."""
-        try:
-            return nn.Module.__getattr__(self, name)
-        except AttributeError:
-            if name in _OWN:
-                raise
-            return getattr(self.model, name)
 
     # ------------------------------------------------------------ the framework's operations
     def _adapted_modules(self) -> set[str]:

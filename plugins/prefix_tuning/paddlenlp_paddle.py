@@ -12,7 +12,6 @@ prefix encoder, which calls them. Its weights are read and written through the P
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,13 @@ import peftplug
 from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.backends.paddle.layer import to_numpy
 from peftplug.backends.paddle.paddlenlp_wrapper import (
-    WrapsPaddleNLPModel,
+    adopt_model_degree,
+    model_attribute,
     refuse_tensor_parallel,
     trainable_line,
     writes_here,
 )
-from peftplug.errors import AdapterLoadError, ConfigError
+from peftplug.errors import AdapterLoadError
 from peftplug.files import write_files_atomically
 from peftplug.model.peft_model import DEFAULT_ADAPTER
 from peftplug.plugins.prefix_tuning.paddlenlp_api import PrefixConfig
@@ -43,17 +43,7 @@ FORMAT = "paddlenlp"
 WEIGHTS_NAME = "prefix_model_state.pdparams"
 
 
-def as_prefix_config(config: Any) -> PrefixConfig:
-    """``config`` as peftplug's PrefixConfig (PaddleNLP's own PrefixConfig is taken field by field)."""
-    if isinstance(config, PrefixConfig):
-        return config
-    if dataclasses.is_dataclass(config) and type(config).__name__ == "PrefixConfig":
-        names = {field.name for field in dataclasses.fields(PrefixConfig)}
-        return PrefixConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
-    raise ConfigError("PrefixModelForCausalLM", "prefix_config", type(config).__name__, "a PrefixConfig")
-
-
-class PaddlePrefixModelForCausalLM(WrapsPaddleNLPModel, PaddleNLPPrefixModel):
+class PaddlePrefixModelForCausalLM(PaddleNLPPrefixModel):
     """``PrefixModelForCausalLM(model, prefix_config, postprocess_past_key_value=None,
     pad_attention_mask=None)`` for a PaddleNLP causal LM (Llama, Bloom): ``self.model`` is the
     frozen model, ``self.prefix_encoder`` peftplug's trainable prefix encoder.
@@ -65,6 +55,8 @@ class PaddlePrefixModelForCausalLM(WrapsPaddleNLPModel, PaddleNLPPrefixModel):
     prepends T columns of ones to the mask.
     """
 
+    __getattr__ = model_attribute
+
     def __init__(
         self,
         model: nn.Layer,
@@ -73,7 +65,7 @@ class PaddlePrefixModelForCausalLM(WrapsPaddleNLPModel, PaddleNLPPrefixModel):
         pad_attention_mask: Callable[..., paddle.Tensor] | None = None,
     ) -> None:
         nn.Layer.__init__(self)
-        prefix_config = as_prefix_config(prefix_config)
+        prefix_config = PrefixConfig.coerce(prefix_config, "PrefixModelForCausalLM", "prefix_config")
         prefix_config.check_supported()
         model_degree = refuse_tensor_parallel("PrefixModelForCausalLM", model)
         peft_model = peftplug.get_peft_model(model, prefix_config.to_peftplug())
@@ -91,9 +83,7 @@ class PaddlePrefixModelForCausalLM(WrapsPaddleNLPModel, PaddleNLPPrefixModel):
         self.head_dim = prefix_config.hidden_size // prefix_config.num_attention_heads
         self.num_heads = prefix_config.multi_query_group_num or prefix_config.num_attention_heads
         self.inference = False
-        if model_degree is not None and prefix_config.tensor_parallel_degree != model_degree:
-            prefix_config.tensor_parallel_degree = model_degree
-            logger.warning(f"Reset tensor_parallel_degree of prefix_config to {model_degree}.")
+        adopt_model_degree(prefix_config, model_degree, "prefix_config")
         logger.info("Mark only prefix and trainable_module as trainable.")
         self.mark_only_prefix_as_trainable()
 

@@ -9,7 +9,7 @@ import copy
 
 import numpy as np
 import pytest
-from paddle_lm import ids_batch, logits
+from paddle_lm import ids_batch, logits, token_rows
 from paddlenlp_peft import library
 
 PADDLENLP_IMPORT = "from paddlenlp.peft import LoRAConfig, LoRAModel"
@@ -40,23 +40,6 @@ merged = LoRAModel.from_pretrained(make_base(), output_dir + "/lora", lora_confi
 merged.eval()
 merged_logits = merged(input_ids=ids)[0].numpy()
 """
-
-
-def token_rows(paddle):
-    """Eight rows of eight token ids, as a paddle Dataset of input_ids and labels."""
-
-    class Rows(paddle.io.Dataset):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.rows = [rng.integers(3, 128, size=8).astype("int64") for _ in range(8)]
-
-        def __len__(self):
-            return len(self.rows)
-
-        def __getitem__(self, index):
-            return {"input_ids": self.rows[index], "labels": self.rows[index]}
-
-    return Rows()
 
 
 def run_script(import_line: str, make_paddle_model, paddle, output_dir) -> dict:

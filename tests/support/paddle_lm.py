@@ -42,3 +42,21 @@ def train(paddle, model, ids, steps: int = 4, lr: float = 1e-2) -> list[float]:
         losses.append(float(loss))
     model.eval()
     return losses
+
+
+def token_rows(paddle):
+    """Eight rows of eight token ids as a paddle Dataset of ``input_ids`` and ``labels``: what the
+    tests give PaddleNLP's ``Trainer``."""
+
+    class Rows(paddle.io.Dataset):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.rows = [rng.integers(3, 128, size=8).astype("int64") for _ in range(8)]
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, index):
+            return {"input_ids": self.rows[index], "labels": self.rows[index]}
+
+    return Rows()

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from paddle_lm import ids_batch, lm_loss, logits, train
+from paddle_lm import ids_batch, lm_loss, logits, token_rows, train
 
 import peftplug
 from peftplug.errors import AdapterShapeError, TargetModulesError
@@ -115,17 +115,6 @@ def test_paddlenlp_trainer_trains_and_its_checkpoint_loads(paddle, make_paddle_m
 
     from peftplug.backends.paddle.trainer import AdapterCheckpointCallback
 
-    class Dataset(paddle.io.Dataset):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.rows = [rng.integers(3, 128, size=8).astype("int64") for _ in range(8)]
-
-        def __len__(self):
-            return len(self.rows)
-
-        def __getitem__(self, index):
-            return {"input_ids": self.rows[index], "labels": self.rows[index]}
-
     model = ours(make_paddle_model, target_modules=["q_proj", "v_proj"])
     frozen = model.base_model.model.llama.layers[0].self_attn.q_proj.base_layer.weight.numpy().copy()
     args = TrainingArguments(
@@ -140,7 +129,7 @@ def test_paddlenlp_trainer_trains_and_its_checkpoint_loads(paddle, make_paddle_m
         report_to=[],
         device="cpu",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset(), callbacks=[AdapterCheckpointCallback()])
+    trainer = Trainer(model=model, args=args, train_dataset=token_rows(paddle), callbacks=[AdapterCheckpointCallback()])
     result = trainer.train()
     assert result.global_step == 3
     checkpoint = tmp_path / "checkpoint-3"

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from paddle_lm import token_rows
 
 import peftplug
 from peftplug.errors import ConfigError, PeftplugError
@@ -402,17 +403,6 @@ def test_paddlenlp_trainer_trains_and_its_checkpoint_loads(paddle, base_model, m
 
     from peftplug.backends.paddle.trainer import AdapterCheckpointCallback
 
-    class Dataset(paddle.io.Dataset):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.rows = [rng.integers(3, 128, size=8).astype("int64") for _ in range(8)]
-
-        def __len__(self):
-            return len(self.rows)
-
-        def __getitem__(self, index):
-            return {"input_ids": self.rows[index], "labels": self.rows[index]}
-
     model = wrap(base_model, "llama", method)
     base_before = {n: p.numpy().copy() for n, p in model.get_base_model().named_parameters()}
     table_before = model.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
@@ -428,7 +418,7 @@ def test_paddlenlp_trainer_trains_and_its_checkpoint_loads(paddle, base_model, m
         report_to=[],
         device="cpu",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset(), callbacks=[AdapterCheckpointCallback()])
+    trainer = Trainer(model=model, args=args, train_dataset=token_rows(paddle), callbacks=[AdapterCheckpointCallback()])
     assert trainer.train().global_step == 3
     model.eval()
     table = model.prompt_encoder["default"].export_prompt()["prompt_embeddings"]
