@@ -12,6 +12,7 @@ kept as given.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -91,6 +92,13 @@ class LoRAConfig(PaddleNLPConfigFile):
             raise _refused("dtype", self.dtype, f"None or {ADAPTER_DTYPE!r}: peftplug keeps LoRA weights in float32")
         if isinstance(self.trainable_modules, str):
             raise _refused("trainable_modules", self.trainable_modules, "a list of regexes (or None)")
+        for field in ("target_modules", "trainable_modules"):
+            value = getattr(self, field)
+            for pattern in [value] if isinstance(value, str) else value or []:
+                try:
+                    re.compile(pattern)
+                except (re.error, TypeError) as error:
+                    raise _refused(field, value, f"regular expressions; {pattern!r} is not one ({error})") from None
 
     def to_peftplug(self) -> LoraConfig:
         """peftplug's :class:`LoraConfig` for the same adapter (targets keep their selection)."""

@@ -210,7 +210,8 @@ def test_merge_and_unmerge_fold_paddlenlps_update(make_paddle_model, ids, paddle
 @pytest.mark.parametrize(
     "field, value",
     [("pissa", True), ("lora_plus_scale", 4.0), ("do_qat", True), ("enable_lora_list", [[True, False, True]]),
-     ("target_modules", None), ("dtype", "bfloat16")],
+     ("target_modules", None), ("dtype", "bfloat16"), ("trainable_modules", ["llama.norm(.weight"]),
+     ("target_modules", [".*q_proj", "[v_proj"])],
 )  # fmt: skip
 def test_what_peftplug_does_not_implement_is_refused_by_name(make_paddle_model, paddle, field, value):
     from peftplug.paddlenlp import LoRAConfig, LoRAModel
