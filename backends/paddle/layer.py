@@ -38,7 +38,10 @@ class PaddleAdapterLayer(AdapterLayerBookkeeping, nn.Layer):
             parameter.stop_gradient = not trainable
 
     def _remove_entry(self, container: Any, name: str) -> None:
-        """Drop ``name`` from a ``ParameterDict`` / ``LayerDict`` if it is there."""
+        """Drop ``name`` from a ``ParameterDict`` / ``LayerDict`` (or plain dict) if it is there."""
+        if isinstance(container, dict):
+            container.pop(name, None)
+            return
         container._sub_layers.pop(name, None)
         container._parameters.pop(name, None)
 
@@ -70,8 +73,11 @@ class PaddleAdapterLayer(AdapterLayerBookkeeping, nn.Layer):
         return {suffix: (array, None) for suffix, array in self.export_adapter(name).items()}
 
 
-def entries(container: nn.Layer) -> dict[str, Any]:
-    """The per-adapter entries of a ``ParameterDict`` or ``LayerDict``, by adapter name."""
+def entries(container: nn.Layer | dict) -> dict[str, Any]:
+    """The per-adapter entries of a ``ParameterDict`` or ``LayerDict`` (or of a plain dict a
+    layer keeps until its first entry), by adapter name."""
+    if isinstance(container, dict):
+        return container
     return {**container._parameters, **container._sub_layers}
 
 

@@ -15,7 +15,9 @@ both layouts; the math is in :mod:`peftplug.plugins.lora.paddle_dora`).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,9 @@ class _PaddleLoraLayer(PaddleAdapterLayer):
         self.r: dict[str, int] = {}
         self.lora_alpha: dict[str, float] = {}
         self.scaling: dict[str, float] = {}
-        self.lora_dropout = nn.LayerDict()
+        # Each adapter's dropout probability (0: none), applied functionally in forward: dropout
+        # holds no state, and one Layer less per adapted module halves the cost of injection.
+        self.lora_dropout: dict[str, float] = {}
 
     def _record(self, adapter_name: str, config: LoraConfig, module_name: str) -> int:
         """Record adapter ``adapter_name``'s rank, alpha and scaling, and make its dropout layer;
@@ -60,15 +64,22 @@ class _PaddleLoraLayer(PaddleAdapterLayer):
         self.r[adapter_name] = r
         self.lora_alpha[adapter_name] = alpha
         self.scaling[adapter_name] = config.scaling(r, alpha)
-        dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
-        dropout.training = self.base_layer.training
-        self.lora_dropout[adapter_name] = dropout
+        self.lora_dropout[adapter_name] = config.lora_dropout
         return r
 
     def delete_adapter(self, name: str) -> None:
-        """Remove adapter ``name``, its dropout layer included."""
+        """Remove adapter ``name``, its dropout included."""
         super().delete_adapter(name)
-        self.lora_dropout._sub_layers.pop(name, None)
+        self.lora_dropout.pop(name, None)
+
+    def _dropout_for(self, name: str) -> Callable[[paddle.Tensor], paddle.Tensor] | None:
+        """Adapter ``name``'s dropout as a function of the input (None without dropout); it
+        drops only while this layer is training."""
+        p = self.lora_dropout[name]
+        return functools.partial(self._dropout, p) if p > 0 else None
+
+    def _dropout(self, p: float, x: paddle.Tensor) -> paddle.Tensor:
+        return F.dropout(x, p, training=self.training)
 
     def delta_weight(self, adapter_name: str) -> paddle.Tensor:
         """The adapter's update of the base weight, in its layout and dtype."""
@@ -110,7 +121,7 @@ class LoraLinear(_PaddleLoraLayer):
     def __init__(self, base_layer: nn.Linear):
         super().__init__(base_layer)
         self.in_features, self.out_features = self._base_features(base_layer)
-        self.lora_magnitude_vector = nn.ParameterDict()
+        self.lora_magnitude_vector: dict | nn.ParameterDict = {}  # a ParameterDict from the first DoRA adapter
         self._dora_norms: dict[str, paddle.Tensor] = {}  # n of each merged DoRA adapter, for unmerge
         # What forward applies, precomputed by _adapters_changed: (A, B, scaling, dropout) when
         # the adapters share the base weight's dtype; _cast_plan otherwise (half-precision bases);
@@ -134,6 +145,8 @@ class LoraLinear(_PaddleLoraLayer):
         if config.use_dora:
             with paddle.no_grad():
                 magnitude = column_norms(self.base_layer.weight.astype(dtype), self.delta_weight(adapter_name, dtype))
+            if not isinstance(self.lora_magnitude_vector, nn.ParameterDict):
+                self.lora_magnitude_vector = nn.ParameterDict()
             self.lora_magnitude_vector[adapter_name] = self.create_parameter(
                 magnitude.shape, dtype=dtype, is_bias=False, default_initializer=nn.initializer.Assign(magnitude)
             )
@@ -154,9 +167,7 @@ class LoraLinear(_PaddleLoraLayer):
     def _adapters_changed(self) -> None:
         active = self._active_unmerged()
         self._ordered = tuple(active) if any(n in self.lora_magnitude_vector for n in active) else ()
-        plan = tuple(
-            (self.lora_A[n], self.lora_B[n], self.scaling[n], _dropout_or_none(self.lora_dropout[n])) for n in active
-        )
+        plan = tuple((self.lora_A[n], self.lora_B[n], self.scaling[n], self._dropout_for(n)) for n in active)
         dtype = self._base_dtype()
         self._plan = tuple(step for step in plan if step[0].dtype == dtype)
         self._cast_plan = tuple(step for step in plan if step[0].dtype != dtype)
@@ -253,7 +264,7 @@ class LoraLinear(_PaddleLoraLayer):
         output so far (less the bias) when its dropout is off, and recomputes it when on."""
         for name in self._ordered:
             a, b, scaling = self.lora_A[name], self.lora_B[name], self.scaling[name]
-            dropout = _dropout_or_none(self.lora_dropout[name])
+            dropout = self._dropout_for(name)
             hidden = x.astype(a.dtype)
             if name not in self.lora_magnitude_vector:
                 hidden = hidden if dropout is None else dropout(hidden)
@@ -346,7 +357,7 @@ class LoraConv2D(_PaddleLoraLayer):
         result = base(x, *args, **kwargs)
         for name in self._active_unmerged():
             a, b = self.lora_A[name], self.lora_B[name]
-            dropout = _dropout_or_none(self.lora_dropout[name])
+            dropout = self._dropout_for(name)
             hidden = x.astype(a.dtype)
             hidden = hidden if dropout is None else dropout(hidden)
             path = F.conv2d(F.conv2d(hidden, a, stride=base._stride, padding=base._padding), b)
@@ -375,11 +386,6 @@ def _zero_padded(matrix: paddle.Tensor, rows: int, columns: int) -> paddle.Tenso
     if matrix.shape[0] < rows:
         matrix = paddle.concat([matrix, paddle.zeros([rows - matrix.shape[0], columns], matrix.dtype)], axis=0)
     return matrix
-
-
-def _dropout_or_none(layer: nn.Layer) -> nn.Layer | None:
-    """The dropout layer forward calls, or None for an identity (dropout 0: no call at all)."""
-    return None if isinstance(layer, nn.Identity) else layer
 
 
 def wrap(layer: nn.Layer, name: str, config: LoraConfig, adapter_name: str) -> nn.Layer | None:
