@@ -154,6 +154,9 @@ class BackendOps(Protocol):
     def to_numpy(self, tensor: Any) -> np.ndarray:
         """A numpy copy of ``tensor`` in the backend's own layout."""
 
+    def from_numpy(self, array: np.ndarray) -> Any:
+        """A new tensor of the framework holding ``array`` (on the CPU)."""
+
     def copy_into(self, parameter: Any, array: np.ndarray, key: str) -> None:
         """Copy ``array`` into ``parameter`` (a parameter or buffer), cast to its dtype; a shape
         mismatch names ``key`` and both shapes. A sharded tensor takes the whole array and keeps

@@ -83,6 +83,12 @@ class PaddleBackend:
         """A numpy copy in Paddle's layout (bfloat16 and float16 as float32)."""
         return to_numpy(tensor)
 
+    def from_numpy(self, array: np.ndarray) -> Any:
+        """``paddle.to_tensor`` of ``array`` on the CPU."""
+        import paddle
+
+        return paddle.to_tensor(array, place=paddle.CPUPlace())
+
     def copy_into(self, parameter: Any, array: np.ndarray, key: str) -> None:
         """Copy with a shape check naming ``key``."""
         copy_into(parameter, array, key)

@@ -69,12 +69,13 @@ class TorchModels:
         torch.manual_seed(spec.seed)
         return getattr(transformers, model_name)(config).eval()
 
-    def load(self, directory: str, task_type: str | None) -> Any:
-        """The directory loaded by the transformers Auto class of ``task_type``, in eval mode."""
+    def load(self, directory: str, task_type: str | None, **options: Any) -> Any:
+        """The directory loaded by the transformers Auto class of ``task_type``, in eval mode;
+        ``options`` (``torch_dtype``, ``device_map``, ...) go to its ``from_pretrained``."""
         import transformers
 
         auto = getattr(transformers, AUTO_CLASSES.get(task_type or "CAUSAL_LM", "AutoModelForCausalLM"))
-        return auto.from_pretrained(directory, local_files_only=True).eval()
+        return auto.from_pretrained(directory, local_files_only=True, **options).eval()
 
     def load_tokenizer(self, directory: str) -> Any:
         """transformers' ``AutoTokenizer`` of ``directory`` (local files only)."""

@@ -88,6 +88,10 @@ class TorchBackend:
         """A numpy copy (bfloat16 as float32)."""
         return to_numpy(tensor)
 
+    def from_numpy(self, array: np.ndarray) -> torch.Tensor:
+        """``torch.from_numpy`` of a copy (the tensor owns its memory)."""
+        return torch.from_numpy(np.array(array))
+
     def copy_into(self, parameter: nn.Parameter, array: np.ndarray, key: str) -> None:
         """Copy with a shape check naming ``key``."""
         copy_into(parameter, array, key)

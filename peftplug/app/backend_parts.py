@@ -47,8 +47,10 @@ class ModelBuilder(Protocol):
         weights drawn from ``spec.seed`` (vocabulary and special tokens from ``tokenizer``), or
         the model directory ``spec.path``."""
 
-    def load(self, directory: str, task_type: str | None) -> Any:
-        """The model in ``directory``, in eval mode, with the head ``task_type`` needs."""
+    def load(self, directory: str, task_type: str | None, **options: Any) -> Any:
+        """The model in ``directory``, in eval mode, with the head ``task_type`` needs;
+        ``options`` are the library's loading keywords (``AutoPeftModel*`` passes
+        ``torch_dtype``, ``device_map``, ``low_cpu_mem_usage`` where a user gave them)."""
 
     def load_tokenizer(self, directory: str) -> Any:
         """The library's own tokenizer saved in ``directory``."""

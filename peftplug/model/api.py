@@ -10,6 +10,7 @@ from peftplug.config import AdapterConfig
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.manager import get_plugin_manager
 from peftplug.model.peft_model import DEFAULT_ADAPTER, PeftModel
+from peftplug.model.task_models import as_task_model, task_class
 
 
 def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = DEFAULT_ADAPTER) -> PeftModel:
@@ -18,7 +19,8 @@ def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = D
     The backend is detected from the model, the method from the config's class, and the
     adapter injected through the method's declared layers (or a ``peftplug_wrap_layer`` hook
     that overrides them). Only the adapter's parameters are left trainable. Returns the
-    backend's :class:`PeftModel`.
+    backend's :class:`PeftModel`; with a ``task_type``, also an instance of its task class
+    (``PeftModelForCausalLM``, ...), as in HF PEFT.
     """
     if not isinstance(peft_config, AdapterConfig):
         raise ConfigError("get_peft_model", "peft_config", peft_config, "an AdapterConfig such as peftplug.LoraConfig")
@@ -29,7 +31,7 @@ def get_peft_model(model: Any, peft_config: AdapterConfig, adapter_name: str = D
     _check_not_adapted_yet(model, backend, adapter_name)
     peft_model = backend.create_peft_model(model, method)
     peft_model.add_adapter(adapter_name, peft_config)
-    return peft_model
+    return as_task_model(peft_model, task_class(peft_config.task_type))
 
 
 def _check_not_adapted_yet(model: Any, backend: Any, adapter_name: str) -> None:

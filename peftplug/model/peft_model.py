@@ -100,16 +100,26 @@ class PeftModel(DelegatesToInner):
         config: AdapterConfig | None = None,
         format: str | None = None,
         subfolder: str | None = None,
+        **kwargs: Any,
     ) -> PeftModel:
         """Load the adapter saved in ``model_id`` onto ``model`` (either framework).
 
         The format is detected from the files (HF PEFT's, or any registered one) unless
         ``format`` names it. With ``is_trainable=False`` (the default, as in HF PEFT) the
-        adapter is frozen for inference.
+        adapter is frozen for inference and the model returned in eval mode. As in HF PEFT, the
+        model is the task class of the config's ``task_type`` (:class:`PeftModelForCausalLM`,
+        ...), or the class it is called on when that is a task class and the config names none.
+
+        HF PEFT's other keywords (``revision``, ``torch_dtype``, ``device_map``, ``torch_device``,
+        ``low_cpu_mem_usage``, ``ephemeral_gpu_offload``, ``autocast_adapter_dtype``) are taken as
+        :mod:`peftplug.model.load_options` documents; any other keyword is an error naming it.
         """
         from peftplug.distributed.tp_save import load_shards, read_config_of_shards, shards_to_load
         from peftplug.model.api import get_peft_model
+        from peftplug.model.load_options import check_load_options
+        from peftplug.model.task_models import as_task_model, task_class
 
+        check_load_options(f"{cls.__name__}.from_pretrained", kwargs)
         check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
         shard_set = shards_to_load(directory, format)
@@ -118,11 +128,22 @@ class PeftModel(DelegatesToInner):
             state = state_for_model(state, model, format_of(directory, format))
         config = dataclasses.replace(config or state.config, inference_mode=not is_trainable)
         peft_model = get_peft_model(model, config, adapter_name=adapter_name)
+        peft_model = as_task_model(peft_model, task_class(config.task_type, cls._task_class()))
         if shard_set:
             load_shards(peft_model, shard_set, adapter_name, format)
         else:
             peft_model.load_adapter_state(state, adapter_name)
+        if not is_trainable:
+            peft_model.eval()
         return peft_model
+
+    @classmethod
+    def _task_class(cls) -> type | None:
+        """The task class (:mod:`peftplug.model.task_models`) this class is, or derives from; None
+        for a plain PeftModel."""
+        from peftplug.model.task_models import TASK_MODEL_CLASSES
+
+        return next((task for task in TASK_MODEL_CLASSES.values() if issubclass(cls, task)), None)
 
     def load_adapter(
         self,
