@@ -21,6 +21,7 @@ from peftplug.backends.torch.prompt import (
     uses_gradient_checkpointing,
 )
 from peftplug.backends.torch.tensor_parallel import is_dtensor
+from peftplug.backends.torch.trainer_support import install as install_trainer_support
 
 
 def is_conv1d(module: Any) -> bool:
@@ -35,7 +36,9 @@ class TorchBackend:
     name = "torch"
 
     def create_peft_model(self, model: nn.Module, method: Any) -> TorchPeftModel:
-        """Wrap ``model`` in a :class:`TorchPeftModel`."""
+        """Wrap ``model`` in a :class:`TorchPeftModel`, and let ``transformers.Trainer`` save and
+        load it as HF PEFT's models (:mod:`peftplug.backends.torch.trainer_support`)."""
+        install_trainer_support()
         return TorchPeftModel(model, self, method)
 
     def is_adapter_layer(self, module: Any) -> bool:
