@@ -102,9 +102,12 @@ def _save(trainer: Any, peft_model: PeftModel, output_dir: str | None = None, st
     import torch
     from transformers.trainer import TRAINING_ARGS_NAME
 
+    if not trainer.args.should_save:  # transformers 5 calls it on every rank
+        return
     output_dir = output_dir if output_dir is not None else trainer.args.output_dir
     os.makedirs(output_dir, exist_ok=True)
-    peft_model.save_pretrained(output_dir, safe_serialization=trainer.args.save_safetensors)
+    # transformers 5 always writes safetensors (its TrainingArguments has no save_safetensors)
+    peft_model.save_pretrained(output_dir, safe_serialization=getattr(trainer.args, "save_safetensors", True))
     tokenizer = trainer.processing_class
     if tokenizer is None:
         tokenizer = getattr(trainer.data_collator, "tokenizer", None)
