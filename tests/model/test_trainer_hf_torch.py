@@ -123,3 +123,21 @@ def test_the_old_checkpoint_callback_still_works_and_says_it_is_no_longer_needed
 
     with pytest.warns(FutureWarning, match="no longer needed"):
         AdapterCheckpointCallback()
+
+
+def test_trainer_imported_after_the_model_is_wrapped_is_extended_too(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch, transformers, peftplug\n"
+        "assert 'transformers.trainer' not in sys.modules\n"
+        "config = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,\n"
+        "    num_attention_heads=2, num_key_value_heads=2)\n"
+        "peftplug.get_peft_model(transformers.LlamaForCausalLM(config), peftplug.LoraConfig(r=2))\n"
+        "from transformers import Trainer\n"
+        "from transformers.trainer import _is_peft_model\n"
+        "assert Trainer._peftplug_extended and _is_peft_model.__module__.startswith('peftplug')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
