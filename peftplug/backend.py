@@ -197,6 +197,11 @@ class BackendOps(Protocol):
     def remove_prompt_encoder(self, peft_model: Any, adapter_name: str) -> None:
         """Detach the prompt encoder of ``adapter_name`` and drop its parameters."""
 
+    def keep_adapter_in_base_dtype(self, layer: Any, adapter_name: str) -> None:
+        """Cast adapter ``adapter_name``'s parameters in adapter layer ``layer`` to its base
+        weight's dtype (``from_pretrained(autocast_adapter_dtype=False)``). Optional: on a backend
+        without it that keyword is refused, naming it."""
+
     def tensor_parallel(self, model: Any) -> TensorParallelGroup | None:
         """The tensor-parallel group ``model``'s weights are sharded over, or None when it is not
         sharded (a group of degree 1 counts as not sharded). Optional: the core treats a

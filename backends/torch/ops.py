@@ -95,6 +95,17 @@ class TorchBackend:
         """``torch.from_numpy`` of a copy (the tensor owns its memory)."""
         return torch.from_numpy(np.array(array))
 
+    def keep_adapter_in_base_dtype(self, layer: TorchAdapterLayer, adapter_name: str) -> None:
+        """Cast adapter ``adapter_name``'s floating-point parameters in ``layer`` to its base
+        weight's dtype (HF PEFT's ``autocast_adapter_dtype=False``; by default a float16 /
+        bfloat16 base's adapters are float32)."""
+        weight = getattr(getattr(layer, "base_layer", None), "weight", None)
+        if weight is None or not weight.is_floating_point():
+            return
+        for name, parameter in layer.named_parameters():
+            if not name.startswith("base_layer.") and adapter_name in name.split(".") and parameter.is_floating_point():
+                parameter.data = parameter.data.to(weight.dtype)
+
     def copy_into(self, parameter: nn.Parameter, array: np.ndarray, key: str) -> None:
         """Copy with a shape check naming ``key``."""
         copy_into(parameter, array, key)

@@ -49,7 +49,7 @@ class AutoPeftModel:
         directory, is an error naming it, before any model is loaded."""
         from peftplug.model.load_options import check_load_options
 
-        check_load_options(f"{cls.__name__}.from_pretrained", kwargs)
+        check_load_options(f"{cls.__name__}.from_pretrained", kwargs, None)
         directory = Path(pretrained_model_name_or_path)
         saved = AdapterConfig.from_pretrained(directory, subfolder=kwargs.get("subfolder"))
         where = str(directory / (kwargs.get("subfolder") or "") / CONFIG_NAME)

@@ -17,8 +17,8 @@ keyword is an error naming it (never silently ignored).
 - ``ephemeral_gpu_offload``: a GPU-only speed-up of HF PEFT for modules offloaded to the CPU;
   peftplug does not offload, so it changes nothing (on a CPU there is nothing to offload to).
 - ``autocast_adapter_dtype``: True (HF PEFT's default) is what peftplug always does: adapter
-  weights of a float16 / bfloat16 base are float32. False (keep them in the base's dtype) is
-  refused, naming the keyword.
+  weights of a float16 / bfloat16 base are float32. False keeps them in the base's dtype, as HF
+  PEFT does, on backends that can (torch); elsewhere it is refused, naming the keyword.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from peftplug.errors import ConfigError
+from peftplug.manager import get_plugin_manager
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 # HF PEFT keywords that fetch from the Hugging Face Hub or change loading in ways peftplug has not.
@@ -50,9 +51,10 @@ ACCEPTED = (
 )
 
 
-def check_load_options(owner: str, options: dict[str, Any]) -> None:
+def check_load_options(owner: str, options: dict[str, Any], model: Any) -> None:
     """Refuse, naming it, any keyword of ``options`` that ``owner`` (``"PeftModel.from_pretrained"``)
-    does not take, and a value of ``device_map`` or ``autocast_adapter_dtype`` it cannot honour."""
+    does not take, and a value of ``device_map`` or ``autocast_adapter_dtype`` it cannot honour
+    for ``model`` (None: a model still to be loaded; its backend's support is checked then)."""
     for keyword, value in options.items():
         if keyword in UNSUPPORTED:
             raise ConfigError(owner, keyword, value, f"not supported: {UNSUPPORTED[keyword]}")
@@ -63,12 +65,16 @@ def check_load_options(owner: str, options: dict[str, Any]) -> None:
                 value,
                 f"unknown keyword; the keywords HF PEFT's take that peftplug has: {', '.join(ACCEPTED)}",
             )
-    if options.get("autocast_adapter_dtype", True) is not True:
+    autocast = options.get("autocast_adapter_dtype", True)
+    if not isinstance(autocast, bool):
+        raise ConfigError(owner, "autocast_adapter_dtype", autocast, "True or False")
+    if autocast is False and model is not None and not hasattr(_backend_of(model), "keep_adapter_in_base_dtype"):
         raise ConfigError(
             owner,
             "autocast_adapter_dtype",
-            options["autocast_adapter_dtype"],
-            "True: peftplug keeps a float16/bfloat16 base's adapter weights in float32 (HF PEFT's default)",
+            False,
+            f"True on backend {get_plugin_manager().detect_backend(model)!r}: it keeps adapters of float16 / "
+            "bfloat16 bases in float32",
         )
     if not _is_device_map(options.get("device_map")):
         raise ConfigError(
@@ -78,6 +84,22 @@ def check_load_options(owner: str, options: dict[str, Any]) -> None:
             f'None, one of {", ".join(DEVICE_MAP_STRATEGIES)}, a device ("cpu", "cuda:0", 0), or a dict '
             'of module name -> device such as {"": "cpu"}',
         )
+
+
+def apply_load_options(peft_model: Any, adapter_name: str, options: dict[str, Any]) -> None:
+    """What the checked ``options`` change once adapter ``adapter_name`` is loaded:
+    ``autocast_adapter_dtype=False`` casts its layers' parameters to their base weights' dtype."""
+    if options.get("autocast_adapter_dtype", True) is False:
+        ops = peft_model._peft_ops
+        for _, layer in peft_model._adapter_layers():
+            if adapter_name in layer.adapter_names:
+                ops.keep_adapter_in_base_dtype(layer, adapter_name)
+
+
+def _backend_of(model: Any) -> Any:
+    """The loaded backend operations of ``model``."""
+    manager = get_plugin_manager()
+    return manager.backends.get(manager.detect_backend(model)).load()
 
 
 def _is_device_map(value: Any) -> bool:

@@ -116,10 +116,10 @@ class PeftModel(DelegatesToInner):
         """
         from peftplug.distributed.tp_save import load_shards, read_config_of_shards, shards_to_load
         from peftplug.model.api import get_peft_model
-        from peftplug.model.load_options import check_load_options
+        from peftplug.model.load_options import apply_load_options, check_load_options
         from peftplug.model.task_models import as_task_model, task_class
 
-        check_load_options(f"{cls.__name__}.from_pretrained", kwargs)
+        check_load_options(f"{cls.__name__}.from_pretrained", kwargs, model)
         check_adapter_name(adapter_name)
         directory = Path(model_id) / (subfolder or "")
         shard_set = shards_to_load(directory, format)
@@ -133,6 +133,7 @@ class PeftModel(DelegatesToInner):
             load_shards(peft_model, shard_set, adapter_name, format)
         else:
             peft_model.load_adapter_state(state, adapter_name)
+        apply_load_options(peft_model, adapter_name, kwargs)
         if not is_trainable:
             peft_model.eval()
         return peft_model

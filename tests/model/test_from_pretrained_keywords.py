@@ -63,10 +63,31 @@ def test_a_keyword_peftplug_does_not_take_is_an_error_naming_it_before_anything_
         "token": "downloaded",
         "key_mapping": "module maps",
         "device_map": "a device",
-        "autocast_adapter_dtype": "float32",
+        "autocast_adapter_dtype": "True or False",
     }
-    values = {"device_map": "everywhere", "autocast_adapter_dtype": False}
+    values = {"device_map": "everywhere", "autocast_adapter_dtype": "no"}
     for keyword, reason in cases.items():
         with pytest.raises(ConfigError, match=rf"PeftModel.from_pretrained\.{keyword}=.*{reason}"):
             peftplug.PeftModel.from_pretrained(base, str(directory), **{keyword: values.get(keyword, "x")})
     assert [name for name, _ in base.named_modules()] == before
+
+
+def test_autocast_adapter_dtype_false_keeps_a_bfloat16_bases_adapter_in_bfloat16(torch, make_model, saved):
+    directory, _ = saved
+    loaded = {}
+    for name, library in LIBRARIES.items():
+        for autocast in (True, False):
+            model = library.PeftModel.from_pretrained(
+                make_model("llama").to(torch.bfloat16), str(directory), autocast_adapter_dtype=autocast
+            )
+            dtypes = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+            assert dtypes == {torch.float32 if autocast else torch.bfloat16}, (name, autocast)
+            loaded[name, autocast] = logits_of(torch, model, model_inputs(torch, "llama"))
+    gaps = {
+        autocast: (loaded["peftplug", autocast].float() - loaded["peft", autocast].float()).abs().max().item()
+        for autocast in (True, False)
+    }
+    # float32 adapters: the same logits. bfloat16 adapters: peftplug adds the scaled B product into
+    # the base output with one addmm, HF PEFT with separate ops, so bfloat16 rounds them a few units
+    # of its last place apart.
+    assert gaps[True] <= 1e-6 and gaps[False] <= 2**-8, gaps
