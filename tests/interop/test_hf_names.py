@@ -199,5 +199,10 @@ def test_auto_peft_model_for_causal_lm_builds_the_base_its_config_names(torch, m
     assert type(loaded["peftplug"]).__name__ == type(loaded["peft"]).__name__ == "PeftModelForCausalLM"
     assert not loaded["peftplug"].training
     assert (logits_of(torch, loaded["peftplug"], inputs) - logits_of(torch, loaded["peft"], inputs)).abs().max() <= 1e-5
+    for name, library in LIBRARIES.items():  # torch_dtype and device_map load the base
+        half = library.AutoPeftModelForCausalLM.from_pretrained(
+            str(tmp_path / "adapter"), torch_dtype=torch.bfloat16, device_map={"": "cpu"}
+        )
+        assert half.get_base_model().dtype == torch.bfloat16, name
     with pytest.raises(peftplug.errors.ConfigError, match="task_type='CAUSAL_LM'.*use AutoPeftModelForCausalLM"):
         peftplug.AutoPeftModelForSeq2SeqLM.from_pretrained(tmp_path / "adapter")
