@@ -24,17 +24,27 @@ class AdapterLayer(Protocol):
     adapter_names: list[str]
     merged_adapters: list[str]
 
-    def set_adapter(self, names: list[str], trainable: bool) -> None:
-        """Make ``names`` the active adapters; their parameters trainable when ``trainable``."""
+    def set_adapter(self, names: list[str], inference_mode: bool = False) -> None:
+        """Make ``names`` the active adapters: their parameters trainable unless ``inference_mode``,
+        the other adapters' frozen."""
+
+    def set_requires_grad(self, names: list[str], requires_grad: bool = True) -> None:
+        """Make the parameters of the adapters ``names`` trainable (or frozen), leaving the others."""
 
     def enable_adapters(self, enabled: bool) -> None:
-        """Turn every adapter of this layer on or off (the base layer alone when off)."""
+        """Turn every adapter of this layer on (the active ones trainable) or off (the base layer
+        alone, every adapter frozen)."""
 
     def delete_adapter(self, name: str) -> None:
         """Remove the adapter ``name`` and its parameters."""
 
     def merge(self, names: list[str]) -> None:
-        """Fold the adapters ``names`` into the base layer's weights."""
+        """Fold the adapters ``names`` into the base layer's weights (warning, as HF PEFT does,
+        about those merged already)."""
+
+    def unsafe_merge(self, names: list[str]) -> str | None:
+        """The first adapter of ``names`` whose merge would put NaN or inf in the base weights,
+        tried on a copy; None when every merge is finite."""
 
     def unmerge(self) -> None:
         """Undo every merge, restoring the base weights."""

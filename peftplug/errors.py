@@ -36,6 +36,15 @@ class BackendError(PeftplugError, TypeError):
     """No backend recognises the model, or a backend cannot do what was asked of it."""
 
 
+class AdapterStateError(PeftplugError, ValueError):
+    """An adapter operation the model's adapters do not allow as they are (a merged adapter
+    deleted, two adapters' modules_to_save copies active at once)."""
+
+
+class UnsafeMergeError(PeftplugError, ValueError):
+    """A safe merge found that merging an adapter would put NaN or inf in a base weight."""
+
+
 class AdapterShapeError(AdapterLoadError):
     """A saved tensor's shape differs from the parameter it is loaded into."""
 

@@ -62,6 +62,10 @@ class PaddleAdapterLayer(AdapterLayerBookkeeping, nn.Layer):
         ]
         return paddle.index_select(paddle.concat(outputs), paddle.argsort(order), axis=0)
 
+    def _finite(self, module: nn.Layer) -> bool:
+        """True when no parameter of ``module`` holds NaN or inf."""
+        return all(bool(paddle.isfinite(parameter).all()) for parameter in module.parameters())
+
     def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
         """This rank's piece of each tensor and its split axis (None: whole); no communication.
 

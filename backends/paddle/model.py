@@ -11,12 +11,13 @@ from typing import Any
 
 from paddle import nn
 
-from peftplug.model.delegation import TunerModelBase
 from peftplug.model.peft_model import PeftModel
+from peftplug.model.tuner import TunerModelBase
 
 
 class TunerModel(TunerModelBase, nn.Layer):
-    """Holds the user's model as ``.model`` (HF PEFT's ``LoraModel`` position in the tree)."""
+    """HF PEFT's tuner (``LoraModel``'s place in the tree): the user's model as ``.model``, and the
+    adapter methods of :class:`~peftplug.model.tuner.TunerModelBase`."""
 
 
 class PaddlePeftModel(PeftModel, nn.Layer):

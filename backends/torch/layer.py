@@ -51,6 +51,10 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
         if name in container:
             del container[name]
 
+    def _finite(self, module: nn.Module) -> bool:
+        """True when no parameter of ``module`` holds NaN or inf."""
+        return all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters())
+
     def unload(self, merge: bool, names: list[str]) -> nn.Module:
         """The base module to put back: with ``names`` merged into it if ``merge``, else restored
         (with the tensor-parallel hooks this layer took from it)."""

@@ -12,12 +12,13 @@ from typing import Any
 from torch import nn
 
 from peftplug.backends.torch.prompt import prepare_inputs_for_generation, prompt_forward, prompt_generate
-from peftplug.model.delegation import TunerModelBase
 from peftplug.model.peft_model import PeftModel
+from peftplug.model.tuner import TunerModelBase
 
 
 class TunerModel(TunerModelBase, nn.Module):
-    """Holds the user's model as ``.model`` (HF PEFT's ``LoraModel`` position in the tree)."""
+    """HF PEFT's tuner (``LoraModel``'s place in the tree): the user's model as ``.model``, and the
+    adapter methods of :class:`~peftplug.model.tuner.TunerModelBase`."""
 
 
 class TorchPeftModel(PeftModel, nn.Module):

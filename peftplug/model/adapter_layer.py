@@ -9,6 +9,8 @@ lists its entries, how a parameter is frozen, and how an entry is removed.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Any
 
 
@@ -73,23 +75,41 @@ class AdapterLayerBookkeeping:
         """The wrapped module's bias, for the same reason as :attr:`weight`."""
         return getattr(self.get_base_layer(), "bias", None)
 
-    def set_adapter(self, names: list[str], trainable: bool) -> None:
-        """Apply ``names`` in forward; only their parameters trainable, and only if ``trainable``."""
+    def set_adapter(self, names: list[str], inference_mode: bool = False) -> None:
+        """Apply ``names`` in forward; their parameters trainable unless ``inference_mode``, every
+        other adapter's frozen (HF PEFT's ``BaseTunerLayer.set_adapter``)."""
         self.active_adapters = list(names)
         for attribute in self.adapter_layer_names:
             for name, holder in self._entries(getattr(self, attribute)).items():
-                self._set_trainable(holder, trainable and name in names)
+                self._set_trainable(holder, name in names and not inference_mode)
         self._adapters_changed()
 
+    def set_requires_grad(self, names: list[str], requires_grad: bool = True) -> None:
+        """Make the parameters of the adapters ``names`` trainable (or frozen), leaving the others."""
+        for attribute in self.adapter_layer_names:
+            for name, holder in self._entries(getattr(self, attribute)).items():
+                if name in names:
+                    self._set_trainable(holder, requires_grad)
+
     def enable_adapters(self, enabled: bool) -> None:
-        """Switch every adapter on or off; switching off undoes any merge first, as HF PEFT does."""
-        if not enabled and self.merged:
+        """Switch every adapter on (the active ones trainable again, as HF PEFT makes them) or off
+        (every adapter frozen; a merge undone first)."""
+        if enabled:
+            self.disabled = False
+            self.set_adapter(self.active_adapters)
+            return
+        if self.merged:
             self.unmerge()
-        self.disabled = not enabled
+        for attribute in self.adapter_layer_names:
+            for holder in self._entries(getattr(self, attribute)).values():
+                self._set_trainable(holder, False)
+        self.disabled = True
         self._adapters_changed()
 
     def delete_adapter(self, name: str) -> None:
-        """Remove adapter ``name`` (its parameters and numbers) from this layer."""
+        """Remove adapter ``name`` (its parameters and numbers) from this layer. When it was
+        active, the other active ones stay so (else the first remaining adapter by name becomes
+        active and trainable), as HF PEFT chooses."""
         if name in self.merged_adapters:
             raise RuntimeError(f"adapter {name!r} is merged; unmerge it before deleting it")
         for attribute in self.adapter_layer_names:
@@ -98,7 +118,9 @@ class AdapterLayerBookkeeping:
             values = getattr(self, attribute)
             if name in values:
                 del values[name]
-        self.active_adapters = [n for n in self.active_adapters if n != name]
+        if name in self.active_adapters:
+            remaining = [n for n in self.active_adapters if n != name]
+            self.set_adapter(remaining or sorted(self.adapter_names)[:1])
         self._adapters_changed()
 
     def unload(self, merge: bool, names: list[str]) -> Any:
@@ -110,12 +132,43 @@ class AdapterLayerBookkeeping:
         return self.get_base_layer()
 
     def merge(self, names: list[str]) -> None:
-        """Fold each adapter of ``names`` not merged yet into the base layer, in order."""
+        """Fold each adapter of ``names`` not merged yet into the base layer, in order; warns as
+        HF PEFT does when some adapter is merged already."""
+        if self.merged:
+            names = [name for name in names if name not in self.merged_adapters]
+            if names:
+                warnings.warn(
+                    f"Already following adapters were merged {','.join(self.merged_adapters)}. "
+                    f"You are now additionally merging {','.join(names)}.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                warnings.warn("All adapters are already merged, nothing to do.", UserWarning, stacklevel=2)
         for name in names:
-            if name not in self.merged_adapters:
-                self._merge_one(name)
-                self.merged_adapters.append(name)
+            self._merge_one(name)
+            self.merged_adapters.append(name)
         self._adapters_changed()
+
+    def unsafe_merge(self, names: list[str]) -> str | None:
+        """The first adapter of ``names`` whose merge would put NaN or inf in the base weights,
+        or None: the merges are tried on a copy of the base layer, which is left as it was."""
+        original = self.base_layer
+        self.base_layer = copy.deepcopy(original)
+        try:
+            for name in names:
+                if name in self.merged_adapters:
+                    continue
+                self._merge_one(name)
+                if not self._finite(self.base_layer):
+                    return name
+            return None
+        finally:
+            self.base_layer = original
+
+    def _finite(self, module: Any) -> bool:
+        """True when every parameter of ``module`` holds finite numbers only (each backend's)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _finite()")
 
     def unmerge(self) -> None:
         """Take every merged adapter back out of the base layer, last merged first."""

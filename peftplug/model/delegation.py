@@ -1,6 +1,6 @@
 """Attribute delegation for the wrappers around the user's model, written once for every
 backend: a peftplug model answers ``config``, ``generate``, ``device`` ... as the user's model
-does, through HF PEFT's tree ``PeftModel.base_model`` (:class:`TunerModelBase`) ``.model``."""
+does, through HF PEFT's tree ``PeftModel.base_model`` (:class:`~peftplug.model.tuner.TunerModelBase`) ``.model``."""
 
 from __future__ import annotations
 
@@ -24,18 +24,3 @@ class DelegatesToInner:
             if name == self._inner or name in self._own:
                 raise
             return getattr(getattr(self, self._inner), name)
-
-
-class TunerModelBase(DelegatesToInner):
-    """Holds the user's model as ``.model`` (HF PEFT's ``LoraModel`` position in the tree);
-    mixed with the framework's module class by each backend."""
-
-    _inner = "model"
-
-    def __init__(self, model: Any):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the user's model."""
-        return self.model(*args, **kwargs)

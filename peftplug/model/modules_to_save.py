@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from peftplug.errors import AdapterStateError
+
 
 class ModulesToSave:
     """Keeps ``original_module`` frozen and trains a copy of it per adapter, as HF PEFT's
@@ -17,15 +19,31 @@ class ModulesToSave:
     keys are the module's own (``score.weight``), without the wrapper's names."""
 
     adapter_layer_names = ("modules_to_save",)
+    one_active_adapter = True  # forward applies one copy: the tuner refuses several active at once
+    auxiliary = True  # HF PEFT's training wrapper, not an adapter layer: no missing keys of its own
 
     def add_copy(self, adapter_name: str) -> None:
         """Add a trainable copy of the original module for ``adapter_name``."""
         self.modules_to_save[adapter_name] = copy.deepcopy(self.original_module)
 
-    def set_adapter(self, names: list[str], trainable: bool) -> None:
-        """Train the active adapter's copy; the original module stays frozen."""
-        super().set_adapter(names, trainable)
+    def set_adapter(self, names: list[str], inference_mode: bool = False) -> None:
+        """Make one adapter's copy the one applied, trainable unless ``inference_mode``, as HF PEFT's
+        ``ModulesToSaveWrapper`` does: the copies active until now are frozen, the others left as
+        they are, the original module frozen. Several adapters with copies here are an error."""
+        names = [name for name in names if name in self.modules_to_save]
+        if len(names) > 1:
+            raise AdapterStateError(
+                f"modules_to_save: only one adapter's copy can be active at a time, got {names}; "
+                "set one of them, or adapters of which one at most has a copy of this module"
+            )
+        for name in self.active_adapters:
+            if name in self.modules_to_save:
+                self._set_trainable(self.modules_to_save[name], False)
+        if names:
+            self._set_trainable(self.modules_to_save[names[0]], not inference_mode)
+        self.active_adapters = names
         self._set_trainable(self.original_module, False)
+        self._adapters_changed()
 
     def get_base_layer(self) -> Any:
         """The original, untrained module."""

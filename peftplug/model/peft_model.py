@@ -14,7 +14,7 @@ import dataclasses
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from peftplug.adapter_io import adapter_files, read_adapter, replaced_adapter_files
 from peftplug.adapter_names import check_adapter_name
@@ -59,6 +59,24 @@ def _huggingface_hub() -> Any:
     return huggingface_hub
 
 
+class LoadResult(NamedTuple):
+    """What :meth:`PeftModel.load_adapter` returns, as HF PEFT's (torch's ``_IncompatibleKeys``):
+    the adapter's parameters the file had nothing for (parameter names, adapter name included)
+    and the file's keys that matched nothing (as saved)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _written_into(config: AdapterConfig, resolved: AdapterConfig) -> AdapterConfig:
+    """``config`` with the field values of ``resolved`` (its copy with defaults filled in) written
+    into it: the config object the user passed is the one kept, as in HF PEFT."""
+    if resolved is not config:
+        for field in dataclasses.fields(config):
+            setattr(config, field.name, getattr(resolved, field.name))
+    return config
+
+
 class PeftModel(DelegatesToInner):
     """A base model with adapters injected. Backends subclass it; users get it from
     :func:`peftplug.get_peft_model` or :meth:`PeftModel.from_pretrained`.
@@ -84,6 +102,7 @@ class PeftModel(DelegatesToInner):
         self.peft_config = {}
         self.active_adapter = DEFAULT_ADAPTER
         self._adapters_disabled = False
+        self.base_model._attach(ops, self.peft_config, DEFAULT_ADAPTER)
 
     @property
     def _peft_manager(self) -> Any:
@@ -153,8 +172,10 @@ class PeftModel(DelegatesToInner):
         is_trainable: bool = False,
         format: str | None = None,
         subfolder: str | None = None,
-    ) -> None:
-        """Load another saved adapter into this model under ``adapter_name``."""
+    ) -> LoadResult:
+        """Load another saved adapter into this model under ``adapter_name``, inactive (use
+        :meth:`set_adapter`), as HF PEFT does: trainable when ``is_trainable``, else frozen and the
+        model put in eval mode. Returns the missing and unexpected keys (:class:`LoadResult`)."""
         from peftplug.distributed.tp_save import load_shards, read_config_of_shards, shards_to_load
 
         check_adapter_name(adapter_name)
@@ -164,12 +185,18 @@ class PeftModel(DelegatesToInner):
         if not shard_set:
             state = state_for_model(state, self.base_model.model, format_of(directory, format))
         self.add_adapter(adapter_name, dataclasses.replace(state.config, inference_mode=not is_trainable))
+        if is_trainable:
+            self.base_model.set_requires_grad(adapter_name)
         if shard_set:
             load_shards(self, shard_set, adapter_name, format)
+            result = LoadResult([], [])
         else:
-            self.load_adapter_state(state, adapter_name)
+            result = self.load_adapter_state(state, adapter_name)
+        if not is_trainable:
+            self.eval()
+        return result
 
-    def load_adapter_state(self, state: AdapterState, adapter_name: str) -> None:
+    def load_adapter_state(self, state: AdapterState, adapter_name: str) -> LoadResult:
         """Copy the tensors of ``state`` into adapter ``adapter_name``.
 
         Keys are HF PEFT's (with or without the ``base_model.model.`` prefix; ``base_model.`` and
@@ -177,7 +204,8 @@ class PeftModel(DelegatesToInner):
         ``extra_tensors``). A tensor whose shape differs raises an error naming it and both
         shapes; keys that match nothing are an error when no key matched at all (the adapter
         belongs to another model), a warning otherwise; a module given some of its tensors but not
-        all (``lora_B`` without ``lora_A``) is an error naming the missing one.
+        all (``lora_B`` without ``lora_A``) is an error naming the missing one. Returns the
+        missing and unexpected keys, as :meth:`load_adapter` does.
         """
         ops = self._peft_ops
         self._check_adapter(adapter_name)
@@ -238,10 +266,21 @@ class PeftModel(DelegatesToInner):
                 AdapterKeysWarning,
                 stacklevel=3,
             )
+        missing = [
+            f"{prefix_saved}{name}.{parameter}"
+            for name, layer in self._adapter_layers()
+            if name in starved and not getattr(layer, "auxiliary", False)
+            for parameter, _ in ops.named_parameters(layer)
+            if adapter_name in parameter.split(".")
+        ]
+        return LoadResult(missing, [prefix_saved + key for key in unexpected])
 
     # ---------------------------------------------------------------- adapters
     def add_adapter(self, adapter_name: str, peft_config: AdapterConfig) -> None:
-        """Inject a new adapter ``adapter_name`` (same method as the existing ones)."""
+        """Inject a new adapter ``adapter_name`` (same method as the existing ones), keeping
+        ``peft_config`` itself. As in HF PEFT, the first adapter becomes active (trainable unless
+        ``peft_config.inference_mode``, the base model frozen); a later one is added inactive and
+        frozen, and no parameter already there changes its trainability."""
         check_adapter_name(adapter_name)
         if adapter_name in self.peft_config:
             raise ConfigError(type(peft_config).__name__, "adapter_name", adapter_name, "an adapter name not in use")
@@ -250,87 +289,101 @@ class PeftModel(DelegatesToInner):
             raise PeftplugError(
                 f"this model holds {self._peft_method.name} adapters; a {method.name} adapter cannot be added to it"
             )
+        ops = self._peft_ops
+        first = not self.peft_config
+        before = [] if first else [(p, ops.is_trainable(p)) for _, p in ops.named_parameters(self)]
         self._inject(adapter_name, peft_config)
-        if len(self.peft_config) == 1:
-            self.active_adapter = adapter_name
-        self._update_trainable()
+        if first:
+            self.active_adapter = self.base_model.active_adapter = adapter_name
+            self._freeze_base_model(peft_config)
+            self.base_model.set_adapter(adapter_name, inference_mode=peft_config.inference_mode)
+        else:
+            self.base_model.set_requires_grad(adapter_name, False)
+        self._set_prompt_encoders_trainable()
+        for parameter, trainable in before:
+            ops.set_trainable(parameter, trainable)
 
-    def set_adapter(self, adapter_name: str) -> None:
-        """Make ``adapter_name`` the active adapter (the only one trained and applied)."""
+    def set_adapter(self, adapter_name: str, inference_mode: bool = False) -> None:
+        """Make ``adapter_name`` the active adapter: its parameters trainable unless
+        ``inference_mode``, every other adapter's frozen (HF PEFT's rule). Several adapters are
+        applied together with ``model.base_model.set_adapter([...])``."""
         self._check_adapter(adapter_name)
         self.active_adapter = adapter_name
-        self._update_trainable()
+        self.base_model.set_adapter(adapter_name, inference_mode=inference_mode)
+        self._set_prompt_encoders_trainable(inference_mode)
+
+    def set_requires_grad(self, adapter_names: str | list[str], requires_grad: bool = True) -> None:
+        """Make the parameters of ``adapter_names`` trainable (or frozen), active or not."""
+        self.base_model.set_requires_grad(adapter_names, requires_grad)
 
     def delete_adapter(self, adapter_name: str) -> None:
-        """Remove adapter ``adapter_name`` and its parameters from every layer."""
+        """Remove adapter ``adapter_name`` and its parameters from every layer; when it was the
+        active one, the first remaining adapter by name becomes active (HF PEFT's choice)."""
         self._check_adapter(adapter_name)
         if len(self.peft_config) == 1:
             raise PeftplugError(f"{adapter_name!r} is the only adapter; use unload() to remove it")
-        for _, layer in self._adapter_layers():
-            if adapter_name in layer.adapter_names:
-                layer.delete_adapter(adapter_name)
-        if self.peft_config[adapter_name].is_prompt_learning:
+        prompt = self.peft_config[adapter_name].is_prompt_learning
+        self.base_model.delete_adapter(adapter_name)
+        if prompt:
             self._peft_ops.remove_prompt_encoder(self, adapter_name)
-        del self.peft_config[adapter_name]
-        if self.active_adapter == adapter_name:
-            self.active_adapter = next(iter(self.peft_config))
-        self._update_trainable()
+        if len(self.base_model.active_adapters) == 1:
+            self.active_adapter = self.base_model.active_adapters[0]
+        self._set_prompt_encoders_trainable()
 
     @property
     def active_adapters(self) -> list[str]:
-        """The active adapters' names (HF PEFT's plural accessor)."""
-        return [self.active_adapter]
+        """The active adapters' names (several once ``base_model.set_adapter([...])`` set them)."""
+        return self.base_model.active_adapters
 
     @property
     def active_peft_config(self) -> AdapterConfig:
         """The config of the active adapter."""
         return self.peft_config[self.active_adapter]
 
+    @property
+    def modules_to_save(self) -> set[str] | None:
+        """Every adapter's ``modules_to_save`` names together, or None when there are none (HF PEFT's)."""
+        modules = {
+            name for config in self.peft_config.values() for name in getattr(config, "modules_to_save", None) or []
+        }
+        return modules or None
+
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
-        """Context manager running the base model alone, with every adapter switched off
-        (for prompt-learning methods: no virtual tokens)."""
-        layers = [layer for _, layer in self._adapter_layers()]
-        for layer in layers:
-            layer.enable_adapters(False)
+        """Context manager running the base model alone, with every adapter switched off and
+        frozen (for prompt-learning methods: no virtual tokens); on exit the active adapters are
+        switched on and trainable again, as in HF PEFT."""
+        self.base_model.disable_adapter_layers()
         self._adapters_disabled = True
         try:
             yield
         finally:
             self._adapters_disabled = False
-            for layer in layers:
-                layer.enable_adapters(True)
+            self.base_model.enable_adapter_layers()
 
     # ---------------------------------------------------------------- merging
-    def merge_adapter(self, adapter_names: list[str] | None = None) -> None:
-        """Fold the adapters (default: the active one) into the base weights, in place."""
-        names = self._names_or_active(adapter_names)
-        self._refuse_merging_prompts(names)
-        for _, layer in self._adapter_layers():
-            layer.merge([n for n in names if n in layer.adapter_names])
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        """Fold the adapters (default: the active ones) into the base weights, in place; with
+        ``safe_merge`` a merge that would put NaN or inf in a weight is an error naming the
+        module, raised before any weight is written."""
+        self._refuse_merging_prompts(self.base_model.names_or_active(adapter_names))
+        self.base_model.merge_adapter(adapter_names, safe_merge=safe_merge)
 
     def unmerge_adapter(self) -> None:
         """Undo :meth:`merge_adapter`, restoring the base weights."""
-        for _, layer in self._adapter_layers():
-            layer.unmerge()
+        self.base_model.unmerge_adapter()
 
-    def merge_and_unload(self, adapter_names: list[str] | None = None) -> Any:
-        """Merge the adapters into the base weights and return the plain base model."""
-        return self._unload(merge=True, adapter_names=adapter_names)
+    def merge_and_unload(
+        self, progressbar: bool = False, safe_merge: bool = False, adapter_names: list[str] | None = None
+    ) -> Any:
+        """Merge the adapters (default: the active ones) into the base weights and return the
+        plain base model; ``safe_merge`` as in :meth:`merge_adapter`."""
+        self._refuse_merging_prompts(self.base_model.names_or_active(adapter_names))
+        return self.base_model.merge_and_unload(progressbar, safe_merge=safe_merge, adapter_names=adapter_names)
 
     def unload(self) -> Any:
         """Remove every adapter without merging and return the plain base model."""
-        return self._unload(merge=False, adapter_names=None)
-
-    def _unload(self, merge: bool, adapter_names: list[str] | None) -> Any:
-        names = self._names_or_active(adapter_names)
-        if merge:
-            self._refuse_merging_prompts(names)
-        model = self.base_model.model
-        for name, layer in list(self._adapter_layers()):
-            plain = layer.unload(merge, [n for n in names if n in layer.adapter_names])
-            self._peft_ops.replace_module(model, name, plain)
-        return model
+        return self.base_model.unload()
 
     def _refuse_merging_prompts(self, names: list[str]) -> None:
         prompts = [n for n in names if self.peft_config[n].is_prompt_learning]
@@ -512,7 +565,7 @@ class PeftModel(DelegatesToInner):
             return
         ops, manager, method = self._peft_ops, self._peft_manager, self._peft_method
         model = self.base_model.model
-        config = self._with_resolved_targets(config, model)
+        config = _written_into(config, self._with_resolved_targets(config, model))
         manager.hook.peftplug_validate_config(config=config, model=model, backend=ops.name)
         modules = dict(ops.named_modules(model))
         targets = config.target_modules
@@ -564,9 +617,10 @@ class PeftModel(DelegatesToInner):
                 "unsharded model"
             )
         model = self.base_model.model
-        config = self._with_resolved_targets(config, model)
-        if hasattr(config, "with_model_config"):
-            config = config.with_model_config(ops.model_config(model))
+        resolved = self._with_resolved_targets(config, model)
+        if hasattr(resolved, "with_model_config"):
+            resolved = resolved.with_model_config(ops.model_config(model))
+        config = _written_into(config, resolved)
         manager.hook.peftplug_validate_config(config=config, model=model, backend=ops.name)
         encoder = manager.build_prompt_encoder(method.name, ops.name, config, model)
         if encoder is None:
@@ -629,27 +683,26 @@ class PeftModel(DelegatesToInner):
 
     # ---------------------------------------------------------------- helpers
     def _adapter_layers(self) -> Iterator[tuple[str, Any]]:
-        ops = self._peft_ops
-        for name, module in ops.named_modules(self.base_model.model):
-            if ops.is_adapter_layer(module):
-                yield name, module
+        return self.base_model.adapter_layers()
 
-    def _update_trainable(self) -> None:
+    def _freeze_base_model(self, config: AdapterConfig) -> None:
+        """Freeze every parameter of the user's model but the biases ``config.bias`` trains
+        (unless ``config.inference_mode``); the adapter layers then set their own."""
         ops = self._peft_ops
-        config = self.peft_config[self.active_adapter]
         for _, parameter in ops.named_parameters(self.base_model.model):
             ops.set_trainable(parameter, False)
-        trainable = not config.inference_mode
-        if trainable:
+        if not config.inference_mode:
             for _, parameter in self._trainable_biases(config):
                 ops.set_trainable(parameter, True)
-        if self._peft_method.kind == "prompt":
-            for name, encoder in ops.prompt_encoders(self).items():
-                encoder.set_trainable(trainable and name == self.active_adapter)
-        # Layers last: a layer decides about every parameter it holds (a modules_to_save
-        # wrapper keeps its original frozen even under bias="all", as HF PEFT does).
-        for _, layer in self._adapter_layers():
-            layer.set_adapter([n for n in [self.active_adapter] if n in layer.adapter_names], trainable)
+
+    def _set_prompt_encoders_trainable(self, inference_mode: bool | None = None) -> None:
+        """Only the active prompt-learning adapter's encoder trainable, and not in inference mode."""
+        if self._peft_method.kind != "prompt":
+            return
+        if inference_mode is None:
+            inference_mode = self.peft_config[self.active_adapter].inference_mode
+        for name, encoder in self._peft_ops.prompt_encoders(self).items():
+            encoder.set_trainable(not inference_mode and name == self.active_adapter)
 
     def _trainable_biases(self, config: AdapterConfig) -> list[tuple[str, Any]]:
         """Biases that ``config.bias`` trains: none, all, or those of adapted layers."""
@@ -662,12 +715,6 @@ class PeftModel(DelegatesToInner):
             for name, parameter in self._peft_ops.named_parameters(self.base_model.model)
             if (mode == "all" and (name == "bias" or name.endswith(".bias"))) or name in adapted
         ]
-
-    def _names_or_active(self, adapter_names: list[str] | None) -> list[str]:
-        names = adapter_names or [self.active_adapter]
-        for name in names:
-            self._check_adapter(name)
-        return names
 
     def _check_adapter(self, adapter_name: str) -> None:
         if adapter_name not in self.peft_config:
