@@ -61,6 +61,10 @@ class ModulesToSave:
     def unmerge(self) -> None:
         """Nothing was folded."""
 
+    def unsafe_merge(self, names: list[str]) -> str | None:
+        """None: nothing is folded, so nothing can turn NaN."""
+        return None
+
     def unload(self, merge: bool, names: list[str]) -> Any:
         """The trained copy of the active adapter (HF PEFT returns it on unload too)."""
         chosen = (names or self.active_adapters or [None])[0]

@@ -294,11 +294,12 @@ class PeftModel(DelegatesToInner):
         before = [] if first else [(p, ops.is_trainable(p)) for _, p in ops.named_parameters(self)]
         self._inject(adapter_name, peft_config)
         if first:
-            self.active_adapter = self.base_model.active_adapter = adapter_name
+            self.active_adapter = adapter_name
             self._freeze_base_model(peft_config)
-            self.base_model.set_adapter(adapter_name, inference_mode=peft_config.inference_mode)
+            self.base_model.set_adapter([adapter_name], inference_mode=peft_config.inference_mode)
         else:
             self.base_model.set_requires_grad(adapter_name, False)
+            self.base_model.active_adapter = self.base_model.active_adapters  # a list, as HF PEFT leaves it
         self._set_prompt_encoders_trainable()
         for parameter, trainable in before:
             ops.set_trainable(parameter, trainable)
