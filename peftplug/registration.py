@@ -104,6 +104,10 @@ class Method:
       whose files have method-specific fields (PaddleNLP's ``lora_config.json``); the format
       documents the codec's interface.
 
+    ``model_methods``: ``{name: "module:function"}``, methods a model holding the method's adapters
+    offers besides the core's (LoRA's ``add_weighted_adapter``): ``model.name(*args)`` calls
+    ``function(model, *args)``, imported on first use.
+
     ``card_tags`` are the tags HF PEFT's model card gives an adapter of the method (``"lora"``).
     ``exports``: ``{name: "module:attribute"}``, public names the method adds to ``peftplug``
     besides its config class (which is one always), imported the first time they are asked for.
@@ -138,6 +142,7 @@ class Method:
     card_tags: tuple[str, ...] = ()
     exports: Mapping[str, str] = field(default_factory=dict)
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    model_methods: Mapping[str, str] = field(default_factory=dict)
     layers: Mapping[str, str] = field(default_factory=dict)
     prompt_encoders: Mapping[str, str] = field(default_factory=dict)
 
@@ -149,6 +154,11 @@ class Method:
     def role(self, suffix: str) -> TensorRole | None:
         """The declared role of tensor ``suffix``, None when the method declares none."""
         return next((role for role in self.tensors if role.suffix == suffix), None)
+
+    def model_method(self, name: str) -> Callable[..., Any] | None:
+        """The function of declared model method ``name``, imported now; None when not declared."""
+        spec = self.model_methods.get(name)
+        return None if spec is None else load_declared(spec, self.name)
 
     def layer_factory(self, backend: str) -> Callable[..., Any] | None:
         """The declared layer factory for ``backend``, imported now; None when none is declared."""

@@ -23,4 +23,9 @@ class DelegatesToInner:
         except AttributeError:
             if name == self._inner or name in self._own:
                 raise
-            return getattr(getattr(self, self._inner), name)
+            found = self._declared_attribute(name)
+            return found if found is not None else getattr(getattr(self, self._inner), name)
+
+    def _declared_attribute(self, name: str) -> Any:
+        """An attribute a plugin declares for this object, looked up before the inner one's; None."""
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,12 @@ class PeftModel(DelegatesToInner):
         self.active_adapter = DEFAULT_ADAPTER
         self._adapters_disabled = False
         self.base_model._attach(ops, self.peft_config, DEFAULT_ADAPTER)
+
+    def _declared_attribute(self, name: str) -> Any:
+        """A model method the adapters' method declares (``Method.model_methods``), bound to this model."""
+        method = self.__dict__.get("_peft_method")
+        function = None if method is None or name.startswith("_") else method.model_method(name)
+        return None if function is None else functools.partial(function, self)
 
     @property
     def _peft_manager(self) -> Any:

@@ -44,4 +44,5 @@ def peftplug_register_methods() -> Method:
                 "LoRAModel": "peftplug.plugins.lora.paddlenlp_api:LoRAModel",
             }
         },
+        model_methods={"add_weighted_adapter": "peftplug.plugins.lora.weighted:add_weighted_adapter"},
     )

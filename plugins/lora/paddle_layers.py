@@ -404,3 +404,9 @@ def wrap(layer: nn.Layer, name: str, config: LoraConfig, adapter_name: str) -> n
         return None
     lora.update_layer(adapter_name, config, name)
     return lora
+
+
+def svd(matrix: np.ndarray, full_matrices: bool, driver: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``U, S, Vh`` of ``matrix`` by ``paddle.linalg.svd`` (``driver``, a cuSOLVER choice, is torch's only)."""
+    u, singular, vh = paddle.linalg.svd(paddle.to_tensor(matrix), full_matrices=full_matrices)
+    return u.numpy(), singular.numpy(), vh.numpy()

@@ -470,3 +470,9 @@ def wrap(layer: nn.Module, name: str, config: LoraConfig, adapter_name: str) -> 
         return None
     lora.update_layer(adapter_name, config, name)
     return lora
+
+
+def svd(matrix: np.ndarray, full_matrices: bool, driver: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``U, S, Vh`` of ``matrix`` by ``torch.linalg.svd`` (HF PEFT's, signs included)."""
+    u, singular, vh = torch.linalg.svd(torch.from_numpy(matrix), full_matrices=full_matrices, driver=driver)
+    return u.numpy(), singular.numpy(), vh.numpy()
