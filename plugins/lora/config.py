@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import ClassVar, Literal
 
 from peftplug.config import AdapterConfig
 from peftplug.targets import pattern_value
+
+STRING_INITS = ("gaussian", "pissa", "olora")
+
+
+def is_known_init(init: str) -> bool:
+    """True for the ``init_lora_weights`` strings peftplug implements (``pissa_niter_<N>`` included)."""
+    return init in STRING_INITS or re.fullmatch(r"pissa_niter_[0-9]+", init) is not None
+
+
+def uses_base_weight(init: object) -> bool:
+    """True for the initialisations that take A and B from the base weight (PiSSA, OLoRA)."""
+    return isinstance(init, str) and init != "gaussian"
 
 
 @dataclasses.dataclass
@@ -18,6 +31,9 @@ class LoraConfig(AdapterConfig):
     ``bias="none"``, ...). ``target_modules`` is a list (exact name or dotted suffix), a regex
     string, ``"all-linear"``, or None for the model family's default. ``use_dora`` (DoRA: a
     learned magnitude per output row) runs on Linear layers (and GPT-2's Conv1D) on both backends.
+    ``init_lora_weights``: True (A kaiming-uniform, B zeros), False, ``"gaussian"``, or, on Linear
+    layers, ``"pissa"`` / ``"pissa_niter_<N>"`` / ``"olora"``, which take A and B from the base
+    weight and leave the residual in it (:mod:`peftplug.plugins.lora.torch_base_weight_init`).
     """
 
     peft_type: ClassVar[str] = "LORA"
@@ -54,16 +70,24 @@ class LoraConfig(AdapterConfig):
     use_rslora: bool = False
     use_dora: bool = False
     modules_to_save: list[str] | None = None
-    init_lora_weights: bool | Literal["gaussian"] = True
+    init_lora_weights: bool | str = True
     layers_to_transform: list[int] | int | None = None
     layers_pattern: list[str] | str | None = None
     rank_pattern: dict[str, int] | None = dataclasses.field(default_factory=dict)
     alpha_pattern: dict[str, int | float] | None = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
-        """r and every rank_pattern value positive; dropout in [0, 1); layer options consistent."""
+        """r and every rank_pattern value positive; dropout in [0, 1); a known initialisation;
+        layer options consistent."""
         if self.r <= 0:
             self._fail("r", self.r, "a positive integer")
+        if isinstance(self.init_lora_weights, str) and not is_known_init(self.init_lora_weights):
+            self._fail(
+                "init_lora_weights",
+                self.init_lora_weights,
+                "True, False, 'gaussian', 'pissa', 'pissa_niter_<iterations>' or 'olora' (HF PEFT's other "
+                "initialisations, such as loftq, eva or corda, are not supported)",
+            )
         if not 0.0 <= self.lora_dropout < 1.0:
             self._fail("lora_dropout", self.lora_dropout, "a probability in [0, 1)")
         for key, rank in (self.rank_pattern or {}).items():

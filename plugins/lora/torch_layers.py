@@ -40,8 +40,9 @@ from peftplug.backends.torch.layer import (
 )
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
-from peftplug.errors import PeftplugError
-from peftplug.plugins.lora.config import LoraConfig
+from peftplug.errors import ConfigError, PeftplugError
+from peftplug.plugins.lora.config import LoraConfig, uses_base_weight
+from peftplug.plugins.lora.torch_base_weight_init import init_from_base_weight
 from peftplug.plugins.lora.torch_dora import DoraMagnitude, dora_output, row_norms
 
 
@@ -119,6 +120,8 @@ class _ModulePairLayer(LoraLayer):
         self.lora_B[adapter_name] = b
         self.lora_dropout[adapter_name] = dropout_module(config.lora_dropout)
         init = config.init_lora_weights
+        if uses_base_weight(init):
+            return  # the layer derives A and B from its base weight (HF PEFT runs no other init first)
         if init is not False and a.weight.device.type != "meta":
             with torch.no_grad():
                 if init == "gaussian":
@@ -179,6 +182,8 @@ class LoraLinear(_ModulePairLayer):
         if is_dtensor(weight):
             a.weight = dtensor_parameter(a.weight.data, weight, {1: 1})
             b.weight = dtensor_parameter(b.weight.data, weight, {0: 0})
+        if uses_base_weight(config.init_lora_weights) and weight.device.type != "meta":
+            init_from_base_weight(self, adapter_name, config.init_lora_weights, module_name)
         if config.use_dora:
             with torch.no_grad():
                 delta = self.delta_weight(adapter_name, factory["dtype"], layout=False)
@@ -349,6 +354,13 @@ class LoraConv2d(_ModulePairLayer):
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name``; grouped or dilated convolutions and DoRA are refused."""
         base = self.base_layer
+        if uses_base_weight(config.init_lora_weights):
+            raise ConfigError(
+                type(config).__name__,
+                "init_lora_weights",
+                config.init_lora_weights,
+                f"True, False or 'gaussian' for {module_name} (Conv2d): PiSSA and OLoRA initialise Linear layers only",
+            )
         if base.groups != 1 or tuple(base.dilation) != (1, 1) or config.use_dora:
             found = "use_dora=True" if config.use_dora else f"groups={base.groups}, dilation={tuple(base.dilation)}"
             raise PeftplugError(
