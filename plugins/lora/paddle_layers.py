@@ -33,8 +33,9 @@ from peftplug.backends.paddle.layer import (
     to_numpy,
 )
 from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
-from peftplug.errors import PeftplugError
-from peftplug.plugins.lora.config import LoraConfig
+from peftplug.errors import ConfigError, PeftplugError
+from peftplug.plugins.lora.config import LoraConfig, uses_base_weight
+from peftplug.plugins.lora.paddle_base_weight_init import init_from_base_weight
 from peftplug.plugins.lora.paddle_dora import column_norms, dora_output
 
 
@@ -142,6 +143,8 @@ class LoraLinear(_PaddleLoraLayer):
         self.lora_B[adapter_name] = self.create_parameter(
             [r, self.out_features], dtype=dtype, is_bias=False, default_initializer=_b_initializer(config, r)
         )
+        if uses_base_weight(config.init_lora_weights):
+            init_from_base_weight(self, adapter_name, config.init_lora_weights, module_name)
         if config.use_dora:
             with paddle.no_grad():
                 magnitude = column_norms(self.base_layer.weight.astype(dtype), self.delta_weight(adapter_name, dtype))
@@ -331,6 +334,13 @@ class LoraConv2D(_PaddleLoraLayer):
             raise PeftplugError(
                 f"LoRA on {module_name} (Conv2D, {found}): peftplug's Conv2D LoRA takes plain LoRA on ungrouped, "
                 "undilated NCHW convolutions; leave this module out of target_modules"
+            )
+        if uses_base_weight(config.init_lora_weights):
+            raise ConfigError(
+                type(config).__name__,
+                "init_lora_weights",
+                config.init_lora_weights,
+                f"True, False or 'gaussian' for {module_name} (Conv2D): PiSSA and OLoRA initialise Linear layers only",
             )
         r = self._record(adapter_name, config, module_name)
         dtype = adapter_dtype(base.weight)

@@ -30,7 +30,7 @@ from paddle import nn
 from peftplug.backends.paddle.layer import copy_transposed_into, to_numpy
 from peftplug.backends.paddle.tensor_parallel import Shards, is_column_parallel
 from peftplug.errors import AdapterShapeError, PeftplugError
-from peftplug.plugins.lora.config import LoraConfig
+from peftplug.plugins.lora.config import LoraConfig, uses_base_weight
 from peftplug.plugins.lora.paddle_layers import LoraLinear
 
 SUFFIXES = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"}
@@ -57,6 +57,11 @@ class _ParallelLoraLinear(LoraLinear):
             raise PeftplugError(
                 f"DoRA (use_dora=True) on {module_name}: a tensor-parallel layer is not supported, as its "
                 "column norms would need the whole weight"
+            )
+        if uses_base_weight(config.init_lora_weights):
+            raise PeftplugError(
+                f"init_lora_weights={config.init_lora_weights!r} on {module_name}: a tensor-parallel layer is not "
+                "supported, as PiSSA and OLoRA factorise the whole weight; initialise before sharding"
             )
         super().update_layer(adapter_name, config, module_name)
         for attribute in SUFFIXES:

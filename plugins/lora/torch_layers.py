@@ -170,6 +170,11 @@ class LoraLinear(_ModulePairLayer):
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name`` with its rank, scaling, dropout and initial weights."""
         weight = self.base_layer.weight
+        if uses_base_weight(config.init_lora_weights) and is_dtensor(weight):
+            raise PeftplugError(
+                f"init_lora_weights={config.init_lora_weights!r} on {module_name}: a tensor-parallel (DTensor) layer "
+                "is not supported, as PiSSA and OLoRA factorise the whole weight; initialise before sharding"
+            )
         if config.use_dora and is_dtensor(weight):
             raise PeftplugError(
                 f"DoRA (use_dora=True) on {module_name}: a tensor-parallel (DTensor) layer is not supported, "
