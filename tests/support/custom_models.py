@@ -104,3 +104,25 @@ def randomise(torch, model, seed: int = 2) -> None:
         for _, parameter in sorted(model.named_parameters()):
             if parameter.requires_grad:
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
+
+
+def paddle_mlp(paddle, torch):
+    """The custom MLP in Paddle, carrying ``build(torch, "mlp")``'s weights (transposed to [in, out])."""
+    nn = paddle.nn
+
+    class MLP(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.lin0 = nn.Linear(10, 20)
+            self.lin1 = nn.Linear(20, 2)
+
+        def forward(self, x):
+            return self.lin1(nn.functional.relu(self.lin0(x)))
+
+    source = build(torch, "mlp").state_dict()
+    model = MLP()
+    for name, parameter in model.named_parameters():
+        value = source[name].numpy()
+        parameter.set_value(value.T if name.endswith("weight") else value)
+    model.eval()
+    return model

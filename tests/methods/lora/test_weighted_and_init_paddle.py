@@ -11,33 +11,12 @@ import warnings
 import custom_models
 import numpy as np
 import pytest
+from custom_models import paddle_mlp
 
 import peftplug
 
 peft = pytest.importorskip("peft")
 TOLERANCE = 1e-5
-
-
-def paddle_mlp(paddle, torch):
-    """The custom MLP in Paddle, carrying ``custom_models.build(torch, "mlp")``'s weights."""
-    nn = paddle.nn
-
-    class MLP(nn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.lin0 = nn.Linear(10, 20)
-            self.lin1 = nn.Linear(20, 2)
-
-        def forward(self, x):
-            return self.lin1(nn.functional.relu(self.lin0(x)))
-
-    source = custom_models.build(torch, "mlp").state_dict()
-    model = MLP()
-    for name, parameter in model.named_parameters():
-        value = source[name].numpy()
-        parameter.set_value(value.T if name.endswith("weight") else value)
-    model.eval()
-    return model
 
 
 def outputs(paddle, torch, hf, ours):
