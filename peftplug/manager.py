@@ -102,7 +102,7 @@ def _check_method(item: Any) -> str | None:
         if axis not in AXES:
             return f"method {item.name!r}: module_fields[{field_name!r}] is {axis!r}, not one of {', '.join(AXES)}"
     declared = [("rescale_rank", item.rescale_rank)]
-    for table in ("codecs", "layers", "prompt_encoders", "exports"):
+    for table in ("codecs", "layers", "prompt_encoders", "exports", "model_methods"):
         if not isinstance(getattr(item, table), Mapping):
             return f"method {item.name!r}: {table} must be a mapping, got {type(getattr(item, table)).__name__}"
         declared += [(f"{table}[{key!r}]", value) for key, value in getattr(item, table).items()]

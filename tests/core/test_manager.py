@@ -265,6 +265,10 @@ def test_a_hook_overrides_a_declaration():
             r"namespaces\['tagged'\]\['Model'\] is 'tag.Model', not a 'module:attribute'",
         ),
         (
+            {"model_methods": {"combine": "tag_combine"}},
+            r"model_methods\['combine'\] is 'tag_combine', not a 'module:attribute'",
+        ),
+        (
             {"prompt_encoders": {"torch": "tag:build"}},
             "prompt_encoders is for prompt methods, and this is a layer method",
         ),
