@@ -8,6 +8,7 @@ import re
 from typing import ClassVar, Literal
 
 from peftplug.config import AdapterConfig
+from peftplug.errors import ConfigError
 from peftplug.targets import pattern_value
 
 STRING_INITS = ("gaussian", "pissa", "olora")
@@ -21,6 +22,22 @@ def is_known_init(init: str) -> bool:
 def uses_base_weight(init: object) -> bool:
     """True for the initialisations that take A and B from the base weight (PiSSA, OLoRA)."""
     return isinstance(init, str) and init != "gaussian"
+
+
+def refuse_base_weight_init(init: object, module_name: str, why: str) -> None:
+    """Raise the error naming ``init_lora_weights`` when ``init`` is PiSSA or OLoRA, which
+    ``module_name`` cannot take (``why``); nothing has changed yet."""
+    if uses_base_weight(init):
+        raise ConfigError(
+            "LoraConfig", "init_lora_weights", init, f"True, False or 'gaussian' for {module_name}: {why}"
+        )
+
+
+def refuse_base_weight_init_of_dtype(init: str, module_name: str, dtype: object, supported: bool) -> None:
+    """The error of :func:`refuse_base_weight_init` for a weight whose ``dtype`` is not ``supported``."""
+    if not supported:
+        why = f"its {dtype} weight; PiSSA and OLoRA need float32, float16 or bfloat16 (initialise, then quantize)"
+        refuse_base_weight_init(init, module_name, why)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import paddle
 
-from peftplug.errors import ConfigError
+from peftplug.plugins.lora.config import refuse_base_weight_init_of_dtype
 
 HALF_OR_FULL = (paddle.float32, paddle.float16, paddle.bfloat16)
 
@@ -18,14 +18,7 @@ def init_from_base_weight(layer, adapter_name: str, init: str, module_name: str)
     """Initialise ``layer``'s adapter ``adapter_name`` by ``init`` (``pissa``, ``pissa_niter_<N>``,
     ``olora``) and subtract it from the base weight."""
     weight = layer.base_layer.weight
-    if weight.dtype not in HALF_OR_FULL:
-        raise ConfigError(
-            "LoraConfig",
-            "init_lora_weights",
-            init,
-            f"an initialisation other than {init!r} for {module_name} ({weight.dtype} weight): PiSSA and OLoRA "
-            "need a float32, float16 or bfloat16 weight; initialise before quantizing",
-        )
+    refuse_base_weight_init_of_dtype(init, module_name, weight.dtype, weight.dtype in HALF_OR_FULL)
     r, scaling = layer.r[adapter_name], layer.scaling[adapter_name]
     with paddle.no_grad():
         out_in = weight.astype(paddle.float32).T

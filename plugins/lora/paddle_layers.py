@@ -33,8 +33,8 @@ from peftplug.backends.paddle.layer import (
     to_numpy,
 )
 from peftplug.backends.paddle.tensor_parallel import is_parallel_linear
-from peftplug.errors import ConfigError, PeftplugError
-from peftplug.plugins.lora.config import LoraConfig, uses_base_weight
+from peftplug.errors import PeftplugError
+from peftplug.plugins.lora.config import LoraConfig, refuse_base_weight_init, uses_base_weight
 from peftplug.plugins.lora.paddle_base_weight_init import init_from_base_weight
 from peftplug.plugins.lora.paddle_dora import column_norms, dora_output
 
@@ -335,13 +335,9 @@ class LoraConv2D(_PaddleLoraLayer):
                 f"LoRA on {module_name} (Conv2D, {found}): peftplug's Conv2D LoRA takes plain LoRA on ungrouped, "
                 "undilated NCHW convolutions; leave this module out of target_modules"
             )
-        if uses_base_weight(config.init_lora_weights):
-            raise ConfigError(
-                type(config).__name__,
-                "init_lora_weights",
-                config.init_lora_weights,
-                f"True, False or 'gaussian' for {module_name} (Conv2D): PiSSA and OLoRA initialise Linear layers only",
-            )
+        refuse_base_weight_init(
+            config.init_lora_weights, module_name, "a Conv2D; PiSSA and OLoRA initialise Linear layers only"
+        )
         r = self._record(adapter_name, config, module_name)
         dtype = adapter_dtype(base.weight)
         out_channels, in_channels, *kernel = base.weight.shape

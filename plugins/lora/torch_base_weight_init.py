@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from peftplug.errors import ConfigError
+from peftplug.plugins.lora.config import refuse_base_weight_init, refuse_base_weight_init_of_dtype
 
 HALF_OR_FULL = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -23,21 +23,10 @@ def init_from_base_weight(layer, adapter_name: str, init: str, module_name: str)
     """Initialise ``layer``'s adapter ``adapter_name`` by ``init`` (``pissa``, ``pissa_niter_<N>``,
     ``olora``) and subtract it from the base weight."""
     weight = layer.base_layer.weight
-    if weight.dtype not in HALF_OR_FULL:
-        raise ConfigError(
-            "LoraConfig",
-            "init_lora_weights",
-            init,
-            f"an initialisation other than {init!r} for {module_name} ({weight.dtype} weight): PiSSA and OLoRA "
-            "need a float32, float16 or bfloat16 weight; initialise before quantizing",
-        )
+    refuse_base_weight_init_of_dtype(init, module_name, weight.dtype, weight.dtype in HALF_OR_FULL)
     if init == "olora" and layer.fan_in_fan_out:
-        raise ConfigError(
-            "LoraConfig",
-            "init_lora_weights",
-            init,
-            f"an initialisation other than 'olora' for {module_name} (a Conv1D, weight stored [in, out]), whose "
-            "QR factors do not fit A and B",
+        refuse_base_weight_init(
+            init, module_name, "a Conv1D (weight stored [in, out]), whose QR factors do not fit A and B"
         )
     r, scaling = layer.r[adapter_name], layer.scaling[adapter_name]
     with torch.no_grad():

@@ -40,8 +40,8 @@ from peftplug.backends.torch.layer import (
 )
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
-from peftplug.errors import ConfigError, PeftplugError
-from peftplug.plugins.lora.config import LoraConfig, uses_base_weight
+from peftplug.errors import PeftplugError
+from peftplug.plugins.lora.config import LoraConfig, refuse_base_weight_init, uses_base_weight
 from peftplug.plugins.lora.torch_base_weight_init import init_from_base_weight
 from peftplug.plugins.lora.torch_dora import DoraMagnitude, dora_output, row_norms
 
@@ -359,13 +359,9 @@ class LoraConv2d(_ModulePairLayer):
     def update_layer(self, adapter_name: str, config: LoraConfig, module_name: str) -> None:
         """Add adapter ``adapter_name``; grouped or dilated convolutions and DoRA are refused."""
         base = self.base_layer
-        if uses_base_weight(config.init_lora_weights):
-            raise ConfigError(
-                type(config).__name__,
-                "init_lora_weights",
-                config.init_lora_weights,
-                f"True, False or 'gaussian' for {module_name} (Conv2d): PiSSA and OLoRA initialise Linear layers only",
-            )
+        refuse_base_weight_init(
+            config.init_lora_weights, module_name, "a Conv2d; PiSSA and OLoRA initialise Linear layers only"
+        )
         if base.groups != 1 or tuple(base.dilation) != (1, 1) or config.use_dora:
             found = "use_dora=True" if config.use_dora else f"groups={base.groups}, dilation={tuple(base.dilation)}"
             raise PeftplugError(
