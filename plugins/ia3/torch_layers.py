@@ -1,4 +1,4 @@
-"""(IA)³ layers for PyTorch: Linear (and GPT-2's Conv1D).
+"""(IA)³ layers for PyTorch: Linear (and GPT-2's Conv1D), and ungrouped Conv2d (:class:`IA3Conv2d`).
 
 Math, for a base weight ``W`` (``[out, in]``), bias ``b`` and a learned vector ``l`` (ones at
 init, so a fresh adapter changes nothing)::
@@ -29,6 +29,7 @@ from torch import nn
 from peftplug.backends.torch.layer import TorchAdapterLayer, adapter_dtype, copy_into, linear_features, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
 from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
+from peftplug.errors import PeftplugError
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
 
@@ -143,15 +144,88 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
         return {"ia3_l"}
 
 
+class IA3Conv2d(InexactUnmerge, TorchAdapterLayer):
+    """(IA)³ around an ungrouped ``nn.Conv2d``, as HF PEFT's: ``ia3_l`` ``[1, C, 1, 1]`` scales the
+    input channels (feed-forward, ``C = in``) or the output channels (``C = out``; the bias too)."""
+
+    adapter_layer_names = ("ia3_l",)
+    adapter_value_names = ("is_feedforward",)
+
+    def __init__(self, base_layer: nn.Conv2d):
+        super().__init__()
+        self.base_layer = base_layer
+        self.ia3_l = nn.ParameterDict()
+        self.is_feedforward: dict[str, bool] = {}
+
+    def update_layer(self, adapter_name: str, config: IA3Config, module_name: str) -> None:
+        """Add adapter ``adapter_name``; a grouped convolution is refused, naming the module."""
+        base = self.base_layer
+        if base.groups != 1:
+            raise PeftplugError(
+                f"IA3 on {module_name} (Conv2d, groups={base.groups}): peftplug's Conv2d IA3 takes ungrouped "
+                "convolutions; leave this module out of target_modules"
+            )
+        feedforward = config.is_feedforward(module_name)
+        shape = (1, base.in_channels if feedforward else base.out_channels, 1, 1)
+        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight)}
+        vector = torch.ones(shape, **factory) if config.init_ia3_weights else torch.randn(shape, **factory)
+        self.ia3_l[adapter_name] = nn.Parameter(vector)
+        self.is_feedforward[adapter_name] = feedforward
+
+    def _weight_scale(self, adapter_name: str) -> torch.Tensor:
+        """``l`` shaped to scale the kernel's input channels, or its output channels."""
+        vector = self.ia3_l[adapter_name]
+        return vector if self.is_feedforward[adapter_name] else vector.transpose(0, 1)
+
+    def _merge_one(self, name: str) -> None:
+        """Scale the kernel (and, for output scaling, the bias) by ``l``."""
+        base = self.base_layer
+        with torch.no_grad():
+            base.weight.mul_(self._weight_scale(name))
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
+
+    def _unmerge_one(self, name: str) -> None:
+        """Divide ``l`` back out of the kernel (and the bias)."""
+        base = self.base_layer
+        with torch.no_grad():
+            base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``conv(l * x)`` for feed-forward adapters, ``l * conv(x)`` for the others."""
+        names = self._active_unmerged()
+        for name in (n for n in names if self.is_feedforward[n]):
+            x = (x.to(self.ia3_l[name].dtype) * self.ia3_l[name]).to(x.dtype)
+        result = self.base_layer(x, *args, **kwargs)
+        for name in (n for n in names if not self.is_feedforward[n]):
+            result = (result * self.ia3_l[name]).to(result.dtype)
+        return result
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``ia3_l``, ``[1, C, 1, 1]``."""
+        return {"ia3_l": to_numpy(self.ia3_l[name])}
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``ia3_l`` in, checking its shape."""
+        if "ia3_l" not in tensors:
+            return set()
+        copy_into(self.ia3_l[name], tensors["ia3_l"], key_prefix + "ia3_l")
+        return {"ia3_l"}
+
+
 def wrap(layer: nn.Module, name: str, config: IA3Config, adapter_name: str) -> nn.Module | None:
     """The IA3 layer for ``layer`` with adapter ``adapter_name`` added; None if unsupported."""
-    if isinstance(layer, IA3Linear):
+    if isinstance(layer, (IA3Linear, IA3Conv2d)):
         ia3 = layer
     elif isinstance(layer, nn.Linear):
         ia3 = IA3Linear(layer, fan_in_fan_out=False)
     elif is_conv1d(layer):
         config.fan_in_fan_out = True  # Conv1D stores [in, out]; HF PEFT records the same
         ia3 = IA3Linear(layer, fan_in_fan_out=True)
+    elif isinstance(layer, nn.Conv2d):
+        ia3 = IA3Conv2d(layer)
     else:
         return None
     ia3.update_layer(adapter_name, config, name)

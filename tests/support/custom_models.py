@@ -24,6 +24,13 @@ CASES = [
     ("emb-lora", "emb", "LoraConfig", {"target_modules": ["emb"]}),
     ("emb-lora-modules_to_save", "emb", "LoraConfig", {"target_modules": ["emb"], "modules_to_save": ["lin0"]}),
     ("conv2d-lora", "conv2d", "LoraConfig", {"target_modules": ["conv2d"]}),
+    ("conv2d-ia3", "conv2d", "IA3Config", {"target_modules": ["conv2d"], "feedforward_modules": []}),
+    (
+        "conv2d-ia3-feedforward",
+        "conv2d",
+        "IA3Config",
+        {"target_modules": ["conv2d"], "feedforward_modules": ["conv2d"]},
+    ),
     (
         "conv2d-lora-modules_to_save",
         "conv2d",
@@ -36,7 +43,6 @@ CASES = [
 NOT_SUPPORTED = {
     "emb-dora": "peftplug's DoRA wraps Linear and Conv1D layers only (Embedding DoRA is refused with an error)",
     "conv2d-dora": "peftplug's DoRA wraps Linear and Conv1D layers only (Conv2d DoRA is refused with an error)",
-    "conv2d-ia3": "peftplug's IA3 has no Conv2d layer (Linear and Conv1D only)",
 }
 
 
