@@ -34,16 +34,53 @@ from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
 
 
-class IA3Linear(InexactUnmerge, TorchAdapterLayer):
+class _IA3Layer(InexactUnmerge, TorchAdapterLayer):
+    """What IA3's torch layers share: the per-adapter vectors ``ia3_l`` and whether each scales
+    the input (feed-forward) or the output, merged through ``_weight_scale`` (``l`` shaped for
+    the weight) and saved as they are."""
+
+    adapter_layer_names = ("ia3_l",)
+    adapter_value_names = ("is_feedforward",)
+
+    def _weight_scale(self, adapter_name: str) -> torch.Tensor:
+        """``l`` shaped to multiply the base weight in its own layout (each layer's)."""
+        raise NotImplementedError
+
+    def _merge_one(self, name: str) -> None:
+        """Scale the weight (and, for output scaling, the bias) by ``l``."""
+        base = self.base_layer
+        with torch.no_grad():
+            base.weight.mul_(self._weight_scale(name))
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
+
+    def _unmerge_one(self, name: str) -> None:
+        """Divide ``l`` back out of the weight (and the bias)."""
+        base = self.base_layer
+        with torch.no_grad():
+            base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
+            if not self.is_feedforward[name] and base.bias is not None:
+                base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
+
+    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
+        """``ia3_l`` in HF PEFT's shape for the layer."""
+        return {"ia3_l": to_numpy(self.ia3_l[name])}
+
+    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
+        """Copy ``ia3_l`` in, checking its shape (a feed-forward mismatch shows as one)."""
+        if "ia3_l" not in tensors:
+            return set()
+        copy_into(self.ia3_l[name], tensors["ia3_l"], key_prefix + "ia3_l")
+        return {"ia3_l"}
+
+
+class IA3Linear(_IA3Layer):
     """(IA)³ around ``nn.Linear`` or transformers' ``Conv1D`` (``fan_in_fan_out``).
 
     Whether a vector scales the input (feed-forward) or the output is decided per adapter,
     from its config, and recorded in ``is_feedforward``. (HF PEFT decides it once per layer, from
     the first adapter; the two agree whenever adapters sharing a module agree on it.)
     """
-
-    adapter_layer_names = ("ia3_l",)
-    adapter_value_names = ("is_feedforward",)
 
     def __init__(self, base_layer: nn.Module, fan_in_fan_out: bool):
         super().__init__()
@@ -71,22 +108,6 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
         """``l`` shaped to multiply ``W`` in its own layout (transposed for Conv1D)."""
         vector = self.ia3_l[adapter_name]
         return vector.T if self.fan_in_fan_out else vector
-
-    def _merge_one(self, name: str) -> None:
-        """Scale ``W`` (and, for output scaling, ``b``) by ``l``."""
-        base = self.base_layer
-        with torch.no_grad():
-            base.weight.mul_(self._weight_scale(name))
-            if not self.is_feedforward[name] and base.bias is not None:
-                base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
-
-    def _unmerge_one(self, name: str) -> None:
-        """Divide ``l`` back out of ``W`` (and ``b``)."""
-        base = self.base_layer
-        with torch.no_grad():
-            base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
-            if not self.is_feedforward[name] and base.bias is not None:
-                base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``base(l * x)`` for feed-forward adapters, ``l * base(x)`` for the others
@@ -132,24 +153,10 @@ class IA3Linear(InexactUnmerge, TorchAdapterLayer):
         """``ia3_l`` (a DTensor when sharded)."""
         return {"ia3_l": self.ia3_l[name]}
 
-    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
-        """``ia3_l``: ``[1, in]`` for a feed-forward module, ``[out, 1]`` otherwise."""
-        return {"ia3_l": to_numpy(self.ia3_l[name])}
 
-    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
-        """Copy ``ia3_l`` in, checking its shape (a feed-forward mismatch shows as one)."""
-        if "ia3_l" not in tensors:
-            return set()
-        copy_into(self.ia3_l[name], tensors["ia3_l"], key_prefix + "ia3_l")
-        return {"ia3_l"}
-
-
-class IA3Conv2d(InexactUnmerge, TorchAdapterLayer):
+class IA3Conv2d(_IA3Layer):
     """(IA)³ around an ungrouped ``nn.Conv2d``, as HF PEFT's: ``ia3_l`` ``[1, C, 1, 1]`` scales the
     input channels (feed-forward, ``C = in``) or the output channels (``C = out``; the bias too)."""
-
-    adapter_layer_names = ("ia3_l",)
-    adapter_value_names = ("is_feedforward",)
 
     def __init__(self, base_layer: nn.Conv2d):
         super().__init__()
@@ -177,22 +184,6 @@ class IA3Conv2d(InexactUnmerge, TorchAdapterLayer):
         vector = self.ia3_l[adapter_name]
         return vector if self.is_feedforward[adapter_name] else vector.transpose(0, 1)
 
-    def _merge_one(self, name: str) -> None:
-        """Scale the kernel (and, for output scaling, the bias) by ``l``."""
-        base = self.base_layer
-        with torch.no_grad():
-            base.weight.mul_(self._weight_scale(name))
-            if not self.is_feedforward[name] and base.bias is not None:
-                base.bias.mul_(self.ia3_l[name].reshape(base.bias.shape))
-
-    def _unmerge_one(self, name: str) -> None:
-        """Divide ``l`` back out of the kernel (and the bias)."""
-        base = self.base_layer
-        with torch.no_grad():
-            base.weight.div_(self._weight_scale(name) + UNMERGE_EPSILON)
-            if not self.is_feedforward[name] and base.bias is not None:
-                base.bias.div_(self.ia3_l[name].reshape(base.bias.shape) + UNMERGE_EPSILON)
-
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``conv(l * x)`` for feed-forward adapters, ``l * conv(x)`` for the others."""
         names = self._active_unmerged()
@@ -202,17 +193,6 @@ class IA3Conv2d(InexactUnmerge, TorchAdapterLayer):
         for name in (n for n in names if not self.is_feedforward[n]):
             result = (result * self.ia3_l[name]).to(result.dtype)
         return result
-
-    def export_adapter(self, name: str) -> dict[str, np.ndarray]:
-        """``ia3_l``, ``[1, C, 1, 1]``."""
-        return {"ia3_l": to_numpy(self.ia3_l[name])}
-
-    def import_adapter(self, name: str, tensors: dict[str, np.ndarray], key_prefix: str) -> set[str]:
-        """Copy ``ia3_l`` in, checking its shape."""
-        if "ia3_l" not in tensors:
-            return set()
-        copy_into(self.ia3_l[name], tensors["ia3_l"], key_prefix + "ia3_l")
-        return {"ia3_l"}
 
 
 def wrap(layer: nn.Module, name: str, config: IA3Config, adapter_name: str) -> nn.Module | None:
