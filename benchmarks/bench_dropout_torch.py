@@ -17,8 +17,6 @@ the milliseconds of each library's dropout modules over the step's forward (torc
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
 import platform
 import sys
@@ -28,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cli import heading, parser_for, publish  # noqa: E402
 from bench_lora_torch import FULL, QUICK, TARGETS, Quiet, Sizes, Unit, interleave, llama, training_step  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dropout_torch.md"
@@ -113,12 +112,11 @@ def benchmark(sizes: Sizes, repeats: int, warmup: int):
     return {unit.label: unit for unit in units}, work
 
 
-def report(units: dict[str, Unit], work: dict, sizes: Sizes, args, seconds: float) -> str:
+def report(units: dict[str, Unit], work: dict, sizes: Sizes, args, started: float) -> str:
     """The results file."""
     import peft
     import transformers
 
-    command = "python benchmarks/bench_dropout_torch.py " + " ".join(sys.argv[1:])
     ours = units["peftplug dropout"].paired_ratio(units["peftplug no dropout"])
     theirs = units["peft dropout"].paired_ratio(units["peft no dropout"])
     control = units["peftplug no dropout (A/A)"].paired_ratio(units["peftplug no dropout"])
@@ -128,7 +126,7 @@ def report(units: dict[str, Unit], work: dict, sizes: Sizes, args, seconds: floa
         [
             "# LoRA dropout in a training step: peftplug vs HF PEFT (PyTorch, CPU)",
             "",
-            f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
+            heading("bench_dropout_torch.py", started),
             "",
             f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
             f"Python {platform.python_version()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs.",
@@ -161,24 +159,15 @@ def report(units: dict[str, Unit], work: dict, sizes: Sizes, args, seconds: floa
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the tables and write the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, few rounds (a smoke run)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser = parser_for(__doc__)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--output", type=Path, default=None, help="where to write the tables")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (2 if args.quick else 10)
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     units, work = benchmark(sizes, args.repeats, args.warmup)
-    text = report(units, work, sizes, args, time.perf_counter() - started)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.write_text(text)
-    return 0
+    return publish(report(units, work, sizes, args, started), args, RESULTS)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ profiler), since a loop over adapters shows there as calls per layer.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
 import platform
 import sys
@@ -28,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cli import heading, parser_for, publish  # noqa: E402
 from bench_lora_torch import TARGETS, Quiet, Sizes, Unit, interleave, llama  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_batch_torch.md"
@@ -137,17 +136,16 @@ def rows(units: list[Unit], tokens: int, what: str) -> list[str]:
     ]
 
 
-def report(forward_units, generate_units, checks, counts, sizes: Sizes, args, seconds: float) -> str:
+def report(forward_units, generate_units, checks, counts, sizes: Sizes, args, started: float) -> str:
     """The results file: settings, the tables, the checks."""
     import peft
     import transformers
 
-    command = "python benchmarks/bench_mixed_batch_torch.py " + " ".join(sys.argv[1:])
     return "\n".join(
         [
             "# Mixed batches: 8 LoRA adapters in one batch, peftplug vs HF PEFT (PyTorch, CPU)",
             "",
-            f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
+            heading("bench_mixed_batch_torch.py", started),
             "",
             f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
             f"Python {platform.python_version()}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs.",
@@ -175,25 +173,16 @@ def report(forward_units, generate_units, checks, counts, sizes: Sizes, args, se
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the tables and write the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, few rounds (a smoke run)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser = parser_for(__doc__)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens generate adds per row")
-    parser.add_argument("--output", type=Path, default=None, help="where to write the tables")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (2 if args.quick else 8)
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     forward_units, generate_units, checks, counts = benchmark(sizes, args.repeats, args.warmup, args.new_tokens)
-    text = report(forward_units, generate_units, checks, counts, sizes, args, time.perf_counter() - started)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.write_text(text)
-    return 0
+    return publish(report(forward_units, generate_units, checks, counts, sizes, args, started), args, RESULTS)
 
 
 if __name__ == "__main__":
