@@ -5,25 +5,13 @@ one batched product per layer, not a loop over adapters; bad names are refused a
 from __future__ import annotations
 
 import pytest
-
-import peftplug
-
-ROWS = ["a", "b", "__base__", "c", "a", "b"]
+from mixed_batch_cases import CASES, ROWS, with_adapters
 
 
 def batch(torch, rows: int = len(ROWS)):
     generator = torch.Generator().manual_seed(3)
     ids = torch.randint(3, 128, (rows, 6), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
-def with_adapters(make_model, configs: dict):
-    """The tiny Llama with one adapter per entry of ``configs``, each with random weights."""
-    names = list(configs)
-    model = peftplug.get_peft_model(make_model("llama"), configs[names[0]], adapter_name=names[0])
-    for name in names[1:]:
-        model.add_adapter(name, configs[name])
-    return model.eval()
 
 
 def alone(torch, model, inputs, names):
@@ -41,25 +29,9 @@ def alone(torch, model, inputs, names):
     return torch.cat(rows)
 
 
-def lora(**kwargs):
-    return peftplug.LoraConfig(init_lora_weights=False, target_modules=["q_proj", "v_proj", "down_proj"], **kwargs)
-
-
-CASES = {
-    "lora, three ranks": {"a": lora(r=4), "b": lora(r=8, lora_alpha=32), "c": lora(r=2, use_rslora=True)},
-    "dora beside lora": {"a": lora(r=4, use_dora=True), "b": lora(r=8), "c": lora(r=2, use_dora=True)},
-    "ia3, both sides": {
-        name: peftplug.IA3Config(
-            init_ia3_weights=False, target_modules=["k_proj", "down_proj"], feedforward_modules=feedforward
-        )
-        for name, feedforward in (("a", ["down_proj"]), ("b", []), ("c", ["down_proj"]))
-    },
-}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_row_equals_its_adapter_run_alone(torch, make_model, case):
-    model = with_adapters(make_model, CASES[case])
+    model = with_adapters(make_model("llama"), CASES[case])
     inputs = batch(torch)
     with torch.no_grad():
         mixed = model(**inputs, adapter_names=ROWS).logits
@@ -71,7 +43,7 @@ def test_lora_equals_hf_peft_mixed_batch_on_the_same_weights(torch, make_model, 
     from peft import PeftModel as HFPeftModel
 
     configs = CASES["lora, three ranks"]
-    model = with_adapters(make_model, configs)
+    model = with_adapters(make_model("llama"), configs)
     model.save_pretrained(tmp_path)
     reference = HFPeftModel.from_pretrained(make_model("llama"), str(tmp_path / "a"), adapter_name="a")
     for name in ("b", "c"):
@@ -85,7 +57,7 @@ def test_lora_equals_hf_peft_mixed_batch_on_the_same_weights(torch, make_model, 
 
 
 def test_generate_gives_each_prompt_its_adapters_continuation(torch, make_model):
-    model = with_adapters(make_model, CASES["lora, three ranks"])
+    model = with_adapters(make_model("llama"), CASES["lora, three ranks"])
     inputs = batch(torch)
     settings = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
     with torch.no_grad():
@@ -105,7 +77,7 @@ def test_generate_gives_each_prompt_its_adapters_continuation(torch, make_model)
 def test_plain_lora_runs_one_batched_product_per_layer_not_one_per_adapter(torch, make_model, monkeypatch):
     """The base layer runs once per LoRA layer and the adapters in two ``bmm`` calls, whatever
     the number of adapters in the batch."""
-    model = with_adapters(make_model, CASES["lora, three ranks"])
+    model = with_adapters(make_model("llama"), CASES["lora, three ranks"])
     layers = [layer for _, layer in model._adapter_layers()]
     calls = {"base": 0, "bmm": 0}
     for layer in layers:
@@ -131,14 +103,14 @@ def test_plain_lora_runs_one_batched_product_per_layer_not_one_per_adapter(torch
     ],
 )
 def test_bad_adapter_names_are_refused_naming_them(torch, make_model, names, error, said):
-    model = with_adapters(make_model, CASES["lora, three ranks"])
+    model = with_adapters(make_model("llama"), CASES["lora, three ranks"])
     with pytest.raises(error, match=said.replace("(", r"\(").replace(")", r"\)")):
         model(**batch(torch), adapter_names=names)
     assert all("forward" not in layer.__dict__ for _, layer in model._adapter_layers()), "the model was restored"
 
 
 def test_training_mode_and_merged_adapters_are_refused(torch, make_model):
-    model = with_adapters(make_model, CASES["lora, three ranks"])
+    model = with_adapters(make_model("llama"), CASES["lora, three ranks"])
     model.train()
     with pytest.raises(ValueError, match="training mode"):
         model(**batch(torch), adapter_names=ROWS)
