@@ -113,6 +113,7 @@ class TensorParallelGroup(Protocol):
 
     rank: int
     degree: int
+    engine: str  # what shards the model, for messages: "tensor-parallel", "fully_shard (FSDP2)" ...
 
     def gather(self, payload: Any) -> list[Any] | None:
         """Collective: every rank's ``payload`` (picklable: numpy arrays, plain containers) in rank

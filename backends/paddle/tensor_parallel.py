@@ -137,6 +137,7 @@ class PaddleTensorParallelGroup:
         self._group = group
         self.rank = group.rank
         self.degree = group.nranks
+        self.engine = "tensor-parallel"
         self._namespace = "peftplug/mp" + "-".join(str(r) for r in group.ranks)
         try:
             self._store = core.create_or_get_global_tcp_store()

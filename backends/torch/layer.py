@@ -17,6 +17,7 @@ from torch import nn
 
 from peftplug.backends.torch.tensor_parallel import (
     is_dtensor,
+    is_parallel_module,
     keep_local_piece,
     local_piece,
     return_parallel_hooks,
@@ -77,6 +78,12 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
         ]
         return torch.cat(outputs)[torch.argsort(order)]
 
+    def is_tensor_parallel(self) -> bool:
+        """True when this layer took a tensor-parallel base layer's hooks: its adapter tensors are
+        then DTensors split like the base weight. (A base sharded by ``fully_shard`` is not tensor
+        parallel: FSDP2 gathers it whole around the forward, and the adapter is kept whole.)"""
+        return self._peftplug_adopted_hooks
+
     def adapter_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
         """Adapter ``name``'s parameters by saved key suffix, in HF PEFT's layout, where a
         method's layer can be tensor-parallel; None (the default) where it cannot."""
@@ -85,12 +92,13 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
     def export_adapter_shard(self, name: str) -> dict[str, tuple[np.ndarray, int | None]]:
         """This rank's piece of each tensor and its split axis (None: whole); no communication.
 
-        A layer without :meth:`adapter_tensors` holding DTensor parameters is an error naming it.
+        A layer without :meth:`adapter_tensors` around a tensor-parallel module is an error naming
+        it; under ``fully_shard`` such a layer's tensors are gathered whole (a collective).
         """
         tensors = self.adapter_tensors(name)
         if tensors is not None:
             return {suffix: local_piece(tensor, suffix) for suffix, tensor in tensors.items()}
-        if any(is_dtensor(parameter) for parameter in self.parameters()):
+        if any(is_parallel_module(module) for module in self.modules()):
             raise NotImplementedError(f"{type(self).__name__} cannot save a tensor-parallel (DTensor) module")
         return {suffix: (array, None) for suffix, array in self.export_adapter(name).items()}
 

@@ -161,7 +161,7 @@ class TorchTensorParallelGroup:
     with ``torch.distributed.gather_object`` on the mesh's process group, posts and reads through
     the default process group's store (which outlives a failed collective)."""
 
-    def __init__(self, mesh: Any):
+    def __init__(self, mesh: Any, engine: str = "tensor-parallel"):
         import torch.distributed as dist
 
         if mesh.ndim != 1:
@@ -170,6 +170,7 @@ class TorchTensorParallelGroup:
                 "peftplug supports 1-D tensor-parallel meshes"
             )
         self.mesh = mesh
+        self.engine = engine
         self.rank = mesh.get_local_rank()
         self.degree = mesh.size()
         self._process_group = mesh.get_group()
@@ -206,8 +207,16 @@ class TorchTensorParallelGroup:
 
 
 def tensor_parallel_group(model: nn.Module) -> TorchTensorParallelGroup | None:
-    """The group ``model`` is sharded over (DTensor parameters on a mesh of 2 or more ranks)."""
+    """The group ``model`` is sharded over (DTensor parameters on a mesh of 2 or more ranks):
+    tensor parallelism, or FSDP2's ``fully_shard`` (every parameter then put back in its
+    sharded form first, see :mod:`peftplug.backends.torch.fsdp`)."""
+    from peftplug.backends.torch.fsdp import is_fully_sharded, reshard
+
+    engine = "tensor-parallel"
+    if is_fully_sharded(model):
+        reshard(model)
+        engine = "fully_shard (FSDP2)"
     mesh = find_mesh(model)
     if mesh is None or mesh.size() < 2:
         return None
-    return TorchTensorParallelGroup(mesh)
+    return TorchTensorParallelGroup(mesh, engine)

@@ -619,10 +619,10 @@ class PeftModel(DelegatesToInner):
         group = group_of(self)
         if group is not None:
             raise PeftplugError(
-                f"{method.name} (a prompt-learning method) is not supported on a tensor-parallel model "
+                f"{method.name} (a prompt-learning method) is not supported on a {group.engine} model "
                 f"(this one is sharded over {group.degree} ranks): peftplug shards only layer adapters "
                 "(methods whose tensors follow a layer's axes). Use one of those, or add the prompt adapter to the "
-                "unsharded model"
+                "unsharded model (then shard it)"
             )
         model = self.base_model.model
         resolved = self._with_resolved_targets(config, model)

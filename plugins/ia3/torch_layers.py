@@ -28,7 +28,7 @@ from torch import nn
 
 from peftplug.backends.torch.layer import TorchAdapterLayer, adapter_dtype, copy_into, linear_features, to_numpy
 from peftplug.backends.torch.ops import is_conv1d
-from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter, is_dtensor
+from peftplug.backends.torch.tensor_parallel import adopt_parallel_hooks, dtensor_parameter
 from peftplug.errors import PeftplugError
 from peftplug.plugins.ia3.config import IA3Config
 from peftplug.plugins.ia3.merging import UNMERGE_EPSILON, InexactUnmerge
@@ -98,7 +98,7 @@ class IA3Linear(_IA3Layer):
         weight = self.base_layer.weight
         factory = {"device": weight.device, "dtype": adapter_dtype(weight)}
         vector = torch.ones(shape, **factory) if config.init_ia3_weights else torch.randn(shape, **factory)
-        if is_dtensor(weight):  # [1, in] follows W's input axis 1, [out, 1] its output axis 0
+        if self.is_tensor_parallel():  # [1, in] follows W's input axis 1, [out, 1] its output axis 0
             self.ia3_l[adapter_name] = dtensor_parameter(vector, weight, {1: 1} if feedforward else {0: 0})
         else:
             self.ia3_l[adapter_name] = nn.Parameter(vector)

@@ -177,14 +177,15 @@ class LoraLinear(_ModulePairLayer):
             )
         if config.use_dora and is_dtensor(weight):
             raise PeftplugError(
-                f"DoRA (use_dora=True) on {module_name}: a tensor-parallel (DTensor) layer is not supported, "
-                "as its row norms would need the whole weight"
+                f"DoRA (use_dora=True) on {module_name}: a sharded (DTensor: tensor parallel or fully_shard) layer "
+                "is not supported, as its row norms would need the whole weight; call get_peft_model before "
+                "fully_shard, or use plain LoRA"
             )
         r = self._record(adapter_name, config, module_name)
         factory = {"device": weight.device, "dtype": adapter_dtype(weight)}
         a, b = _new_linear(self.in_features, r, **factory), _new_linear(r, self.out_features, **factory)
         self._add_pair(adapter_name, config, a, b)
-        if is_dtensor(weight):
+        if self.is_tensor_parallel():
             a.weight = dtensor_parameter(a.weight.data, weight, {1: 1})
             b.weight = dtensor_parameter(b.weight.data, weight, {0: 0})
         if uses_base_weight(config.init_lora_weights) and weight.device.type != "meta":

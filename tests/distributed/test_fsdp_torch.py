@@ -1,0 +1,195 @@
+"""LoRA under FSDP2 (``fully_shard`` per decoder layer and at the root): 2 ranks on CPU (torchrun,
+gloo) against one process on the same global batch.
+
+One job (tests/distributed/dp_workers/fsdp_worker.py) does every check; the tests here compare
+what it reports and writes with the single-process run, with HF PEFT, and with the saves' rules
+(one adapter, written by rank 0, a failing rank failing the others).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftplug.plugins.formats.safetensors_io import read_safetensors
+
+WORKERS = Path(__file__).parent / "dp_workers"
+sys.path.insert(0, str(WORKERS))
+import dp_common  # noqa: E402
+from dp_common import tp_common  # noqa: E402
+
+TIMEOUT = 180
+TOLERANCE = 1e-5
+FAIL_TIMEOUT = 4
+
+
+def torchrun(worker: str, *args: str, timeout_env: str = "60") -> subprocess.CompletedProcess:
+    """Run ``worker`` on 2 ranks; fail the test with its output when it fails or hangs."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PEFTPLUG_TP_TIMEOUT=timeout_env, PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    try:
+        done = subprocess.run(
+            [*command, str(WORKERS / worker), *args], env=env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"torchrun {worker} did not finish within {TIMEOUT} s:\n{error.stdout}\n{error.stderr}")
+    assert done.returncode == 0, f"torchrun {worker} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    return done
+
+
+def initial_adapter(torch, directory: Path) -> None:
+    """The tensor-parallel tests' LoRA on every projection, with random A and B (seed 2)."""
+    import peftplug
+
+    model = peftplug.get_peft_model(
+        tp_common.build_llama(torch),
+        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=tp_common.TARGETS),
+    )
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    model.save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, torch):
+    """The 2-rank job and the single-process references, once for this module's tests."""
+    import peftplug
+
+    root = tmp_path_factory.mktemp("fsdp")
+    initial_adapter(torch, root / "init")
+    out = root / "out"
+    torchrun("fsdp_worker.py", "fsdp", str(out), str(root / "init"), timeout_env=str(FAIL_TIMEOUT))
+    train_ids, eval_ids = dp_common.global_batch(torch)
+
+    model = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), root / "init", is_trainable=True)
+    loss, gradients = dp_common.adamw_step(torch, model, train_ids)
+    model.save_pretrained(root / "single")
+    reloaded = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), out / "saved", is_trainable=True)
+    reloaded_logits = tp_common.logits(torch, reloaded, eval_ids)
+    reloaded_loss, _ = dp_common.adamw_step(torch, reloaded, train_ids)
+    return {
+        "root": root,
+        "out": out,
+        "eval_ids": eval_ids,
+        "ranks": [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)],
+        "arrays": dict(np.load(out / "arrays.npz")),
+        "loss": loss,
+        "gradients": gradients,
+        "logits": tp_common.logits(torch, model, eval_ids),
+        "reloaded_logits": reloaded_logits,
+        "reloaded_loss": reloaded_loss,
+        "reloaded_trained": tp_common.logits(torch, reloaded, eval_ids),
+    }
+
+
+def assert_same_files(got: Path, want: Path, tolerance: float = TOLERANCE) -> None:
+    """Same file names, same config, same tensors (within ``tolerance``) in both directories."""
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir() if p.name != "README.md")
+    for path in want.rglob("*.json"):
+        assert json.loads((got / path.relative_to(want)).read_text()) == json.loads(path.read_text())
+    for path in want.rglob("*.safetensors"):
+        theirs, ours = read_safetensors(path), read_safetensors(got / path.relative_to(want))
+        assert sorted(ours) == sorted(theirs), path
+        for key in theirs:
+            np.testing.assert_allclose(ours[key], theirs[key], atol=tolerance, rtol=0, err_msg=key)
+
+
+def test_adapter_is_sharded_and_a_step_equals_one_process(run):
+    rank0 = run["ranks"][0]
+    assert rank0["placement"] == ["DTensor", "(Shard(dim=0),)", [2, 64]]
+    assert abs(rank0["loss"] - run["loss"]) <= TOLERANCE
+    got = {key.split("/", 1)[1]: value for key, value in run["arrays"].items() if key.startswith("grad/")}
+    assert sorted(got) == sorted(run["gradients"]) and len(got) == 2 * 7 * 2
+    for name, want in run["gradients"].items():
+        assert np.abs(want).max() > 1e-4, name  # every adapter tensor has a gradient worth comparing
+        np.testing.assert_allclose(got[name], want, atol=TOLERANCE, rtol=0, err_msg=name)
+    np.testing.assert_allclose(run["arrays"]["trained"], run["logits"], atol=TOLERANCE, rtol=0)
+
+
+def test_save_is_one_adapter_from_rank_0_that_hf_peft_loads(run, torch):
+    import peft
+
+    saved = run["out"] / "saved"
+    assert sorted(p.name for p in saved.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert_same_files(saved, run["root"] / "single")
+    assert run["ranks"][1]["rank_sees_saved"]  # save_pretrained returned on rank 1 after rank 0 wrote
+    theirs = peft.PeftModel.from_pretrained(tp_common.build_llama(torch), str(saved))
+    np.testing.assert_allclose(tp_common.logits(torch, theirs, run["eval_ids"]), run["logits"], atol=TOLERANCE, rtol=0)
+
+
+def test_merge_and_unmerge_work_on_the_shards(run):
+    np.testing.assert_allclose(run["arrays"]["merged"], run["logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(run["arrays"]["unmerged"], run["logits"], atol=TOLERANCE, rtol=0)
+
+
+def test_loading_onto_a_sharded_base_gives_each_rank_its_piece_and_trains_as_one_process(run):
+    rank0 = run["ranks"][0]
+    assert rank0["loaded_placement"] == ["DTensor", "(Shard(dim=0),)", [2, 64]]
+    np.testing.assert_allclose(run["arrays"]["loaded"], run["reloaded_logits"], atol=TOLERANCE, rtol=0)
+    assert abs(rank0["loaded_loss"] - run["reloaded_loss"]) <= TOLERANCE
+    np.testing.assert_allclose(run["arrays"]["loaded_trained"], run["reloaded_trained"], atol=TOLERANCE, rtol=0)
+
+
+def test_what_a_sharded_base_cannot_take_is_refused_by_name(run):
+    rank0 = run["ranks"][0]
+    assert rank0["second_adapter_error"].startswith("PeftplugError")
+    assert "model.layers.0.self_attn.q_proj already holds one" in rank0["second_adapter_error"]
+    assert "modules_to_save=['lm_head']" in rank0["modules_to_save_error"]
+    assert "before fully_shard" in rank0["modules_to_save_error"]
+    assert "prefix_tuning" in rank0["prefix_error"] and "fully_shard (FSDP2) model" in rank0["prefix_error"]
+
+
+def test_several_adapters_with_modules_to_save_and_prefix_tuning_sharded_after(run, torch, tmp_path):
+    import peftplug
+
+    train_ids, _ = dp_common.global_batch(torch)
+    torch.manual_seed(7)
+    several = peftplug.get_peft_model(
+        tp_common.build_llama(torch),
+        peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]),
+    )
+    torch.manual_seed(8)
+    several.add_adapter("other", peftplug.LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights=False))
+    loss, _ = dp_common.adamw_step(torch, several, train_ids)
+    assert abs(run["ranks"][0]["several_loss"] - loss) <= TOLERANCE
+    several.save_pretrained(tmp_path / "several")
+    # AdamW's first step moves each value by about lr * g / (|g| + eps): where the lm_head copy's
+    # gradient is near eps, a 1e-9 difference in g moves the value by ~1e-5 more
+    assert_same_files(run["out"] / "several", tmp_path / "several", tolerance=1e-4)
+    assert (run["out"] / "several" / "other" / "adapter_model.safetensors").is_file()
+
+    torch.manual_seed(9)
+    prefix = peftplug.get_peft_model(
+        tp_common.build_llama(torch), peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    )
+    loss, _ = dp_common.adamw_step(torch, prefix, train_ids)
+    assert abs(run["ranks"][0]["prefix_loss"] - loss) <= TOLERANCE
+    prefix.save_pretrained(tmp_path / "prefix")
+    assert_same_files(run["out"] / "prefix", tmp_path / "prefix")
+
+
+def test_a_failing_or_missing_rank_fails_the_others_and_leaves_no_adapter(run):
+    rank0, rank1 = run["ranks"][0]["fail"], run["ranks"][1]["fail"]
+    assert rank1["rank1_raises"]["type"] == "RuntimeError"
+    assert rank0["rank1_raises"]["type"] == "TensorParallelError"
+    assert "rank 1" in rank0["rank1_raises"]["error"] and "injected failure on rank 1" in rank0["rank1_raises"]["error"]
+    assert rank0["rank1_raises"]["contents"] is None and rank1["rank1_raises"]["contents"] is None
+    assert rank0["rank0_write_fails"]["type"] == "OSError"
+    assert (
+        "rank 0" in rank1["rank0_write_fails"]["error"]
+        and "injected write failure" in rank1["rank0_write_fails"]["error"]
+    )
+    assert not rank0["rank0_write_fails"]["contents"]
+    assert rank0["all_fine"]["contents"] == ["adapter_config.json", "adapter_model.safetensors"]
+    absent = rank0["rank1_absent"]
+    assert absent["type"] == "TensorParallelError" and "rank(s) [1] did not reach" in absent["error"]
+    assert FAIL_TIMEOUT <= absent["seconds"] < 30 and absent["contents"] is None
