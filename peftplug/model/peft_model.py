@@ -472,14 +472,18 @@ class PeftModel(DelegatesToInner):
         safe_serialization: bool = True,
         format: str = "peft",
         merge_tensor_parallel: bool | None = None,
+        is_main_process: bool = True,
     ) -> None:
         """Save each adapter (default: all) as HF PEFT does: ``default`` in ``save_directory``,
         the others in subfolders named after them, and in HF PEFT's format its model card
         (``README.md``, an existing one updated). All the files are written atomically.
 
-        On a tensor-parallel model every rank must call it. ``merge_tensor_parallel`` (None:
-        True when the model is sharded) gathers the shards to rank 0, which writes one ordinary
-        adapter; False makes each rank write its own shard file (see :mod:`peftplug.distributed.tp_save`).
+        On a sharded model (tensor parallel, ``fully_shard``) every rank must call it.
+        ``merge_tensor_parallel`` (None: True when the model is sharded) gathers the shards to
+        rank 0, which writes one ordinary adapter; False makes each rank write its own shard file
+        (see :mod:`peftplug.distributed.tp_save`). On a replicated one (DDP, one process)
+        ``is_main_process=False`` writes nothing, as in HF PEFT: pass ``rank == 0`` under DDP so
+        that one process writes; it is ignored on a sharded model, where rank 0 writes.
         """
         names = selected_adapters or list(self.peft_config)
         for name in names:
@@ -487,6 +491,8 @@ class PeftModel(DelegatesToInner):
         from peftplug.distributed.tp_save import group_of, save_merged, save_shards
 
         group = group_of(self)
+        if group is None and not is_main_process:
+            return
         if group is not None:
             directories = {
                 name: Path(save_directory) if name == DEFAULT_ADAPTER else Path(save_directory) / name for name in names

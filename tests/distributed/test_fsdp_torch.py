@@ -9,13 +9,12 @@ what it reports and writes with the single-process run, with HF PEFT, and with t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from torchrun_jobs import torchrun
 
 from peftplug.plugins.formats.safetensors_io import read_safetensors
 
@@ -24,39 +23,8 @@ sys.path.insert(0, str(WORKERS))
 import dp_common  # noqa: E402
 from dp_common import tp_common  # noqa: E402
 
-TIMEOUT = 180
 TOLERANCE = 1e-5
 FAIL_TIMEOUT = 4
-
-
-def torchrun(worker: str, *args: str, timeout_env: str = "60") -> subprocess.CompletedProcess:
-    """Run ``worker`` on 2 ranks; fail the test with its output when it fails or hangs."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PEFTPLUG_TP_TIMEOUT=timeout_env, PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    try:
-        done = subprocess.run(
-            [*command, str(WORKERS / worker), *args], env=env, capture_output=True, text=True, timeout=TIMEOUT
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"torchrun {worker} did not finish within {TIMEOUT} s:\n{error.stdout}\n{error.stderr}")
-    assert done.returncode == 0, f"torchrun {worker} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
-    return done
-
-
-def initial_adapter(torch, directory: Path) -> None:
-    """The tensor-parallel tests' LoRA on every projection, with random A and B (seed 2)."""
-    import peftplug
-
-    model = peftplug.get_peft_model(
-        tp_common.build_llama(torch),
-        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=tp_common.TARGETS),
-    )
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    model.save_pretrained(directory)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +33,9 @@ def run(tmp_path_factory, torch):
     import peftplug
 
     root = tmp_path_factory.mktemp("fsdp")
-    initial_adapter(torch, root / "init")
+    dp_common.initial_adapter(torch, root / "init")
     out = root / "out"
-    torchrun("fsdp_worker.py", "fsdp", str(out), str(root / "init"), timeout_env=str(FAIL_TIMEOUT))
+    torchrun(WORKERS / "fsdp_worker.py", "fsdp", str(out), str(root / "init"), timeout_env=str(FAIL_TIMEOUT))
     train_ids, eval_ids = dp_common.global_batch(torch)
 
     model = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), root / "init", is_trainable=True)

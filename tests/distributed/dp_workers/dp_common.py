@@ -13,10 +13,27 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tp_workers"))
-import tp_common  # noqa: E402, F401  (re-exported for the workers and the tests)
+import tp_common  # noqa: E402  (also used by the workers and the tests through this module)
 
 LR = 0.05
 RANKS = 2
+
+
+def initial_adapter(torch, directory) -> None:
+    """The tensor-parallel tests' LoRA on every projection, with random A and B (seed 2), saved
+    in ``directory``."""
+    import peftplug
+
+    model = peftplug.get_peft_model(
+        tp_common.build_llama(torch),
+        peftplug.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=tp_common.TARGETS),
+    )
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    model.save_pretrained(directory)
 
 
 def global_batch(torch):
@@ -53,3 +70,22 @@ def adamw_step(torch, model, ids, whole=lambda grad: grad, average=lambda loss: 
     optimizer.zero_grad()
     model.eval()
     return float(average(loss.detach())), gradients
+
+
+def trainer_arguments(output_dir) -> dict:
+    """``TrainingArguments`` of the Trainer runs: 2 steps over the 4-row global batch (4 rows a
+    step: 4 on one process, 2 per rank on two), a checkpoint after each, no shuffling noise in
+    what a step sees (every step sees all 4 rows)."""
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": 2,
+        "save_steps": 1,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 4 // RANKS,
+        "learning_rate": LR,
+        "report_to": [],
+        "use_cpu": True,
+        "save_only_model": True,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
