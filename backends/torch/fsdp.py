@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from peftplug.backends.torch.tensor_parallel import is_dtensor
+from peftplug.backends.torch.tensor_parallel import is_dtensor, is_parallel_module
 from peftplug.errors import PeftplugError
 
 
@@ -86,6 +86,12 @@ def refuse_after_sharding(model: nn.Module, config: Any) -> None:
     from peftplug.backends.torch.layer import TorchAdapterLayer
 
     advice = "call get_peft_model (and add every adapter) before fully_shard"
+    parallel = [name for name, module in model.named_modules() if is_parallel_module(module)]
+    if parallel:
+        raise PeftplugError(
+            f"an adapter on a model sharded with fully_shard over a tensor-parallel one ({parallel[0]} is "
+            f"tensor parallel): FSDP2 would shard the new adapter over the 2-D mesh; {advice}"
+        )
     if getattr(config, "modules_to_save", None):
         raise PeftplugError(
             f"modules_to_save={list(config.modules_to_save)} on a model already sharded with fully_shard: the copies "

@@ -129,8 +129,8 @@ def local_piece(tensor: Any, name: str = "tensor") -> tuple[np.ndarray, int | No
     """This rank's piece of ``tensor`` as numpy, and the axis it is split on (None: whole)."""
     from peftplug.backends.torch.layer import to_numpy
 
-    if not is_dtensor(tensor):
-        return to_numpy(tensor), None
+    if not is_dtensor(tensor) or tensor.device_mesh.ndim > 1:
+        return to_numpy(tensor), None  # a DTensor on a 2-D mesh gathered whole: a collective
     axis = split_axis(tensor, name)
     return to_numpy(tensor.to_local()), axis
 
@@ -157,23 +157,28 @@ def find_mesh(model: nn.Module) -> Any:
 
 
 class TorchTensorParallelGroup:
-    """The core's :class:`~peftplug.backend.TensorParallelGroup` over a 1-D DTensor mesh: gathers
-    with ``torch.distributed.gather_object`` on the mesh's process group, posts and reads through
-    the default process group's store (which outlives a failed collective)."""
+    """The core's :class:`~peftplug.backend.TensorParallelGroup` over a DTensor mesh: gathers with
+    ``torch.distributed.gather_object`` on the mesh's process group, posts and reads through the
+    default process group's store (which outlives a failed collective).
+
+    A 2-D mesh (``fully_shard`` over one axis, tensor parallelism over the other) is gathered over
+    every rank of the job: each rank's pieces are then the whole tensors (see :func:`local_piece`).
+    """
 
     def __init__(self, mesh: Any, engine: str = "tensor-parallel"):
         import torch.distributed as dist
 
-        if mesh.ndim != 1:
+        if mesh.ndim > 2:
             raise BackendError(
                 f"the model is sharded over a {mesh.ndim}-D device mesh {tuple(mesh.shape)}; "
-                "peftplug supports 1-D tensor-parallel meshes"
+                "peftplug supports 1-D meshes and 2-D ones (fully_shard x tensor parallel)"
             )
         self.mesh = mesh
         self.engine = engine
-        self.rank = mesh.get_local_rank()
-        self.degree = mesh.size()
-        self._process_group = mesh.get_group()
+        if mesh.ndim == 1:
+            self.rank, self.degree, self._process_group = mesh.get_local_rank(), mesh.size(), mesh.get_group()
+        else:
+            self.rank, self.degree, self._process_group = dist.get_rank(), dist.get_world_size(), dist.group.WORLD
         self._store = dist.distributed_c10d._get_default_store()
         self._dist = dist
 
@@ -217,6 +222,8 @@ def tensor_parallel_group(model: nn.Module) -> TorchTensorParallelGroup | None:
         reshard(model)
         engine = "fully_shard (FSDP2)"
     mesh = find_mesh(model)
+    if mesh is not None and mesh.ndim == 2:
+        engine = "fully_shard x tensor-parallel (2-D mesh)"
     if mesh is None or mesh.size() < 2:
         return None
     return TorchTensorParallelGroup(mesh, engine)

@@ -28,25 +28,19 @@ ADAPTER_FILES = ["README.md", "adapter_config.json", "adapter_model.safetensors"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, torch):
     """The 2-rank job and the single-process step, once for this module's tests."""
-    import peftplug
 
     root = tmp_path_factory.mktemp("ddp")
     dp_common.initial_adapter(torch, root / "init")
     out = root / "out"
     torchrun(WORKERS / "ddp_worker.py", "ddp", str(out), str(root / "init"))
-    train_ids, eval_ids = dp_common.global_batch(torch)
-    model = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), root / "init", is_trainable=True)
-    loss, gradients = dp_common.adamw_step(torch, model, train_ids)
-    model.save_pretrained(root / "single")
+    _, eval_ids = dp_common.global_batch(torch)
     return {
         "root": root,
         "out": out,
         "eval_ids": eval_ids,
         "ranks": [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)],
         "arrays": dict(np.load(out / "arrays.npz")),
-        "loss": loss,
-        "gradients": gradients,
-        "logits": tp_common.logits(torch, model, eval_ids),
+        **dp_common.single_process_step(torch, root / "init", root / "single"),
     }
 
 

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 from torchrun_jobs import torchrun
 
-from peftplug.plugins.formats.safetensors_io import read_safetensors
-
 WORKERS = Path(__file__).parent / "dp_workers"
 sys.path.insert(0, str(WORKERS))
 import dp_common  # noqa: E402
@@ -38,9 +36,6 @@ def run(tmp_path_factory, torch):
     torchrun(WORKERS / "fsdp_worker.py", "fsdp", str(out), str(root / "init"), timeout_env=str(FAIL_TIMEOUT))
     train_ids, eval_ids = dp_common.global_batch(torch)
 
-    model = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), root / "init", is_trainable=True)
-    loss, gradients = dp_common.adamw_step(torch, model, train_ids)
-    model.save_pretrained(root / "single")
     reloaded = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), out / "saved", is_trainable=True)
     reloaded_logits = tp_common.logits(torch, reloaded, eval_ids)
     reloaded_loss, _ = dp_common.adamw_step(torch, reloaded, train_ids)
@@ -50,25 +45,11 @@ def run(tmp_path_factory, torch):
         "eval_ids": eval_ids,
         "ranks": [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)],
         "arrays": dict(np.load(out / "arrays.npz")),
-        "loss": loss,
-        "gradients": gradients,
-        "logits": tp_common.logits(torch, model, eval_ids),
+        **dp_common.single_process_step(torch, root / "init", root / "single"),
         "reloaded_logits": reloaded_logits,
         "reloaded_loss": reloaded_loss,
         "reloaded_trained": tp_common.logits(torch, reloaded, eval_ids),
     }
-
-
-def assert_same_files(got: Path, want: Path, tolerance: float = TOLERANCE) -> None:
-    """Same file names, same config, same tensors (within ``tolerance``) in both directories."""
-    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir() if p.name != "README.md")
-    for path in want.rglob("*.json"):
-        assert json.loads((got / path.relative_to(want)).read_text()) == json.loads(path.read_text())
-    for path in want.rglob("*.safetensors"):
-        theirs, ours = read_safetensors(path), read_safetensors(got / path.relative_to(want))
-        assert sorted(ours) == sorted(theirs), path
-        for key in theirs:
-            np.testing.assert_allclose(ours[key], theirs[key], atol=tolerance, rtol=0, err_msg=key)
 
 
 def test_adapter_is_sharded_and_a_step_equals_one_process(run):
@@ -88,7 +69,7 @@ def test_save_is_one_adapter_from_rank_0_that_hf_peft_loads(run, torch):
 
     saved = run["out"] / "saved"
     assert sorted(p.name for p in saved.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
-    assert_same_files(saved, run["root"] / "single")
+    dp_common.assert_same_files(saved, run["root"] / "single")
     assert run["ranks"][1]["rank_sees_saved"]  # save_pretrained returned on rank 1 after rank 0 wrote
     theirs = peft.PeftModel.from_pretrained(tp_common.build_llama(torch), str(saved))
     np.testing.assert_allclose(tp_common.logits(torch, theirs, run["eval_ids"]), run["logits"], atol=TOLERANCE, rtol=0)
@@ -132,7 +113,7 @@ def test_several_adapters_with_modules_to_save_and_prefix_tuning_sharded_after(r
     several.save_pretrained(tmp_path / "several")
     # AdamW's first step moves each value by about lr * g / (|g| + eps): where the lm_head copy's
     # gradient is near eps, a 1e-9 difference in g moves the value by ~1e-5 more
-    assert_same_files(run["out"] / "several", tmp_path / "several", tolerance=1e-4)
+    dp_common.assert_same_files(run["out"] / "several", tmp_path / "several", tolerance=1e-4)
     assert (run["out"] / "several" / "other" / "adapter_model.safetensors").is_file()
 
     torch.manual_seed(9)
@@ -142,7 +123,7 @@ def test_several_adapters_with_modules_to_save_and_prefix_tuning_sharded_after(r
     loss, _ = dp_common.adamw_step(torch, prefix, train_ids)
     assert abs(run["ranks"][0]["prefix_loss"] - loss) <= TOLERANCE
     prefix.save_pretrained(tmp_path / "prefix")
-    assert_same_files(run["out"] / "prefix", tmp_path / "prefix")
+    dp_common.assert_same_files(run["out"] / "prefix", tmp_path / "prefix")
 
 
 def test_a_failing_or_missing_rank_fails_the_others_and_leaves_no_adapter(run):

@@ -1,4 +1,4 @@
-"""Launching a test's torchrun worker on 2 CPU ranks (gloo), failing the test with the worker's
+"""Launching a test's torchrun worker on CPU ranks (gloo), failing the test with the worker's
 output when it fails or hangs: what the data-parallel tests share."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 TIMEOUT = 180
 
 
-def torchrun(worker: Path, *args: str, timeout_env: str = "60") -> subprocess.CompletedProcess:
-    """Run ``worker`` with ``args`` on 2 ranks (one thread each); ``timeout_env`` is
+def torchrun(worker: Path, *args: str, timeout_env: str = "60", processes: int = 2) -> subprocess.CompletedProcess:
+    """Run ``worker`` with ``args`` on ``processes`` ranks (one thread each); ``timeout_env`` is
     ``PEFTPLUG_TP_TIMEOUT``, how long a rank waits for the others at each step of a save."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PEFTPLUG_TP_TIMEOUT=timeout_env, PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     try:
         done = subprocess.run([*command, str(worker), *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as error:

@@ -9,8 +9,13 @@ global batch's.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
+
+from peftplug.plugins.formats.safetensors_io import read_safetensors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tp_workers"))
 import tp_common  # noqa: E402  (also used by the workers and the tests through this module)
@@ -89,3 +94,27 @@ def trainer_arguments(output_dir) -> dict:
         "seed": 0,
         "disable_tqdm": True,
     }
+
+
+def single_process_step(torch, init, directory) -> dict:
+    """The reference: the adapter in ``init`` takes one AdamW step on the whole global batch in
+    this process and is saved in ``directory``; its loss, gradients and evaluation logits."""
+    import peftplug
+
+    train_ids, eval_ids = global_batch(torch)
+    model = peftplug.PeftModel.from_pretrained(tp_common.build_llama(torch), init, is_trainable=True)
+    loss, gradients = adamw_step(torch, model, train_ids)
+    model.save_pretrained(directory)
+    return {"loss": loss, "gradients": gradients, "logits": tp_common.logits(torch, model, eval_ids)}
+
+
+def assert_same_files(got: Path, want: Path, tolerance: float = 1e-5) -> None:
+    """Same file names, same config, same tensors (within ``tolerance``) in both directories."""
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in want.iterdir() if p.name != "README.md")
+    for path in want.rglob("*.json"):
+        assert json.loads((got / path.relative_to(want)).read_text()) == json.loads(path.read_text())
+    for path in want.rglob("*.safetensors"):
+        theirs, ours = read_safetensors(path), read_safetensors(got / path.relative_to(want))
+        assert sorted(ours) == sorted(theirs), path
+        for key in theirs:
+            np.testing.assert_allclose(ours[key], theirs[key], atol=tolerance, rtol=0, err_msg=key)
