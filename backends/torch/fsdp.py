@@ -53,8 +53,7 @@ def reshard(model: nn.Module) -> None:
 def shard_adapter_layers(model: nn.Module, layers: dict[str, nn.Module], adapter_name: str) -> None:
     """Make each adapter layer in ``layers`` (by dotted name) added to an already sharded
     ``model`` an FSDP2 unit on the mesh of the unit around it, its base layer's parameters left
-    to that unit. Refused, naming the module, once the model has run (FSDP2 has then fixed its
-    units) or when the layer sits under no unit."""
+    to that unit. A layer under no unit is an error naming it."""
     from torch.distributed.fsdp import fully_shard
 
     units = fsdp_modules(model)
@@ -65,12 +64,6 @@ def shard_adapter_layers(model: nn.Module, layers: dict[str, nn.Module], adapter
                 f"adapter {adapter_name!r} on {name}: the model is sharded with fully_shard, but not this module; "
                 "shard the whole model (fully_shard at its root), or call get_peft_model before fully_shard"
             )
-        if any(getattr(unit._get_fsdp_state(), "_is_root", None) is not None for unit in units):
-            raise PeftplugError(
-                f"adapter {adapter_name!r} on {name}: the fully_shard model has already run, and FSDP2 does not "
-                "take new units after its first forward; add the adapter before running the model, or call "
-                "get_peft_model before fully_shard"
-            )
         mesh = next(p.device_mesh for p in enclosing[-1].parameters() if is_dtensor(p))
         base = getattr(layer, "base_layer", None) or getattr(layer, "original_module", None)
         ignored = set(base.parameters()) if base is not None else set()
@@ -79,8 +72,9 @@ def shard_adapter_layers(model: nn.Module, layers: dict[str, nn.Module], adapter
 
 def refuse_after_sharding(model: nn.Module, config: Any) -> None:
     """Before an adapter is added to ``model``: when it is already sharded with ``fully_shard``,
-    refuse what FSDP2 cannot take in, naming it: ``modules_to_save`` (copies of sharded
-    modules), and a second adapter once adapter layers are there (their units are fixed)."""
+    refuse what FSDP2 cannot take in, naming it: ``modules_to_save`` (copies of sharded modules),
+    a tensor-parallel base (a 2-D mesh), a second adapter once adapter layers are there, and any
+    adapter once the model has run (FSDP2 has then fixed its units)."""
     if not is_fully_sharded(model):
         return
     from peftplug.backends.torch.layer import TorchAdapterLayer
@@ -102,4 +96,9 @@ def refuse_after_sharding(model: nn.Module, config: Any) -> None:
         raise PeftplugError(
             f"another adapter on a model already sharded with fully_shard: {adapted[0]} already holds one, and FSDP2 "
             f"cannot add parameters to a unit it has built; {advice}"
+        )
+    if any(getattr(unit._get_fsdp_state(), "_is_root", None) is not None for unit in fsdp_modules(model)):
+        raise PeftplugError(
+            "an adapter on a fully_shard model that has already run: FSDP2 fixes its units at the first forward "
+            f"and takes no new one after; add the adapter before running the model, or {advice}"
         )

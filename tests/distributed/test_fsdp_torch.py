@@ -44,6 +44,7 @@ def run(tmp_path_factory, torch):
         "out": out,
         "eval_ids": eval_ids,
         "ranks": [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)],
+        "report": json.loads((out / "rank0.json").read_text()),
         "arrays": dict(np.load(out / "arrays.npz")),
         **dp_common.single_process_step(torch, root / "init", root / "single"),
         "reloaded_logits": reloaded_logits,
@@ -55,13 +56,7 @@ def run(tmp_path_factory, torch):
 def test_adapter_is_sharded_and_a_step_equals_one_process(run):
     rank0 = run["ranks"][0]
     assert rank0["placement"] == ["DTensor", "(Shard(dim=0),)", [2, 64]]
-    assert abs(rank0["loss"] - run["loss"]) <= TOLERANCE
-    got = {key.split("/", 1)[1]: value for key, value in run["arrays"].items() if key.startswith("grad/")}
-    assert sorted(got) == sorted(run["gradients"]) and len(got) == 2 * 7 * 2
-    for name, want in run["gradients"].items():
-        assert np.abs(want).max() > 1e-4, name  # every adapter tensor has a gradient worth comparing
-        np.testing.assert_allclose(got[name], want, atol=TOLERANCE, rtol=0, err_msg=name)
-    np.testing.assert_allclose(run["arrays"]["trained"], run["logits"], atol=TOLERANCE, rtol=0)
+    dp_common.assert_step_equals_one_process(run)
 
 
 def test_save_is_one_adapter_from_rank_0_that_hf_peft_loads(run, torch):
@@ -94,20 +89,14 @@ def test_what_a_sharded_base_cannot_take_is_refused_by_name(run):
     assert "model.layers.0.self_attn.q_proj already holds one" in rank0["second_adapter_error"]
     assert "modules_to_save=['lm_head']" in rank0["modules_to_save_error"]
     assert "before fully_shard" in rank0["modules_to_save_error"]
+    assert "already run" in rank0["after_running_error"] and "before running the model" in rank0["after_running_error"]
     assert "prefix_tuning" in rank0["prefix_error"] and "fully_shard (FSDP2) model" in rank0["prefix_error"]
 
 
 def test_several_adapters_with_modules_to_save_and_prefix_tuning_sharded_after(run, torch, tmp_path):
-    import peftplug
 
     train_ids, _ = dp_common.global_batch(torch)
-    torch.manual_seed(7)
-    several = peftplug.get_peft_model(
-        tp_common.build_llama(torch),
-        peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]),
-    )
-    torch.manual_seed(8)
-    several.add_adapter("other", peftplug.LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights=False))
+    several = dp_common.several_adapters(torch)
     loss, _ = dp_common.adamw_step(torch, several, train_ids)
     assert abs(run["ranks"][0]["several_loss"] - loss) <= TOLERANCE
     several.save_pretrained(tmp_path / "several")
@@ -116,10 +105,7 @@ def test_several_adapters_with_modules_to_save_and_prefix_tuning_sharded_after(r
     dp_common.assert_same_files(run["out"] / "several", tmp_path / "several", tolerance=1e-4)
     assert (run["out"] / "several" / "other" / "adapter_model.safetensors").is_file()
 
-    torch.manual_seed(9)
-    prefix = peftplug.get_peft_model(
-        tp_common.build_llama(torch), peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
-    )
+    prefix = dp_common.prefix_tuning(torch)
     loss, _ = dp_common.adamw_step(torch, prefix, train_ids)
     assert abs(run["ranks"][0]["prefix_loss"] - loss) <= TOLERANCE
     prefix.save_pretrained(tmp_path / "prefix")

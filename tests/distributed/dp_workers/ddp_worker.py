@@ -9,9 +9,7 @@ into OUT/trainer. Rank 0 writes OUT/rank0.json and OUT/arrays.npz, rank 1 OUT/ra
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        run(out, init)
-    except Exception:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
-    dist.barrier()  # see lora_worker.main: leave without interpreter teardown
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    tp_common.run_on_every_rank(lambda: run(out, init))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,28 @@ def initial_adapter(torch, directory) -> None:
     model.save_pretrained(directory)
 
 
+def several_adapters(torch):
+    """LoRA ``default`` (active, ``modules_to_save=["lm_head"]``) and ``other`` (random, inactive)."""
+    import peftplug
+
+    model = peftplug.get_peft_model(
+        tp_common.build_llama(torch),
+        peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]),
+    )
+    torch.manual_seed(8)
+    model.add_adapter("other", peftplug.LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights=False))
+    return model
+
+
+def prefix_tuning(torch):
+    """Prefix tuning with 4 virtual tokens (its encoder drawn after seed 9)."""
+    import peftplug
+
+    base = tp_common.build_llama(torch)
+    torch.manual_seed(9)
+    return peftplug.get_peft_model(base, peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+
+
 def global_batch(torch):
     """(training batch of 4 sequences, evaluation batch of 2) of token ids."""
     generator = torch.Generator().manual_seed(5)
@@ -118,3 +140,16 @@ def assert_same_files(got: Path, want: Path, tolerance: float = 1e-5) -> None:
         assert sorted(ours) == sorted(theirs), path
         for key in theirs:
             np.testing.assert_allclose(ours[key], theirs[key], atol=tolerance, rtol=0, err_msg=key)
+
+
+def assert_step_equals_one_process(run: dict, tolerance: float = 1e-5) -> None:
+    """The job's step (``run["arrays"]``: ``grad/<name>`` and ``trained`` logits, rank 0's
+    report's ``loss``) against the single-process one (:func:`single_process_step`): every
+    LoRA tensor of the 2 layers x 7 projections has a gradient worth comparing, and all agree."""
+    assert abs(run["report"]["loss"] - run["loss"]) <= tolerance
+    got = {key.split("/", 1)[1]: value for key, value in run["arrays"].items() if key.startswith("grad/")}
+    assert sorted(got) == sorted(run["gradients"]) and len(got) == 2 * 7 * 2
+    for name, want in run["gradients"].items():
+        assert np.abs(want).max() > 1e-4, name
+        np.testing.assert_allclose(got[name], want, atol=tolerance, rtol=0, err_msg=name)
+    np.testing.assert_allclose(run["arrays"]["trained"], run["logits"], atol=tolerance, rtol=0)

@@ -10,9 +10,7 @@ and OUT/arrays.npz.
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,8 @@ from torch.distributed.fsdp import fully_shard
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dp_common  # noqa: E402
 from dp_common import tp_common  # noqa: E402
-from fsdp_worker import error_of, mean_over_ranks, whole  # noqa: E402
+from failing_saves import error_of  # noqa: E402
+from fsdp_worker import mean_over_ranks, whole  # noqa: E402
 
 import peftplug  # noqa: E402
 
@@ -68,17 +67,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (2, dist.get_world_size() // 2), mesh_dim_names=("dp", "tp"))
-    try:
-        run(out, init, mesh)
-    except Exception:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
-    dist.barrier()  # see lora_worker.main: leave without interpreter teardown
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    tp_common.run_on_every_rank(lambda: run(out, init, mesh))
 
 
 if __name__ == "__main__":

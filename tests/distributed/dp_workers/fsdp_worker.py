@@ -11,9 +11,7 @@ OUT/rank1.json.
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from dp_common import tp_common  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tp_workers"))
 import failing_saves  # noqa: E402
+from failing_saves import error_of  # noqa: E402
 
 import peftplug  # noqa: E402
 
@@ -55,15 +54,6 @@ def mean_over_ranks(loss):
 def step(model, ids, rank):
     """One AdamW step on this rank's half of ``ids``: (global loss, whole gradients)."""
     return dp_common.adamw_step(torch, model, dp_common.rank_batch(ids, rank), whole, mean_over_ranks)
-
-
-def error_of(action) -> str | None:
-    """``"Type: message"`` of what ``action`` raises, None when it does not."""
-    try:
-        action()
-    except Exception as error:  # the test checks type and message
-        return f"{type(error).__name__}: {error}"
-    return None
 
 
 def run(out: Path, init: Path, mesh) -> None:
@@ -102,6 +92,11 @@ def run(out: Path, init: Path, mesh) -> None:
             sharded_base, peftplug.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
         )
     )
+    ran = shard(tp_common.build_llama(torch), mesh)
+    tp_common.logits(torch, ran, eval_ids)
+    report["after_running_error"] = error_of(
+        lambda: peftplug.get_peft_model(ran, peftplug.LoraConfig(r=2, target_modules=["q_proj"]))
+    )
     report["prefix_error"] = error_of(
         lambda: peftplug.get_peft_model(
             sharded_base, peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
@@ -109,23 +104,10 @@ def run(out: Path, init: Path, mesh) -> None:
     )
 
     # several adapters and modules_to_save, then prefix tuning: get_peft_model first, then shard
-    torch.manual_seed(7)
-    several = peftplug.get_peft_model(
-        tp_common.build_llama(torch),
-        peftplug.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]),
-    )
-    torch.manual_seed(8)
-    several.add_adapter("other", peftplug.LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights=False))
-    shard(several, mesh)
+    several = shard(dp_common.several_adapters(torch), mesh)
     report["several_loss"], _ = step(several, train_ids, rank)
     several.save_pretrained(out / "several")
-    torch.manual_seed(9)
-    prefix = shard(
-        peftplug.get_peft_model(
-            tp_common.build_llama(torch), peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
-        ),
-        mesh,
-    )
+    prefix = shard(dp_common.prefix_tuning(torch), mesh)
     report["prefix_loss"], _ = step(prefix, train_ids, rank)
     prefix.save_pretrained(out / "prefix")
 
@@ -144,17 +126,7 @@ def main() -> None:
 
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     (out / "fail").mkdir(parents=True, exist_ok=True)
-    try:
-        run(out, init, mesh)
-    except Exception:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
-    dist.barrier()  # see lora_worker.main: leave without interpreter teardown
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    tp_common.run_on_every_rank(lambda: run(out, init, mesh))
 
 
 if __name__ == "__main__":

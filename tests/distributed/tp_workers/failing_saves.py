@@ -60,3 +60,12 @@ def try_failing_saves(model, layer, rank: int, directory: Path) -> dict:
     else:
         attempt("rank1_absent")
     return seen
+
+
+def error_of(action) -> str | None:
+    """``"Type: message"`` of what ``action`` raises, None when it returns."""
+    try:
+        action()
+    except Exception as error:  # the test checks type and message
+        return f"{type(error).__name__}: {error}"
+    return None

@@ -11,9 +11,7 @@ OUT/fail_rank<r>.json with the errors it saw.
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -127,20 +125,7 @@ def main() -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-    try:
-        {"train": run_train, "ia3": run_ia3, "fail": run_fail}[mode](out, init, mesh)
-    except Exception:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
-    # Every rank waits for the others, then leaves without interpreter teardown: gloo's threads,
-    # torn down by the interpreter while a peer still runs, abort with "terminate called without
-    # an active exception" (seen once in CI on this worker).
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    tp_common.run_on_every_rank(lambda: {"train": run_train, "ia3": run_ia3, "fail": run_fail}[mode](out, init, mesh))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import failing_saves  # noqa: E402
 import paddle  # noqa: E402
 import paddle_common as common  # noqa: E402
+from failing_saves import error_of  # noqa: E402
 from paddle.distributed import fleet  # noqa: E402
 
 import peftplug  # noqa: E402
@@ -81,15 +82,6 @@ def max_diff(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
     if sorted(got) != sorted(want):
         return float("inf")
     return max(float(np.abs(got[k] - want[k]).max()) for k in want)
-
-
-def error_of(call) -> str | None:
-    """``Type: message`` of what ``call`` raises, None when it returns."""
-    try:
-        call()
-    except Exception as error:  # the test checks type and message
-        return f"{type(error).__name__}: {error}"
-    return None
 
 
 def run_lora(out: Path, rank: int, result: dict) -> None:

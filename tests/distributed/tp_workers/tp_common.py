@@ -76,3 +76,27 @@ def logits(torch, model, ids):
 def write_json(path: Path, data) -> None:
     """Write ``data`` as JSON (results a worker hands back to the test)."""
     Path(path).write_text(json.dumps(data))
+
+
+def run_on_every_rank(job) -> None:
+    """Run ``job()`` on this rank of an initialised torch job and leave the process: exit 1 with
+    the traceback when it raises, else wait for every rank, then exit 0 without interpreter
+    teardown. (gloo's threads, torn down by the interpreter while a peer still runs, abort with
+    "terminate called without an active exception", seen once in CI.)"""
+    import os
+    import sys
+    import traceback
+
+    import torch.distributed as dist
+
+    try:
+        job()
+    except Exception:
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
