@@ -90,6 +90,7 @@ def test_what_a_sharded_base_cannot_take_is_refused_by_name(run):
     assert "modules_to_save=['lm_head']" in rank0["modules_to_save_error"]
     assert "before fully_shard" in rank0["modules_to_save_error"]
     assert "already run" in rank0["after_running_error"] and "before running the model" in rank0["after_running_error"]
+    assert rank0["after_running_untouched"]  # refused before any layer was wrapped
     assert "prefix_tuning" in rank0["prefix_error"] and "fully_shard (FSDP2) model" in rank0["prefix_error"]
 
 

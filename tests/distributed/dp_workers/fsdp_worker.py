@@ -97,6 +97,7 @@ def run(out: Path, init: Path, mesh) -> None:
     report["after_running_error"] = error_of(
         lambda: peftplug.get_peft_model(ran, peftplug.LoraConfig(r=2, target_modules=["q_proj"]))
     )
+    report["after_running_untouched"] = not any("lora_" in name for name, _ in ran.named_parameters())
     report["prefix_error"] = error_of(
         lambda: peftplug.get_peft_model(
             sharded_base, peftplug.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
