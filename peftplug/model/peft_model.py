@@ -628,7 +628,7 @@ class PeftModel(DelegatesToInner):
                 f"{method.name} (a prompt-learning method) is not supported on a {group.engine} model "
                 f"(this one is sharded over {group.degree} ranks): peftplug shards only layer adapters "
                 "(methods whose tensors follow a layer's axes). Use one of those, or add the prompt adapter to the "
-                "unsharded model (then shard it)"
+                "unsharded model, before sharding it where the engine allows that (README: Distributed training)"
             )
         model = self.base_model.model
         resolved = self._with_resolved_targets(config, model)
