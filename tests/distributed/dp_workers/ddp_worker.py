@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -59,9 +58,7 @@ def run(out: Path, init: Path) -> None:
     trainer.train()
     report["trainer_world_size"] = args.world_size
     report["trainer_losses"] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    tp_common.write_json(out / f"rank{rank}.json", report)
-    if rank == 0:
-        np.savez(out / "arrays.npz", **arrays)
+    dp_common.write_reports(out, rank, report, arrays)
 
 
 def main() -> None:

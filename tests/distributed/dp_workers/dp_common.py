@@ -153,3 +153,10 @@ def assert_step_equals_one_process(run: dict, tolerance: float = 1e-5) -> None:
         assert np.abs(want).max() > 1e-4, name
         np.testing.assert_allclose(got[name], want, atol=tolerance, rtol=0, err_msg=name)
     np.testing.assert_allclose(run["arrays"]["trained"], run["logits"], atol=tolerance, rtol=0)
+
+
+def write_reports(out: Path, rank: int, report: dict, arrays: dict) -> None:
+    """Each rank's ``report`` to OUT/rank<r>.json; rank 0's ``arrays`` to OUT/arrays.npz."""
+    tp_common.write_json(out / f"rank{rank}.json", report)
+    if rank == 0:
+        np.savez(out / "arrays.npz", **arrays)

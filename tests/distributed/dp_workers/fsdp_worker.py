@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
@@ -114,9 +113,7 @@ def run(out: Path, init: Path, mesh) -> None:
 
     layer = model.base_model.model.model.layers[1].mlp.down_proj
     report["fail"] = failing_saves.try_failing_saves(model, layer, rank, out / "fail")
-    tp_common.write_json(out / f"rank{rank}.json", report)
-    if rank == 0:
-        np.savez(out / "arrays.npz", **arrays)
+    dp_common.write_reports(out, rank, report, arrays)
 
 
 def main() -> None:

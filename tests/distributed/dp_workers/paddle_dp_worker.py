@@ -10,9 +10,7 @@ writes OUT/rank<r>.json.
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tp_workers"))
 import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 import paddle_common as common  # noqa: E402
-from paddle_worker import build_llama, error_of  # noqa: E402
+from failing_saves import error_of  # noqa: E402
+from paddle_worker import build_llama  # noqa: E402
 
 import peftplug  # noqa: E402
 
@@ -110,16 +109,12 @@ def main() -> None:
     dist.init_parallel_env()
     rank = dist.get_rank()
     result: dict = {"rank": rank}
-    try:
+
+    def job() -> None:
         run_sharding(out, result)
         run_data_parallel(out, rank, result)
-    except Exception:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
-    common.write_json(out / f"rank{rank}.json", result)
-    sys.stdout.flush()
-    os._exit(0)
+
+    common.run_and_report(job, out, rank, result)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,21 @@ def ia3_tensors(seed: int = 1) -> dict[str, np.ndarray]:
 def write_json(path: Path, data) -> None:
     """Write ``data`` as JSON (results a worker hands back to the test)."""
     Path(path).write_text(json.dumps(data))
+
+
+def run_and_report(job, out: Path, rank: int, result: dict) -> None:
+    """Run ``job()`` on this rank and leave the process: exit 1 with the traceback when it raises,
+    else write ``result`` to OUT/rank<r>.json and exit 0 (without interpreter teardown)."""
+    import os
+    import sys
+    import traceback
+
+    try:
+        job()
+    except Exception:
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
+    write_json(out / f"rank{rank}.json", result)
+    sys.stdout.flush()
+    os._exit(0)

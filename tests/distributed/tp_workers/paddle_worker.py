@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +257,8 @@ def main() -> None:
     fleet.init(is_collective=True, strategy=strategy)
     rank = fleet.get_hybrid_communicate_group().get_model_parallel_rank()
     result: dict = {"rank": rank}
-    try:
+
+    def job() -> None:
         if mode == "cpu":
             run_lora(out, rank, result)
             run_ia3(out, rank, result)
@@ -268,13 +268,8 @@ def main() -> None:
                 run_unsharded(out, result)
         else:
             run_forward(out, rank, result)
-    except Exception:
-        traceback.print_exc()
-        sys.stdout.flush()
-        os._exit(1)
-    common.write_json(out / f"rank{rank}.json", result)
-    sys.stdout.flush()
-    os._exit(0)
+
+    common.run_and_report(job, out, rank, result)
 
 
 if __name__ == "__main__":
