@@ -47,7 +47,10 @@ class Backend:
     - ``recipe_runner``: ``"module:function"`` that trains a validated recipe on this framework;
     - ``model_builder``: ``"module:attribute"`` of the object that builds the tiny models of
       recipes and loads model directories and tokenizers (importable without the framework);
-    - ``generator``: ``"module:function"`` that continues a prompt greedily (``peftplug generate``).
+    - ``generator``: ``"module:function"`` that continues a prompt greedily (``peftplug generate``);
+    - ``distributed_engines``: the engines a recipe's ``distributed`` section may name, and
+      ``launcher``: ``"module:function"`` that runs the command line again on N processes through the
+      framework's own launcher (``launch(processes, argv) -> exit code``).
 
     ``test_driver``: ``"module:Class"`` of the :class:`~peftplug.testing.drivers.Driver` that runs
     :class:`~peftplug.testing.MethodContract` on this framework.
@@ -67,6 +70,8 @@ class Backend:
     recipe_runner: str | None = None
     model_builder: str | None = None
     generator: str | None = None
+    distributed_engines: tuple[str, ...] = ()
+    launcher: str | None = None
     test_driver: str | None = None
 
     def load(self) -> Any:

@@ -22,6 +22,8 @@ def peftplug_register_backends() -> Backend:
         recipe_runner="peftplug.backends.torch.recipe:run",
         model_builder="peftplug.backends.torch.app_models:MODELS",
         generator="peftplug.backends.torch.generate:generate",
+        distributed_engines=("ddp", "fsdp"),
+        launcher="peftplug.backends.torch.distributed_recipe:launch",
         test_driver="peftplug.backends.torch.testing:TorchDriver",
         description="PyTorch (torch.nn.Module models, transformers models)",
     )

@@ -72,27 +72,39 @@ def evaluate(
 
 def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
     """Build, adapt, evaluate, train ``data.steps`` AdamW steps (warmup then linear decay to
-    10%, gradients clipped at 1.0; tqdm bar with loss and tokens/s), evaluate, save."""
-    torch.set_num_threads(os.cpu_count() or 2)  # paddle may have left OMP_NUM_THREADS=1
+    10%, gradients clipped at 1.0; tqdm bar with loss and tokens/s), evaluate, save. With a
+    ``distributed`` engine, on every rank of the job (:mod:`peftplug.backends.torch.distributed_recipe`)."""
+    job = None
+    if recipe.distributed.engine is not None and recipe.distributed.processes > 1:
+        from peftplug.backends.torch.distributed_recipe import DataParallelJob
+
+        job = DataParallelJob(recipe.distributed.engine)
+    else:
+        torch.set_num_threads(os.cpu_count() or 2)  # paddle may have left OMP_NUM_THREADS=1
     training = recipe.training
     model = peftplug.get_peft_model(MODELS.build(recipe.model, data.tokenizer), recipe.method_config)
     log(f"model: {describe_model(recipe.model)} on PyTorch, {describe_method(recipe, model)}")
+    forward = job.wrap(model) if job is not None else model
     pad = data.tokenizer.pad_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(data.steps))
+    total = job.total if job is not None else (lambda value: value)
+    ranks = job.world if job is not None else 1
 
     def step(examples: list[EncodedExample]) -> tuple[float, int]:
-        batch = collate(examples, pad)
-        loss_sum, count = causal_lm_loss_sum(model, batch)
-        loss = loss_sum / max(count, 1)
+        batch = collate(job.share(examples) if job is not None else examples, pad)
+        loss_sum, count = causal_lm_loss_sum(forward, batch)
+        everywhere = max(total(count), 1)
+        # the engines average gradients over the ranks: each rank's share of the global mean, times ranks
+        loss = loss_sum * ranks / everywhere
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        return loss.item(), int(batch["attention_mask"].sum())
+        return total(loss_sum.item()) / everywhere, int(total(int(batch["attention_mask"].sum())))
 
-    return train_and_save(
+    result = train_and_save(
         model,
         recipe,
         data,
@@ -101,4 +113,8 @@ def run(recipe: Recipe, data: PreparedData, log: Callable[[str], None] = print, 
         evaluate=lambda: evaluate(model, data.held_out, pad),
         log=log,
         progress=progress,
+        main_process=job is None or job.rank == 0,
     )
+    if job is not None:
+        job.close()
+    return result

@@ -359,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # subcommand instead, so the hint points at the right --help.
             owner = parser.command_parsers.get(getattr(args, "command", None), parser)
             owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for a relaunch on several processes
     except SystemExit as exit_:
         if exit_.code is None:
             return 0
@@ -576,7 +577,13 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     # Everything is checked before a framework is imported or a file written.
     recipe = apply_options(load_recipe(args.recipe, backend=args.backend), options)
-    from peftplug.app.recipe_run import run_recipe
+    from peftplug.app.recipe_run import launch_processes, run_recipe
+
+    if launch_processes(recipe):
+        from peftplug.app.backend_parts import part
+
+        launch = part(recipe.backend, "launcher", "distributed launcher")
+        return launch(recipe.distributed.processes, args.argv)
 
     try:
         run_recipe(recipe, progress=not args.no_progress)

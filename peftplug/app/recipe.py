@@ -1,6 +1,6 @@
 """Recipes: one file that says what ``peftplug train`` does, checked before any work starts.
 
-A recipe has seven sections (every one optional; the defaults are the built-in demo job)::
+A recipe has eight sections (every one optional; the defaults are the built-in demo job)::
 
     backend: torch                  # torch | paddle (or any registered backend)
     model:                          # a built-in tiny architecture built from a config ...
@@ -19,6 +19,7 @@ A recipe has seven sections (every one optional; the defaults are the built-in d
     tokenizer: null                 # a local tokenizer directory; null: peftplug's ByteTokenizer
     training: {steps: 100, batch_size: 8, lr: 0.01, seed: 0, max_length: 128}
     output: {dir: peftplug-out, format: peft, merge: false, report: train_report.json}
+    distributed: {engine: ddp, processes: 2}   # optional: the backend's engines (torch: ddp, fsdp)
 
 :func:`load_recipe` reads a file (see :mod:`peftplug.app.recipe_source`), and :func:`build_recipe`
 validates the data into a :class:`Recipe`: every error is a :class:`RecipeError` whose one line
@@ -42,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peftplug.app.backend_parts import builders, model_builder
+from peftplug.app.backend_parts import backend, builders, model_builder
 from peftplug.app.recipe_source import FieldPath, RecipeError, RecipeSource, parse_recipe_text, read_recipe_file
 from peftplug.config import AdapterConfig, _accepts_float, _serialized_fields
 from peftplug.errors import ConfigError, RegistryError
@@ -64,7 +65,7 @@ DEFAULT_BACKEND = "torch"
 MAX_POSITIONS = 1024
 
 DATA_SUFFIXES = (".json", ".jsonl", ".csv")
-SECTIONS = ("backend", "model", "method", "data", "tokenizer", "training", "output")
+SECTIONS = ("backend", "model", "method", "data", "tokenizer", "training", "output", "distributed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,14 @@ class OutputSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedSpec:
+    """How many processes train, and the data-parallel engine that joins them (None: one process)."""
+
+    engine: str | None = None
+    processes: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A validated recipe. ``method_config`` is the method's config object, built by its class."""
 
@@ -175,6 +184,7 @@ class Recipe:
     training: TrainingSpec
     output: OutputSpec
     origin: str
+    distributed: DistributedSpec = DistributedSpec()
 
     def replace(self, **sections: Any) -> Recipe:
         """A copy with whole sections replaced (``training=...``)."""
@@ -210,6 +220,7 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
     tokenizer = check.collect(lambda: _tokenizer(check, data.get("tokenizer")), None)
     training = _training(check, data.get("training", {}), model)
     output = _output(check, data.get("output", {}), manager)
+    distributed = _distributed(check, data.get("distributed", {}), chosen, training, output, manager)
     check.finish()
     return Recipe(
         backend=chosen,
@@ -222,6 +233,7 @@ def build_recipe(source: RecipeSource, backend: str | None = None, manager: Any 
         training=training,
         output=output,
         origin=source.origin,
+        distributed=distributed,
     )
 
 
@@ -530,6 +542,43 @@ def _output(check: _Checker, section: Any, manager: Any) -> OutputSpec:
         check.collect(lambda: _checked(check, path + ("merge",), section.get("merge", False), bool, "true or false")),
         check.collect(lambda: _report_name(check, path + ("report",), section.get("report", "train_report.json"))),
     )
+
+
+def _distributed(
+    check: _Checker, section: Any, backend_name: str | None, training: TrainingSpec, output: OutputSpec, manager: Any
+) -> DistributedSpec:
+    """The distributed section: an engine the backend declares, a number of processes that
+    divides the batch; a merged model (``output.merge``) is refused across processes."""
+    path = ("distributed",)
+    section = check.collect(lambda: check.mapping(path, section), {})
+    check.known_keys(path, section, ["engine", "processes"])
+    if not section:
+        return DistributedSpec()
+    processes = check.collect(lambda: check.integer(path + ("processes",), section.get("processes", 1), 1), 1)
+    engine = section.get("engine")
+    if backend_name is not None:
+        engines = list(backend(backend_name, manager).distributed_engines)
+        if engine not in engines:
+            allowed = (
+                f"one of {', '.join(engines)}" if engines else f"none: backend {backend_name} trains on one process"
+            )
+            problem = f"is not a distributed engine of backend {backend_name}; allowed: {allowed}"
+            check.collect(lambda: check.fail(path + ("engine",), engine, problem + _did_you_mean(engine, engines)))
+    if training.batch_size % processes:
+        check.collect(
+            lambda: check.fail(
+                path + ("processes",),
+                processes,
+                f"does not divide training.batch_size={training.batch_size}; allowed: a divisor of it",
+            )
+        )
+    if output.merge and processes > 1:
+        check.collect(
+            lambda: check.fail(
+                ("output", "merge"), True, "is not supported across processes; allowed: false (then peftplug merge)"
+            )
+        )
+    return DistributedSpec(engine, processes)
 
 
 def _checked(check: _Checker, field: FieldPath, value: Any, expected: type, allowed: str) -> Any:

@@ -112,12 +112,15 @@ def train_and_save(
     evaluate: Callable[[], float],
     log: Callable[[str], None],
     progress: bool,
+    main_process: bool = True,
 ) -> RunResult:
     """The framework-free part of a runner, for ``model`` of ``backend``: the parameter counts
     and the held-out loss (``evaluate()``) logged, then, in training mode, ``data.steps`` calls of
     ``step`` (one optimizer step on a batch of examples, returning its loss and its non-padding
     tokens) under a tqdm bar with loss and tokens/s, the held-out loss after, the adapter saved
-    in the recipe's format (and the merged model when ``output.merge``), each with what loads it."""
+    in the recipe's format (and the merged model when ``output.merge``), each with what loads it.
+    Across processes every rank calls it; only ``main_process`` writes the adapter of a replicated
+    model (a sharded one is saved by every rank together, rank 0 writing)."""
     from tqdm.auto import tqdm
 
     trainable, total = model.get_nb_trainable_parameters()
@@ -144,7 +147,7 @@ def train_and_save(
         f"held-out loss after training:  {loss_after:.4f}  ({data.steps} steps in {seconds:.1f}s, {tokens / seconds:.0f} tokens/s)"
     )
     output = Path(recipe.output.dir)
-    model.save_pretrained(output, format=recipe.output.format)
+    model.save_pretrained(output, format=recipe.output.format, is_main_process=main_process)
     log(f"saved adapter to {output} ({adapter_note(recipe, backend)})")
     if recipe.output.merge:
         merged_dir = output / "merged"

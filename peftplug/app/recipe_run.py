@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,15 +61,33 @@ def prepare_data(recipe: Recipe) -> PreparedData:
     return PreparedData(tokenizer, train, held_out, steps, source, recipe.training.max_length, dropped)
 
 
+LAUNCHED_ENV = "PEFTPLUG_LAUNCHED"
+
+
+def process_rank() -> int:
+    """This process's rank in a job the launcher started (``RANK``), 0 on one process."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launch_processes(recipe: Recipe) -> bool:
+    """True when ``recipe`` asks for several processes and this one was not started by a launcher
+    (``peftplug train`` then runs itself again through the backend's launcher)."""
+    launched = os.environ.get(LAUNCHED_ENV) or os.environ.get("WORLD_SIZE")
+    return recipe.distributed.processes > 1 and not launched
+
+
 def run_recipe(recipe: Recipe, log: Callable[[str], None] = print, progress: bool = True) -> RunResult:
     """Train as ``recipe`` says on its backend, save the adapter (and the merged model when
-    ``output.merge``) and the report; return the :class:`~peftplug.app.recipe_loop.RunResult`."""
+    ``output.merge``) and the report; return the :class:`~peftplug.app.recipe_loop.RunResult`.
+    Across processes only rank 0 logs, shows the progress bar and writes the report."""
+    if process_rank() != 0:
+        log, progress = (lambda line: None), False
     data = prepare_data(recipe)
     run = part(recipe.backend, "recipe_runner", "training runner")
     for line in data.summary():
         log(line)
     result = run(recipe, data, log=log, progress=progress)
-    if recipe.output.report:
+    if recipe.output.report and process_rank() == 0:
         path = Path(recipe.output.dir) / recipe.output.report
         path.write_text(json.dumps(result.report(recipe), indent=2) + "\n")
         log(f"wrote the report to {path}")
