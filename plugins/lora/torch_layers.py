@@ -172,8 +172,9 @@ class LoraLinear(_ModulePairLayer):
         weight = self.base_layer.weight
         if uses_base_weight(config.init_lora_weights) and is_dtensor(weight):
             raise PeftplugError(
-                f"init_lora_weights={config.init_lora_weights!r} on {module_name}: a tensor-parallel (DTensor) layer "
-                "is not supported, as PiSSA and OLoRA factorise the whole weight; initialise before sharding"
+                f"init_lora_weights={config.init_lora_weights!r} on {module_name}: a sharded (DTensor: tensor parallel "
+                "or fully_shard) layer is not supported, as PiSSA and OLoRA factorise the whole weight; call "
+                "get_peft_model before sharding"
             )
         if config.use_dora and is_dtensor(weight):
             raise PeftplugError(
