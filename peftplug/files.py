@@ -62,15 +62,10 @@ def write_files_atomically(
     """
     directory.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
-    remove_stale_temporaries(directory)
-    cleaned = {directory}
     try:
         for name, content in files.items():
             final = directory / name
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.parent not in cleaned:
-                remove_stale_temporaries(final.parent)
-                cleaned.add(final.parent)
             fd, tmp = temporary_file(final)
             staged.append((tmp, final))
             os.chmod(tmp, _mode_for(final))
@@ -92,7 +87,9 @@ def write_files_atomically(
     written = [final for _, final in staged]
     try:
         with directory_lock(directory, exclusive=True):
-            settle(directory)
+            settle(directory)  # a killed save's journal first: it needs its temporaries
+            for folder in {directory, *(final.parent for final in written)}:
+                remove_stale_temporaries(folder)
             superseded = replaces() if callable(replaces) else replaces
             commit(directory, staged, set(superseded) - set(written))
     except BaseException:

@@ -33,6 +33,17 @@ def saved_files(tmp_path: Path, name: str, seed: int, format: str, size: int = 6
     return visible_files(directory)
 
 
+def write_adapter_failing_before_commit(directory: Path) -> None:
+    """Stage a save into ``directory`` and fail before its commit: what it cleans up on the way
+    must not be what a killed save's journal still needs."""
+    from peftplug.files import write_files_atomically
+
+    def interrupted():
+        raise RuntimeError("interrupted")
+
+    write_files_atomically(directory, {"adapter_config.json": b"{}"}, before_commit=interrupted)
+
+
 def hidden_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob(".*"))
 
@@ -70,6 +81,8 @@ def test_a_save_killed_before_each_of_its_file_system_calls_leaves_the_old_or_th
         restore(target, old)
         killed = subprocess.run([*CHILD, str(target), "2", new_format, "--kill-at", str(kill_at)], capture_output=True)
         assert killed.returncode == -9, killed.stderr
+        with pytest.raises(RuntimeError, match="interrupted"):  # a save that fails before its commit
+            write_adapter_failing_before_commit(target)
         outcomes.append(assert_old_or_new(target, old, new))
         write_adapter(seeded_state(3), target, old_format)  # the next save
         assert hidden_files(target) == [], f"left after the save that followed a kill at call {kill_at}"
