@@ -35,7 +35,7 @@ def test_every_hostile_input_module_has_a_row():
 def test_each_row_counts_the_cases_its_module_collects():
     rows = table_rows()
     collected = subprocess.run(
-        [*PYTEST, "--collect-only", "-q", "-p", "no:cacheprovider", *rows],
+        [*PYTEST, "--collect-only", "-q", "-rs", "-p", "no:cacheprovider", *rows],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -43,4 +43,10 @@ def test_each_row_counts_the_cases_its_module_collects():
     )
     assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
     counts = Counter(line.split("::", 1)[0] for line in collected.stdout.splitlines() if "::" in line)
-    assert {module: counts[module] for module in rows} == rows
+    # A module whose framework is not installed (transformers 5 runs without Paddle) skips whole.
+    absent = {module for module in rows if counts[module] == 0}
+    unexplained = [module for module in absent if f"SKIPPED [1] {module}:" not in collected.stdout]
+    assert not unexplained, f"{unexplained} collect no test and were not skipped whole"
+    assert {module: counts[module] for module in rows if module not in absent} == {
+        module: cases for module, cases in rows.items() if module not in absent
+    }
