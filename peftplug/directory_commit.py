@@ -119,7 +119,7 @@ def temporary_file(final: Path) -> tuple[int, Path]:
     fd, name = tempfile.mkstemp(
         prefix=f".{final.name}.{TEMPORARY_MARK}.{os.getpid()}.", suffix=".tmp", dir=final.parent
     )
-    return fd, Path(name)
+    return fd, final.parent / Path(name).name  # mkstemp's path is absolute: keep the folder's form
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

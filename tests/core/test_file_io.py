@@ -235,3 +235,15 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     assert error.value.errno == errno.ENOSPC and error.value.filename.endswith("adapter_model.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json"]
     assert (tmp_path / "adapter_config.json").read_bytes() == b"old"
+
+
+def test_a_save_into_a_relative_folder_commits(tmp_path, monkeypatch):
+    """``peftplug train`` saves into ``./peftplug-out``: the commit journal names each file
+    relative to a folder given relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    from pathlib import Path
+
+    write_files_atomically(Path("out"), {"adapter_config.json": b"{}", "named/adapter_config.json": b"[]"})
+    assert (tmp_path / "out" / "adapter_config.json").read_bytes() == b"{}"
+    assert (tmp_path / "out" / "named" / "adapter_config.json").read_bytes() == b"[]"
+    assert sorted(p.name for p in (tmp_path / "out").rglob(".*")) == []
