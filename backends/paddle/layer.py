@@ -45,22 +45,15 @@ class PaddleAdapterLayer(AdapterLayerBookkeeping, nn.Layer):
         container._sub_layers.pop(name, None)
         container._parameters.pop(name, None)
 
-    def mixed_batch_forward(self, row_adapters: list[str], x: paddle.Tensor, *args: Any, **kwargs: Any) -> Any:
-        """Row ``i`` of ``x`` through this layer with adapter ``row_adapters[i]`` alone: the rows
-        of each adapter run as one sub-batch of the layer's own forward (a method's layer may
-        override this with one batched product)."""
-        groups = self._rows_by_adapter(row_adapters, x.shape[0])
-        if len(groups) == 1:
-            (name,) = groups
-            return self._forward_with(name, x, *args, **kwargs)
-        order = paddle.to_tensor([row for rows in groups.values() for row in rows], dtype="int64")
-        outputs = [
-            self._forward_with(
-                name, paddle.index_select(x, paddle.to_tensor(rows, dtype="int64"), axis=0), *args, **kwargs
-            )
-            for name, rows in groups.items()
-        ]
-        return paddle.index_select(paddle.concat(outputs), paddle.argsort(order), axis=0)
+    def _take_rows(self, x: paddle.Tensor, rows: list[int]) -> paddle.Tensor:
+        """Rows ``rows`` of ``x`` (its first axis), in that order."""
+        return paddle.index_select(x, paddle.to_tensor(rows, dtype="int64"), axis=0)
+
+    def _put_rows(self, outputs: list[paddle.Tensor], rows: list[int]) -> paddle.Tensor:
+        """``outputs`` stacked on the first axis, row ``j`` of them put back at ``rows[j]``."""
+        return paddle.index_select(
+            paddle.concat(outputs), paddle.argsort(paddle.to_tensor(rows, dtype="int64")), axis=0
+        )
 
     def _finite(self, module: nn.Layer) -> bool:
         """True when no parameter of ``module`` holds NaN or inf."""

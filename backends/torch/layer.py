@@ -63,20 +63,13 @@ class TorchAdapterLayer(AdapterLayerBookkeeping, nn.Module):
         return_parallel_hooks(self, base)
         return base
 
-    def mixed_batch_forward(self, row_adapters: list[str], x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """Row ``i`` of ``x`` through this layer with adapter ``row_adapters[i]`` alone: the rows
-        of each adapter run as one sub-batch of the layer's own forward (a method's layer may
-        override this with one batched product)."""
-        groups = self._rows_by_adapter(row_adapters, x.shape[0])
-        if len(groups) == 1:
-            (name,) = groups
-            return self._forward_with(name, x, *args, **kwargs)
-        order = torch.tensor([row for rows in groups.values() for row in rows], device=x.device)
-        outputs = [
-            self._forward_with(name, x[torch.tensor(rows, device=x.device)], *args, **kwargs)
-            for name, rows in groups.items()
-        ]
-        return torch.cat(outputs)[torch.argsort(order)]
+    def _take_rows(self, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """Rows ``rows`` of ``x`` (its first axis), in that order."""
+        return x[torch.tensor(rows, device=x.device)]
+
+    def _put_rows(self, outputs: list[torch.Tensor], rows: list[int]) -> torch.Tensor:
+        """``outputs`` stacked on the first axis, row ``j`` of them put back at ``rows[j]``."""
+        return torch.cat(outputs)[torch.argsort(torch.tensor(rows, device=outputs[0].device))]
 
     def is_tensor_parallel(self) -> bool:
         """True when this layer took a tensor-parallel base layer's hooks: its adapter tensors are

@@ -203,6 +203,25 @@ class AdapterLayerBookkeeping:
             groups.setdefault(name if name in held and not self.disabled else "__base__", []).append(row)
         return groups
 
+    def _take_rows(self, x: Any, rows: list[int]) -> Any:
+        """Rows ``rows`` of the tensor ``x`` (its first axis), in that order."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _take_rows()")
+
+    def _put_rows(self, outputs: list[Any], rows: list[int]) -> Any:
+        """``outputs`` stacked on the first axis, row ``j`` of them put back at ``rows[j]``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _put_rows()")
+
+    def mixed_batch_forward(self, row_adapters: list[str], x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Row ``i`` of ``x`` through this layer with adapter ``row_adapters[i]`` alone: the rows
+        of each adapter run as one sub-batch of the layer's own forward (a method's layer may
+        override this with one batched product)."""
+        groups = self._rows_by_adapter(row_adapters, x.shape[0])
+        if len(groups) == 1:
+            (name,) = groups
+            return self._forward_with(name, x, *args, **kwargs)
+        outputs = [self._forward_with(name, self._take_rows(x, rows), *args, **kwargs) for name, rows in groups.items()]
+        return self._put_rows(outputs, [row for rows in groups.values() for row in rows])
+
     def _forward_with(self, name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
         """This layer's own forward with only adapter ``name`` applied (none for ``"__base__"``):
         one sub-batch of a mixed batch."""
