@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from peftplug.model.peft_model import KEY_PREFIX
 from peftplug.plugins.lora.config import LoraConfig
 from peftplug.plugins.lora.torch_layers import LoraLinear
 
@@ -118,7 +119,7 @@ def _tensors_by_module(tensors: dict) -> dict[str, dict]:
     for key, value in tensors.items():
         for suffix in ("lora_A.weight", "lora_B.weight"):
             if key.endswith("." + suffix):
-                path = key[: -len(suffix) - 1].removeprefix("base_model.model.")
+                path = key[: -len(suffix) - 1].removeprefix(KEY_PREFIX)
                 modules.setdefault(path, {})[suffix] = value
     return modules
 
