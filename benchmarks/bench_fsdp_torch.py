@@ -18,7 +18,6 @@ forward and backward is counted per rank from torch's profiler.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cli import heading, parser_for, publish  # noqa: E402
 from bench_lora_torch import TARGETS, Sizes, llama, share_lora_weights, training_step  # noqa: E402
 from bench_qlora_torch import peak_live_bytes  # noqa: E402
 from rounds import round_order  # noqa: E402
@@ -121,7 +121,7 @@ def paired_ratio(first: list[float], second: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(first, second))
 
 
-def report(result: dict, sizes: Sizes, args, seconds: float) -> str:
+def report(result: dict, sizes: Sizes, args, started: float) -> str:
     """The results file: settings, the tables, the checks."""
     import peft
     import transformers
@@ -129,7 +129,6 @@ def report(result: dict, sizes: Sizes, args, seconds: float) -> str:
     times = [result["seconds"][str(index)] for index in range(3)]
     medians = [1000 * statistics.median(t) for t in times]
     ratio, control = paired_ratio(times[0], times[1]), paired_ratio(times[2], times[1])
-    command = "python benchmarks/bench_fsdp_torch.py " + " ".join(sys.argv[1:])
     memory_rows = [
         f"| rank {rank} | {ours / 2**20:.1f} MiB | {theirs / 2**20:.1f} MiB | {ours / theirs:.3f} |"
         for rank, (ours, theirs) in enumerate(result["memory"])
@@ -138,7 +137,7 @@ def report(result: dict, sizes: Sizes, args, seconds: float) -> str:
         [
             "# FSDP2: peftplug vs HF PEFT under the same fully_shard wrapping (PyTorch, 2 CPU processes, gloo)",
             "",
-            f"`{command.strip()}` — {datetime.datetime.now():%Y-%m-%d %H:%M}, {seconds:.0f} s in all.",
+            heading("bench_fsdp_torch.py", started),
             "",
             f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
             f"Python {platform.python_version()}, 2 ranks x 1 thread, {os.cpu_count()} CPUs.",
@@ -167,11 +166,7 @@ def report(result: dict, sizes: Sizes, args, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Launch the 2 ranks (or, with ``--worker``, be one), print the table and write the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, few rounds (a smoke run)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--output", type=Path, default=None, help="where to write the table")
+    parser = parser_for(__doc__, warmup=2)
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 16)
@@ -186,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         command += [__file__, *(argv if argv is not None else sys.argv[1:]), "--worker", str(result_file)]
         subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
         result = json.loads(result_file.read_text())
-    text = report(result, sizes, args, time.perf_counter() - started)
-    print(text)
-    output = args.output or (None if args.quick else RESULTS)
-    if output is not None:
-        output.write_text(text)
-    return 0
+    return publish(report(result, sizes, args, started), args, RESULTS)
 
 
 if __name__ == "__main__":
