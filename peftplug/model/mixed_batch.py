@@ -34,7 +34,7 @@ def row_adapters(peft_model: Any, adapter_names: Any, num_beams: Any = None) -> 
         )
     if getattr(peft_model.base_model.model, "training", False):
         raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")
-    held = {name for _, layer in peft_model._adapter_layers() for name in layer.adapter_names}
+    held = set(peft_model.peft_config)  # every adapter the model holds has its config there
     unknown = sorted({n for n in adapter_names if n != BASE_ROW} - held)
     if unknown:
         raise ValueError(
