@@ -44,6 +44,7 @@ from peftplug.errors import PeftplugError
 from peftplug.plugins.lora.config import LoraConfig, refuse_base_weight_init, uses_base_weight
 from peftplug.plugins.lora.torch_base_weight_init import init_from_base_weight
 from peftplug.plugins.lora.torch_dora import DoraMagnitude, dora_output, row_norms
+from peftplug.plugins.lora.torch_linear_function import LoraLinearFunction
 
 
 def _new_linear(in_features: int, out_features: int, device: torch.device, dtype: torch.dtype) -> nn.Linear:
@@ -258,6 +259,11 @@ class LoraLinear(_ModulePairLayer):
         # [tokens, out] temporaries). Done on a view of a 3-D output instead, autograd would
         # copy the [tokens, out] gradient three times in backward (CopySlices).
         rows = x.reshape(-1, x.shape[-1])
+        if self._one_autograd_node(active, rows, args, kwargs):
+            name = active[0]
+            base, a, b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
+            result = LoraLinearFunction.apply(rows, base.weight, base.bias, a, b, self.scaling[name])
+            return result.reshape(*x.shape[:-1], result.shape[-1])
         result = self._base_output(rows, *args, **kwargs)
         for name in active:
             a, b = self.lora_A[name].weight, self.lora_B[name].weight
@@ -273,6 +279,23 @@ class LoraLinear(_ModulePairLayer):
             else:
                 result = (result + F.linear(hidden, b) * scaling).to(result.dtype)
         return result.reshape(*x.shape[:-1], result.shape[-1])
+
+    def _one_autograd_node(self, active: list[str], rows: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+        """Whether a training forward can take :class:`LoraLinearFunction`: one plain adapter
+        (no DoRA, no live dropout, a float scaling) on a plain ``nn.Linear`` with no hooks, all in
+        one dtype, outside autocast and tensor parallelism."""
+        if len(active) != 1 or args or kwargs or not torch.is_grad_enabled():
+            return False
+        name, base = active[0], self.base_layer
+        if type(base) is not nn.Linear or base._forward_hooks or base._forward_pre_hooks or "forward" in vars(base):
+            return False
+        dropout = self.lora_dropout[name]
+        if name in self.lora_magnitude_vector or (dropout.training and not isinstance(dropout, nn.Identity)):
+            return False
+        if isinstance(self.scaling[name], torch.Tensor) or torch.is_autocast_enabled(rows.device.type):
+            return False
+        a, b = self.lora_A[name].weight, self.lora_B[name].weight
+        return rows.dtype == base.weight.dtype == a.dtype == b.dtype and not is_dtensor(base.weight)
 
     def mixed_batch_forward(self, row_adapters: list[str], x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """A batch of several plain LoRA adapters in two batched products, whatever their number::
