@@ -262,7 +262,9 @@ class LoraLinear(_ModulePairLayer):
         if self._one_autograd_node(active, rows, args, kwargs):
             name = active[0]
             base, a, b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
-            result = LoraLinearFunction.apply(rows, base.weight, base.bias, a, b, self.scaling[name])
+            dropout = self.lora_dropout[name]
+            dropped = None if isinstance(dropout, nn.Identity) or not dropout.training else dropout(rows)
+            result = LoraLinearFunction.apply(rows, dropped, base.weight, base.bias, a, b, self.scaling[name])
             return result.reshape(*x.shape[:-1], result.shape[-1])
         result = self._base_output(rows, *args, **kwargs)
         for name in active:
@@ -282,17 +284,16 @@ class LoraLinear(_ModulePairLayer):
 
     def _one_autograd_node(self, active: list[str], rows: torch.Tensor, args: tuple, kwargs: dict) -> bool:
         """Whether a training forward can take :class:`LoraLinearFunction`: one plain adapter
-        (no DoRA, no live dropout, a float scaling) on a plain ``nn.Linear`` with no hooks, all in
-        one dtype, outside autocast and tensor parallelism."""
+        (no DoRA, a float scaling) on a plain ``nn.Linear`` with no hooks, all in one dtype, outside
+        autocast and tensor parallelism."""
         if len(active) != 1 or args or kwargs or not torch.is_grad_enabled():
             return False
         name, base = active[0], self.base_layer
         if type(base) is not nn.Linear or base._forward_hooks or base._forward_pre_hooks or "forward" in vars(base):
             return False
-        dropout = self.lora_dropout[name]
-        if name in self.lora_magnitude_vector or (dropout.training and not isinstance(dropout, nn.Identity)):
+        if name in self.lora_magnitude_vector or isinstance(self.scaling[name], torch.Tensor):
             return False
-        if isinstance(self.scaling[name], torch.Tensor) or torch.is_autocast_enabled(rows.device.type):
+        if torch.is_autocast_enabled(rows.device.type):
             return False
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
         return rows.dtype == base.weight.dtype == a.dtype == b.dtype and not is_dtensor(base.weight)

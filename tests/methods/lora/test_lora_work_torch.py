@@ -48,9 +48,9 @@ def two_linears(bias: bool = False):
     )
 
 
-def wrapped(library, bias: bool = False, lora_bias: str = "none"):
+def wrapped(library, bias: bool = False, lora_bias: str = "none", dropout: float = 0.0):
     """LoRA r=4 on both Linears, B nonzero (the same in every call), training mode."""
-    config = library.LoraConfig(r=RANK, lora_alpha=8, target_modules=["0", "1"], bias=lora_bias)
+    config = library.LoraConfig(r=RANK, lora_alpha=8, target_modules=["0", "1"], bias=lora_bias, lora_dropout=dropout)
     model = library.get_peft_model(two_linears(bias), config).train()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -98,3 +98,37 @@ def test_input_gradient_equals_hf_peft():
         model(x).square().sum().backward()
         gradients.append(x.grad)
     torch.testing.assert_close(*gradients, rtol=1e-5, atol=1e-6)
+
+
+def test_backward_with_dropout_adds_no_scaling_passes():
+    """With dropout the adapter's input gradient dh A goes back through the dropout's mask and is
+    then added to the base's dx (the one [tokens, in] sum dropout needs); still no scaling passes."""
+    model = wrapped(peftplug, dropout=0.5)
+    out = model(torch.randn(TOKENS, FEATURES[0]))
+    grad = torch.randn_like(out)
+    with ComputeCounter() as counter:
+        out.backward(grad)
+    # first Linear: dh, dB, dA; second: dh, dB, dA, dh A, its mask, dy W, the sum
+    assert sum(counter.calls.values()) == 3 + 7, counter.calls
+
+
+def test_dropout_gradients_follow_the_drawn_mask():
+    """The gradients of x, A and B equal autograd's through the same mask, written out."""
+    torch.manual_seed(0)
+    config = peftplug.LoraConfig(r=RANK, lora_alpha=8, target_modules=["0"], lora_dropout=0.5)
+    model = peftplug.get_peft_model(torch.nn.Sequential(torch.nn.Linear(*FEATURES[:2])), config).train()
+    layer = model.base_model.model[0]
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    with torch.no_grad():
+        b.normal_()
+    dropped = []
+    layer.lora_dropout["default"].register_forward_hook(lambda module, args, output: dropped.append(output))
+    x = torch.randn(TOKENS, FEATURES[0], generator=torch.Generator().manual_seed(3), requires_grad=True)
+    model(x).square().sum().backward()
+    mask = (dropped[0] / x).detach()
+    assert 0 < (mask == 0).sum() < mask.numel()
+    x_ref, a_ref, b_ref = (t.detach().clone().requires_grad_() for t in (x, a, b))
+    out = layer.base_layer(x_ref) + layer.scaling["default"] * ((x_ref * mask) @ a_ref.t()) @ b_ref.t()
+    expected = torch.autograd.grad(out.square().sum(), (x_ref, a_ref, b_ref))
+    for got, want in zip((x.grad, a.grad, b.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
