@@ -24,6 +24,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
+from paddle.autograd import PyLayer
 
 from peftplug.backends.paddle.layer import (
     PaddleAdapterLayer,
@@ -210,7 +211,12 @@ class LoraLinear(_PaddleLoraLayer):
         return (self.lora_magnitude_vector[name] / norm).astype(self._base_dtype())
 
     def forward(self, x: paddle.Tensor, *args: Any, **kwargs: Any) -> paddle.Tensor:
-        """``x W + b + s * (dropout(x) A) B`` for each active, unmerged adapter."""
+        """``x W + b + (s * dropout(x) A) B`` for each active, unmerged adapter.
+
+        The scale multiplies the ``[tokens, r]`` hidden, not the ``[tokens, out]`` product, and
+        the product is added into ``F.linear``'s fresh output in place by :func:`_add_into`: the
+        adapter path allocates one ``[tokens, out]`` tensor (``h B``) and nothing of that size in
+        backward (``tests/methods/lora/test_lora_work_paddle.py`` counts it)."""
         base = self.base_layer
         if self._plain_base:
             result = F.linear(x, base.weight, base.bias)
@@ -219,11 +225,13 @@ class LoraLinear(_PaddleLoraLayer):
         if self._ordered:
             return self._forward_in_order(x, result)
         for a, b, scaling, dropout in self._plan:
-            result += ((x if dropout is None else dropout(x)) @ a @ b) * scaling
+            delta = ((x if dropout is None else dropout(x)) @ a * scaling) @ b
+            # a wrapped layer's output may be saved for its own backward: only F.linear's is ours to change
+            result = _add_into(result, delta) if self._plain_base else result + delta
         for a, b, scaling, dropout in self._cast_plan:
             hidden = x.astype(a.dtype)
             hidden = hidden if dropout is None else dropout(hidden)
-            result = result + ((hidden @ a @ b) * scaling).astype(result.dtype)
+            result = result + ((hidden @ a * scaling) @ b).astype(result.dtype)
         return result
 
     def mixed_batch_forward(self, row_adapters: list[str], x: paddle.Tensor, *args: Any, **kwargs: Any) -> Any:
@@ -271,7 +279,7 @@ class LoraLinear(_PaddleLoraLayer):
             hidden = x.astype(a.dtype)
             if name not in self.lora_magnitude_vector:
                 hidden = hidden if dropout is None else dropout(hidden)
-                result = result + ((hidden @ a @ b) * scaling).astype(result.dtype)
+                result = result + ((hidden @ a * scaling) @ b).astype(result.dtype)
                 continue
             base_result = None
             if dropout is None or not self.training:
@@ -381,6 +389,36 @@ class LoraConv2D(_PaddleLoraLayer):
         for suffix in sorted(taken):
             copy_into(holders[suffix], tensors[suffix], key_prefix + suffix)
         return taken
+
+
+class _AddInto(PyLayer):
+    """``result += delta`` in place, with the output's gradient handed to both, as it is.
+
+    Paddle's ``add_`` gives its second operand a copy of the output's gradient (its
+    ``add_grad`` shares the buffer with the first operand only): a ``[tokens, out]`` tensor per
+    layer and step that this node does not allocate. Neither receiver changes the shared
+    gradient: ``result`` is ``F.linear``'s output and ``delta`` a product's, each with no other
+    consumer, so no gradient is accumulated into it."""
+
+    @staticmethod
+    def forward(ctx: Any, result: paddle.Tensor, delta: paddle.Tensor) -> paddle.Tensor:
+        """``result`` with ``delta`` added to it."""
+        return result.add_(delta)
+
+    @staticmethod
+    def backward(ctx: Any, grad: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """The output's gradient for both operands."""
+        return grad, grad
+
+
+def _add_into(result: paddle.Tensor, delta: paddle.Tensor) -> paddle.Tensor:
+    """``result + delta``, reusing the buffers of ``F.linear``'s output ``result`` and of the
+    product ``delta`` (each used nowhere else). Where ``result`` takes no gradient (inference, a
+    first layer whose input takes none) ``delta.add_(result)`` alone does: ``add_`` shares the
+    output's gradient with its first operand."""
+    if result.stop_gradient:
+        return delta.add_(result)
+    return _AddInto.apply(result, delta)
 
 
 def _zero_padded(matrix: paddle.Tensor, rows: int, columns: int) -> paddle.Tensor:
