@@ -11,7 +11,7 @@ figures, each per library:
 2. an unmerged ``no_grad`` forward over the base's;
 3. the peak resident memory of a process that builds the model and runs 3 training steps, over
    that of a process that does the same with the frozen base (each in its own subprocess, which
-   imports the same libraries; ``ru_maxrss``).
+   imports the same libraries; ``VmHWM``).
 
 Figures 1 and 2 are timed in interleaved rounds (order rotated each round, the median over
 rounds of each round's ratio), with a second copy of the base as the A/A control. Beside each the
@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cli import heading, parser_for, publish  # noqa: E402
-from bench_lora_torch import FULL, QUICK, Quiet, Sizes, Unit, interleave, llama, training_step  # noqa: E402
+from bench_lora_torch import FULL, QUICK, Quiet, Sizes, Unit, interleave, llama, lora_configs, training_step  # noqa: E402
 from work_lora_torch import counting_flops, frozen_base_phases, frozen_base_work, lora_step_work, models  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overheads_torch.md"
@@ -112,25 +112,36 @@ def timed_rows(sizes: Sizes, repeats: int, warmup: int, input_ids: torch.Tensor)
 
 def rss_child(side: str, quick: bool) -> int:
     """In a subprocess: build ``side``'s model, run 3 steps, print the peak RSS in bytes."""
-    import peft  # noqa: F401  (every side imports the same libraries)
+    import peft  # every side imports the same libraries
 
-    import peftplug  # noqa: F401
+    import peftplug
 
     sizes = QUICK if quick else FULL
     torch.set_num_threads(2)
     input_ids = torch.randint(3, sizes.vocab, (sizes.batch, sizes.tokens), generator=torch.Generator().manual_seed(2))
-    ours, theirs, base = models(sizes)
-    model = {"peftplug": ours, "HF PEFT": theirs, "base": base}[side]
-    del ours, theirs, base
+    torch.manual_seed(0)
+    model = llama(sizes).train()
     if side == "base":
         run = base_step(model, input_ids)
     else:
+        ours_config, theirs_config = lora_configs()
+        library, config = (peftplug, ours_config) if side == "peftplug" else (peft, theirs_config)
+        model = library.get_peft_model(model, config).train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         run = training_step(model, optimizer, input_ids)
     for _ in range(RSS_STEPS):
         run(None)
-    print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    print(json.dumps({"peak_rss": own_peak_rss()}))
     return 0
+
+
+def own_peak_rss() -> int:
+    """This process's peak RSS in bytes: ``VmHWM``, of its own address space (``ru_maxrss`` would
+    start at the parent's RSS when the child was forked)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_rss(side: str, quick: bool) -> int:
