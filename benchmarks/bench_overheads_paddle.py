@@ -89,6 +89,7 @@ from paddle_work import (  # noqa: E402
     lora_shapes,
     training_step,
 )
+from process_memory import own_peak_rss  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overheads_paddle.md"
 LIBRARIES = ("peftplug", "PaddleNLP")
@@ -245,19 +246,11 @@ def rss_child(side: str, sizes: Sizes) -> int:
         step()
     peaks = {
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "hwm_mib": vm_hwm(),
+        "hwm_mib": own_peak_rss() / MIB,
         "tensor_peak_mib": paddle.base.core.host_memory_stat_peak_value("Allocated", 0) / MIB,
     }
     print(json.dumps(peaks))
     return 0
-
-
-def vm_hwm() -> float:
-    """This process's own peak RSS (``VmHWM`` of ``/proc/self/status``, MiB): unlike
-    ``ru_maxrss``, not raised to the RSS its parent had when it started it."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def peak_rss(args: Any, malloc: dict[str, str]) -> dict[str, dict[str, float]]:

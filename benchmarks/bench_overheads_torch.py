@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cli import heading, parser_for, publish  # noqa: E402
 from bench_lora_torch import FULL, QUICK, Quiet, Sizes, Unit, interleave, llama, lora_configs, training_step  # noqa: E402
+from process_memory import own_peak_rss  # noqa: E402
 from work_lora_torch import counting_flops, frozen_base_phases, frozen_base_work, lora_step_work, models  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overheads_torch.md"
@@ -133,15 +133,6 @@ def rss_child(side: str, quick: bool) -> int:
         run(None)
     print(json.dumps({"peak_rss": own_peak_rss()}))
     return 0
-
-
-def own_peak_rss() -> int:
-    """This process's peak RSS in bytes: ``VmHWM``, of its own address space (``ru_maxrss`` would
-    start at the parent's RSS when the child was forked)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_rss(side: str, quick: bool) -> int:
