@@ -52,9 +52,8 @@ def step_flops(run) -> int:
     return flops.get_total_flops()
 
 
-def base_step(base, input_ids: torch.Tensor):
-    """A unit body: the frozen base's forward and backward."""
-    phases, _ = frozen_base_phases(base, input_ids)
+def base_step(phases: dict):
+    """A unit body: the frozen base's forward and backward (:func:`frozen_base_phases`)."""
 
     def run(_=None) -> None:
         """One forward and backward of the frozen base."""
@@ -82,7 +81,8 @@ def timed_rows(sizes: Sizes, repeats: int, warmup: int, input_ids: torch.Tensor)
     control.load_state_dict(base.state_dict())
     lora = {"peftplug": ours, "HF PEFT": theirs}
     flops, live = {}, {}
-    reference_work, _ = frozen_base_work(base, input_ids)
+    base_phases, base_outputs = frozen_base_phases(base, input_ids)  # its hooks stay: build them once
+    reference_work, _ = frozen_base_work(base, base_phases, base_outputs)
     for label, model in lora.items():
         work = lora_step_work(model, input_ids)
         flops[("step", label)] = (work["forward"].flops + work["backward"].flops) / (
@@ -92,7 +92,10 @@ def timed_rows(sizes: Sizes, repeats: int, warmup: int, input_ids: torch.Tensor)
         flops[("inference", label)] = step_flops(no_grad_forward(model, input_ids)) / step_flops(
             no_grad_forward(base, input_ids)
         )
-    step_units = [Unit("base", base_step(base, input_ids)), Unit("base (A/A)", base_step(control, input_ids))]
+    step_units = [
+        Unit("base", base_step(base_phases)),
+        Unit("base (A/A)", base_step(frozen_base_phases(control, input_ids)[0])),
+    ]
     for label, model in lora.items():
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         step_units.append(Unit(label, training_step(model, optimizer, input_ids)))
@@ -122,7 +125,7 @@ def rss_child(side: str, quick: bool) -> int:
     torch.manual_seed(0)
     model = llama(sizes).train()
     if side == "base":
-        run = base_step(model, input_ids)
+        run = base_step(frozen_base_phases(model, input_ids)[0])
     else:
         ours_config, theirs_config = lora_configs()
         library, config = (peftplug, ours_config) if side == "peftplug" else (peft, theirs_config)

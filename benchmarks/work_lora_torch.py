@@ -190,10 +190,12 @@ def frozen_base_phases(base, input_ids: torch.Tensor) -> tuple[dict[str, Callabl
     return {"forward": forward, "backward": backward}, outputs
 
 
-def frozen_base_work(base, input_ids: torch.Tensor) -> tuple[dict[str, PhaseWork], int]:
-    """The work of the frozen base's step (:func:`frozen_base_phases`), after an uncounted one;
-    and the bytes of the target Linears' inputs it does not keep (:func:`unkept_input_bytes`)."""
-    phases, outputs = frozen_base_phases(base, input_ids)
+def frozen_base_work(
+    base, phases: dict[str, Callable[[], None]], outputs: list[torch.Tensor]
+) -> tuple[dict[str, PhaseWork], int]:
+    """The work of the frozen base's step (``phases`` and ``outputs`` from
+    :func:`frozen_base_phases`), after an uncounted one; and the bytes of the target Linears'
+    inputs it does not keep (:func:`unkept_input_bytes`)."""
     unkept = unkept_input_bytes(base, phases["forward"])
     held = sum(output.untyped_storage().nbytes() for output in outputs)
     phases["backward"]()
@@ -390,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     input_ids = torch.randint(3, sizes.vocab, (sizes.batch, sizes.tokens), generator=torch.Generator().manual_seed(2))
     ours, theirs, base = models(sizes)
     results = {"peftplug": lora_step_work(ours, input_ids), "HF PEFT": lora_step_work(theirs, input_ids)}
-    reference, unkept_inputs = frozen_base_work(base, input_ids)
+    reference, unkept_inputs = frozen_base_work(base, *frozen_base_phases(base, input_ids))
     minimum = analytic_minimum(ours, sizes, unkept_inputs)
     return publish(report(results, reference, minimum, sizes, started), args, RESULTS)
 
